@@ -1,0 +1,1 @@
+"""Verilog functional reward: extract -> format -> syntax -> compile (iverilog) -> simulate (vvp)."""

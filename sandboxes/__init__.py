@@ -1,0 +1,1 @@
+"""earl sandboxes: run one untrusted program isolated (namespaces + rlimits) and a pool for batches."""
