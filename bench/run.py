@@ -1,0 +1,75 @@
+"""`make bench`: run every bench/bench_*.py and write their sections into BENCHMARKS.md.
+
+Each bench module exposes ``run(quick: bool = False) -> str`` returning a markdown section whose numbers are
+ratios against a baseline measured in the same process, so they mean something on any machine.
+`python -m bench.run --only verilog,earl` refreshes some sections and keeps the others.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
+import platform
+import re
+import subprocess
+import sys
+import time
+import traceback
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+OUT = ROOT / "BENCHMARKS.md"
+MARK = "<!-- bench:{} -->"
+
+
+def discover() -> list[str]:
+    return sorted(p.stem.removeprefix("bench_") for p in (ROOT / "bench").glob("bench_*.py"))
+
+
+def _header() -> str:
+    try:
+        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True,
+                                text=True).stdout.strip()
+    except OSError:
+        commit = "?"
+    return (f"# Benchmarks\n\nWritten by `make bench` ({time.strftime('%Y-%m-%d')}, commit {commit}, "
+            f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, Python "
+            f"{platform.python_version()}). Ratios compare against a baseline run in the same process.\n")
+
+
+def _sections(text: str) -> dict[str, str]:
+    """Existing sections keyed by bench name, so a partial run keeps the rest."""
+    parts = re.split(r"(?m)^<!-- bench:(\S+) -->\n", text)
+    return {parts[i]: parts[i + 1].rstrip() + "\n" for i in range(1, len(parts) - 1, 2)}
+
+
+def run_one(name: str, quick: bool) -> str:
+    t0 = time.perf_counter()
+    try:
+        body = importlib.import_module(f"bench.bench_{name}").run(quick=quick).rstrip() + "\n"
+    except Exception:  # noqa: BLE001 - one broken bench must not lose the others' numbers
+        body = f"## {name}\n\nFAILED:\n\n```\n{traceback.format_exc()[-3000:]}```\n"
+    print(f"bench {name}: {time.perf_counter() - t0:.1f}s", file=sys.stderr)
+    return body
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--only", default="", help="comma-separated bench names (default: all)")
+    ap.add_argument("--quick", action="store_true", help="fewer repetitions")
+    args = ap.parse_args(argv)
+    names = [n for n in args.only.split(",") if n] or discover()
+    unknown = sorted(set(names) - set(discover()))
+    if unknown:
+        ap.error(f"unknown bench(es) {unknown}; available: {discover()}")
+    sections = _sections(OUT.read_text()) if OUT.exists() else {}
+    for name in names:
+        sections[name] = run_one(name, args.quick)
+        body = _header() + "".join(f"\n{MARK.format(k)}\n{sections[k]}" for k in sorted(sections))
+        OUT.write_text(body)               # after each bench, so an interrupted run keeps what it measured
+    print(f"wrote {OUT}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

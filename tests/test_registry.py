@@ -1,0 +1,88 @@
+"""Reward plugins: lookup by name, dotted path and entry point; composition; crash isolation."""
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+
+from rewards import registry
+from rewards.registry import RewardSpec, SafeReward, build_reward, compose, weighted_sum
+
+PLUGIN = Path(__file__).resolve().parents[1] / "docs" / "examples" / "earl-example-plugin"
+
+
+def always_half(prompts, completions, **columns):
+    return [0.5] * len(completions)
+
+
+def test_dotted_path_both_spellings():
+    for name in ("tests.test_registry:always_half", "tests.test_registry.always_half"):
+        fn = build_reward(name)
+        assert fn(["p"], ["a", "b"]) == [0.5, 0.5]
+
+
+def test_register_decorator_and_kwargs_binding():
+    @registry.register_reward("unit_len")
+    def unit_len(prompts, completions, scale=1.0, **cols):
+        return [scale * len(c) for c in completions]
+
+    assert build_reward("unit_len", scale=2.0)([""], ["abc"]) == [6.0]
+    assert "unit_len" in registry.available_rewards()
+
+
+def test_unknown_reward_names_the_choices():
+    with pytest.raises(KeyError, match="unknown reward 'nope'.*verilog_functional"):
+        registry.resolve("nope")
+    with pytest.raises(ValueError, match=r"rewards\[0\] \(no.such:thing\)"):
+        compose([{"name": "no.such:thing"}])
+    with pytest.raises(ValueError, match=r"rewards\[0\]: expected keys"):
+        compose([{"name": "x", "wieght": 2}])
+
+
+def test_safe_reward_turns_crash_and_timeout_into_none():
+    def boom(prompts, completions, **cols):
+        raise RuntimeError("reward bug")
+
+    def slow(prompts, completions, **cols):
+        time.sleep(5)
+        return [1.0] * len(completions)
+
+    safe = SafeReward(boom, "boom")
+    assert safe(["p"], ["a", "b"]) == [None, None] and safe.failures == 1
+    t0 = time.monotonic()
+    assert SafeReward(slow, "slow", timeout_s=0.2)(["p"], ["a"]) == [None]
+    assert time.monotonic() - t0 < 2
+    wrong_len = SafeReward(lambda p, c, **k: [1.0], "short")
+    assert wrong_len(["p"], ["a", "b"]) == [None, None]
+
+
+def test_compose_weights_like_trl():
+    funcs, weights = compose([
+        RewardSpec("tests.test_registry:always_half", weight=2.0),
+        {"name": "tests.test_registry:always_half", "weight": -1.0},
+    ])
+    assert weights == [2.0, -1.0]
+    assert weighted_sum(funcs, weights, ["p"], ["x"]) == [0.5]
+
+
+@pytest.mark.slow
+def test_entry_point_plugin_installed_from_package(tmp_path):
+    """pip-install the example plugin package and find its rewards through the entry point group."""
+    target = tmp_path / "site"
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation",
+                    "--target", str(target), str(PLUGIN)], check=True, capture_output=True)
+    script = textwrap.dedent("""
+        from rewards.registry import available_rewards, compose, weighted_sum
+        assert "length_penalty" in available_rewards(), available_rewards()
+        funcs, weights = compose([{"name": "length_penalty", "kwargs": {"max_chars": 4}},
+                                  {"name": "keyword_bonus", "weight": 0.5, "kwargs": {"keywords": ["always"]}}])
+        print(weighted_sum(funcs, weights, ["p", "p"], ["always", "x" * 6]))
+    """)
+    env = {"PYTHONPATH": f"{target}:{Path(__file__).resolve().parents[1]}", "PATH": "/usr/bin:/bin"}
+    out = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[1.0, 0.5]"   # 0.5 length + 0.5 keyword; 0.5 length
