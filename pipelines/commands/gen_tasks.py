@@ -1,0 +1,38 @@
+"""`earl gen-tasks`: write procedurally generated RTL tasks (canonical Problem JSONL)."""
+from __future__ import annotations
+
+import argparse
+import sys
+from collections import Counter
+
+
+def add_parser(parser: argparse.ArgumentParser) -> None:
+    from pipelines.tasks.rtlgen import FAMILIES, HOLDOUT_MODES, PRESETS, SPLITS
+
+    parser.add_argument("--n", type=int, required=True, help="number of distinct tasks")
+    parser.add_argument("--seed", type=int, default=0, help="generator seed (same seed, same tasks)")
+    parser.add_argument("--split", choices=SPLITS, default="train",
+                        help="train or heldout; the two never share a prompt")
+    parser.add_argument("--holdout", choices=HOLDOUT_MODES, default="prompt",
+                        help="prompt: split by prompt text; names: held-out tasks use unseen port names")
+    parser.add_argument("--families", default=None,
+                        help=f"a preset ({', '.join(PRESETS)}) or a comma-separated subset of: "
+                             f"{','.join(FAMILIES)}")
+    parser.add_argument("--out", required=True, help="output JSONL path")
+
+
+def run(args: argparse.Namespace) -> int:
+    from pipelines.tasks.rtlgen import generate
+    from rewards.verilog.problems import write_jsonl
+
+    try:
+        problems = generate(args.n, seed=args.seed, split=args.split, holdout=args.holdout,
+                            families=args.families)
+    except ValueError as exc:
+        print(f"earl gen-tasks: {exc}", file=sys.stderr)
+        return 2
+    path = write_jsonl(problems, args.out)
+    mix = Counter(p.meta["family"] for p in problems)
+    print(f"wrote {len(problems)} {args.split} tasks (seed {args.seed}) to {path}")
+    print("families: " + ", ".join(f"{k} {v}" for k, v in sorted(mix.items())))
+    return 0

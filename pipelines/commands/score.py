@@ -1,0 +1,206 @@
+"""`earl score`: score completions against problems and report pass@k.
+
+    earl score --problems ../shared/data/verilog-eval-v2-sample --samples samples.jsonl --out results.jsonl
+    earl score --problems ../shared/data/rtllm --references        # self-check: do the references pass?
+
+SAMPLES holds one {"problem_id", "completion"} object per line; RESULTS gets one line per sample in
+input order (problem_id, passed, reward, stage, reason, details). The task's scorer is imported lazily
+from TASKS, so scoring Verilog never imports bandit and vice versa.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import os
+import sys
+from collections import Counter, defaultdict
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+TASKS: dict[str, str] = {
+    "verilog": "rewards.verilog.scoring:score_samples",
+    "security-repair": "rewards.security.scoring:score_samples",
+}
+STAGE_ORDER = ("none", "format", "syntax", "compile", "simulate", "pass")
+
+
+class InputError(ValueError):
+    """Bad user input: printed as one line naming file and line, exit code 2."""
+
+
+def add_parser(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--problems", required=True, metavar="PATH",
+                        help="problem set: canonical JSONL, a VerilogEval folder or an RTLLM tree")
+    parser.add_argument("--samples", metavar="SAMPLES.jsonl",
+                        help='one {"problem_id", "completion"} per line (not needed with --references)')
+    parser.add_argument("--out", metavar="RESULTS.jsonl", help="where to write one result per sample")
+    parser.add_argument("--task", choices=sorted(TASKS), default="verilog", help="which scorer (default verilog)")
+    parser.add_argument("--references", action="store_true",
+                        help="score each problem's own reference (self-check); lists unsupported ones")
+    parser.add_argument("--workers", type=int, default=None, help="parallel sandboxes (default: CPU count)")
+    parser.add_argument("--formal", choices=("off", "confirm", "required"), default="off",
+                        help="formal equivalence after a simulation pass (verilog only)")
+    parser.add_argument("--k", default="1,5,10", help="pass@k values, comma-separated (default 1,5,10)")
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        return _run(args)
+    except InputError as exc:
+        print(f"earl score: error: {exc}", file=sys.stderr)
+        return 2
+
+
+def _run(args: argparse.Namespace) -> int:
+    ks = parse_ks(args.k)
+    if args.workers is not None and args.workers < 1:
+        raise InputError(f"--workers must be >= 1, got {args.workers}")
+    if not Path(args.problems).exists():
+        raise InputError(f"--problems {args.problems}: no such file or folder")
+    module = _task_module(args.task)
+    if args.references:
+        if not hasattr(module, "reference_samples"):
+            raise InputError(f"--references is not supported for --task {args.task}")
+        samples = _call(module.reference_samples, args.problems)
+    elif not args.samples:
+        raise InputError("--samples is required (or use --references)")
+    else:
+        samples = read_samples(args.samples)
+    if not args.out and not args.references:
+        raise InputError("--out is required")
+    score_fn = getattr(module, TASKS[args.task].split(":")[1])
+    options: dict[str, Any] = {"references": True} if args.references else {}
+    if args.formal != "off":
+        options["formal"] = args.formal
+    workers = args.workers or os.cpu_count() or 1
+    rows = _score_with_progress(score_fn, args.problems, samples, workers, options)
+    if len(rows) != len(samples):
+        raise RuntimeError(f"scorer returned {len(rows)} results for {len(samples)} samples")
+    if args.out:
+        write_results(args.out, samples, rows)
+    print_summary(rows, ks, references=args.references, out=args.out)
+    return 0
+
+
+def parse_ks(text: str) -> list[int]:
+    try:
+        ks = sorted({int(k) for k in text.split(",") if k.strip()})
+    except ValueError:
+        raise InputError(f"--k expects comma-separated integers like 1,5,10, got {text!r}") from None
+    if not ks or ks[0] < 1:
+        raise InputError(f"--k values must be >= 1, got {text!r}")
+    return ks
+
+
+def read_samples(path: str | Path) -> list[dict]:
+    """Read SAMPLES.jsonl; a malformed row raises InputError naming file:line."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"--samples {path}: no such file")
+    samples = []
+    with path.open(encoding="utf-8") as fh:
+        for lineno, line in enumerate(fh, 1):
+            if not line.strip():
+                continue
+            where = f"{path}:{lineno}"
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise InputError(f"{where}: invalid JSON ({exc.msg} at column {exc.colno})") from None
+            if not isinstance(row, dict):
+                raise InputError(f"{where}: expected a JSON object, got {type(row).__name__}")
+            missing = [k for k in ("problem_id", "completion") if k not in row]
+            if missing:
+                raise InputError(f"{where}: missing field(s) {missing} (need problem_id and completion)")
+            if not isinstance(row["completion"], (str, list)):
+                raise InputError(f"{where}: 'completion' must be a string or a list of chat messages, "
+                                 f"got {type(row['completion']).__name__}")
+            samples.append({**row, "problem_id": str(row["problem_id"]), "_where": where})
+    if not samples:
+        raise InputError(f"--samples {path}: no samples")
+    return samples
+
+
+def _task_module(task: str) -> Any:
+    module_name = TASKS[task].split(":")[0]
+    try:
+        return importlib.import_module(module_name)
+    except ImportError as exc:
+        raise InputError(f"--task {task}: cannot import {module_name} ({exc})") from None
+
+
+def _call(fn: Callable, *a: Any, **kw: Any) -> Any:
+    try:
+        return fn(*a, **kw)
+    except (ValueError, KeyError, FileNotFoundError) as exc:
+        raise InputError(exc.args[0] if exc.args else str(exc)) from None
+
+
+def _score_with_progress(score_fn: Callable, problems: str, samples: list[dict], workers: int,
+                         options: dict[str, Any]) -> list[dict]:
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    console = Console(stderr=True)
+    with Progress(TextColumn("scoring"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  console=console, transient=not console.is_terminal) as bar:
+        task = bar.add_task("score", total=len(samples))
+        return _call(score_fn, problems, samples, workers=workers,
+                     progress=lambda n: bar.advance(task, n), **options)
+
+
+def write_results(path: str | Path, samples: list[dict], rows: list[dict]) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w", encoding="utf-8") as fh:
+        for i, (sample, row) in enumerate(zip(samples, rows)):
+            out = {"index": i, **row, "problem_id": sample["problem_id"]}
+            fh.write(json.dumps(out, ensure_ascii=False, default=str) + "\n")
+    return path
+
+
+def summarize(rows: list[dict], ks: list[int]) -> dict[str, Any]:
+    """pass@k (unbiased, only for k every problem has samples for) and counts by stage."""
+    from rewards.metrics import mean_pass_at_k
+
+    per_problem: dict[str, list[int]] = defaultdict(lambda: [0, 0])
+    for r in rows:
+        per_problem[r["problem_id"]][0] += 1
+        per_problem[r["problem_id"]][1] += bool(r.get("passed"))
+    counts = {p: (n, c) for p, (n, c) in per_problem.items()}
+    pass_k = {k: mean_pass_at_k(counts, k) for k in ks}
+    stages = Counter(str(r.get("stage")) for r in rows)
+    return {"samples": len(rows), "problems": len(counts), "passed": sum(bool(r.get("passed")) for r in rows),
+            "pass_at_k": pass_k, "stages": dict(stages)}
+
+
+def print_summary(rows: list[dict], ks: list[int], *, references: bool = False, out: str | None = None) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console()
+    s = summarize(rows, ks)
+    table = Table(title=f"{s['samples']} samples, {s['problems']} problems, {s['passed']} passed")
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    min_n = min((sum(1 for r in rows if r["problem_id"] == p) for p in {r["problem_id"] for r in rows}), default=0)
+    for k, v in s["pass_at_k"].items():
+        table.add_row(f"pass@{k}", f"{v:.4f}" if v is not None else f"n/a (needs {k} samples/problem, min is {min_n})")
+    known = [st for st in STAGE_ORDER if st in s["stages"]] + sorted(set(s["stages"]) - set(STAGE_ORDER))
+    for st in known:
+        table.add_row(f"stage {st}", str(s["stages"][st]))
+    console.print(table)
+    from rewards.verilog.formal import formal_summary   # formal counts, when --formal was on
+    f = formal_summary(rows)
+    if f:
+        console.print(f"formal: {f['checked']} simulation passes checked: {f['equivalent']} proven, "
+                      f"{f['false_positives']} refuted (testbench false positives), {f['unknown']} unknown")
+    if references:
+        bad = [r for r in rows if r.get("unsupported") or not r.get("passed")]
+        console.print(f"references: {s['passed']} of {len(rows)} pass; {len(bad)} unsupported")
+        for r in bad:
+            console.print(f"  unsupported {r['problem_id']}: {r.get('reason', '')}", markup=False, highlight=False)
+    if out:
+        console.print(f"results: {out}")

@@ -1,0 +1,531 @@
+"""Formal equivalence of a candidate module against the reference, with Yosys' SAT solver.
+
+Why: random-stimulus testbenches pass wrong designs (a `>` comparator passed a `>=` bench). A miter
+of reference (gold) and candidate (gate) proves equality for every input, or yields a counterexample.
+
+- Combinational designs: one SAT proof over all inputs.
+- Sequential designs: a bounded check over `seq_depth` cycles from an unknown (X) state with the reset
+  asserted in cycle 1 (the reset stays free afterwards, so reset bugs show up), then k-induction; if
+  induction closes the proof is complete, otherwise the verdict is "equivalent up to N cycles".
+  X in a reference output is a don't-care, as in VerilogEval's benches; X in the candidate's is not.
+- Anything the check cannot decide (timeout, memory, unsupported construct, port mismatch, latch,
+  several clocks, combinational loop, size budget) is `unknown` with a reason; it never raises.
+
+Yosys runs inside the project sandbox with its own limits; results are cached by content hash.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import re
+import tempfile
+import threading
+import time
+from collections import OrderedDict
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+log = logging.getLogger(__name__)
+
+EQUIVALENT, NOT_EQUIVALENT, UNKNOWN = "equivalent", "not_equivalent", "unknown"
+POLICIES = ("off", "confirm", "required")
+
+# Port names taken for a reset (VerilogEval, RTLLM and rtlgen's name sets), and which are active low.
+_RESET_RE = re.compile(r"^([as]?(rst|reset)|arst|clr|clear|ar|rs|r|zap)(_i)?$", re.I)
+_RESET_LOW_RE = re.compile(r"^(([as]?(rst|reset)|arst|clr|clear|ar|rs|r|zap)_?n(i|_i)?|n_?[as]?(rst|reset))$", re.I)
+_FF_TYPES = {"$dff", "$dffe", "$adff", "$adffe", "$sdff", "$sdffe", "$sdffce", "$dffsr", "$dffsre",
+             "$aldff", "$aldffe", "$ff"}
+_LATCH_TYPES = {"$dlatch", "$adlatch", "$dlatchsr", "$sr"}
+
+
+@dataclass
+class FormalConfig:
+    """Limits and depth of one equivalence check (defaults fit a reward call on a small CPU box)."""
+    wall_s: float = 20.0             # per yosys run, whole process tree killed on expiry
+    memory_mb: int = 2048
+    seq_depth: int = 20              # cycles of the bounded check from reset
+    induction: bool = True           # try k-induction (k <= seq_depth) for a complete proof
+    init: str = "undef"              # registers before cycle 1: undef (like a simulator's X) | zero
+    max_cells: int = 20_000          # size budget per module after proc/flatten/memory
+    max_state_bits: int = 4096       # flip-flop bits per module
+    max_io_bits: int = 4096          # port bits per module; also the widest literal range `[N:M]`
+    max_source_chars: int = 200_000  # per file, checked before yosys starts
+    cache_size: int = 4096
+    sandbox_backend: str = "auto"    # sandboxes.SandboxConfig.backend
+
+
+@dataclass
+class Counterexample:
+    """Inputs that make reference and candidate differ (binary strings, MSB first, `x` = don't care).
+
+    For sequential designs `steps[i]` are the inputs of cycle i+1 and `cycle` is the first cycle whose
+    outputs differ (cycle 1 is the reset cycle; outputs are sampled before that cycle's clock edge).
+    """
+    inputs: dict[str, str]
+    expected: dict[str, str]           # reference outputs at the failing cycle
+    got: dict[str, str]                # candidate outputs at the failing cycle
+    cycle: int | None = None
+    steps: list[dict[str, str]] = field(default_factory=list)
+    reset: str | None = None           # reset port asserted in cycle 1 (sequential only)
+
+
+@dataclass
+class FormalResult:
+    verdict: str                       # equivalent | not_equivalent | unknown
+    reason: str = ""
+    method: str = ""                   # sat | induction | bmc
+    sequential: bool = False
+    complete: bool = False             # False: equivalent only up to `depth` cycles
+    depth: int | None = None
+    counterexample: Counterexample | None = None
+    wall_s: float = 0.0
+    cached: bool = False
+
+    @property
+    def decided(self) -> bool:
+        return self.verdict != UNKNOWN
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+class FormalError(Exception):
+    """Internal: a check that ends as `unknown` with this message."""
+
+
+# ---------------------------------------------------------------------------------------------
+# yosys runner (sandboxed)
+
+@dataclass
+class YosysRun:
+    log: str
+    returncode: int | None
+    timed_out: bool = False
+    memory_exceeded: bool = False
+    verdict: str = "ok"
+    wall_s: float = 0.0
+    outputs: dict[str, str] = field(default_factory=dict)   # files the script wrote, by name
+
+
+Runner = Callable[[str, dict[str, str], FormalConfig, tuple[str, ...]], YosysRun]
+
+
+def sandbox_runner(script: str, files: dict[str, str], cfg: FormalConfig,
+                   outputs: tuple[str, ...] = ()) -> YosysRun:
+    """Run `yosys -s check.ys` in a fresh sandbox work dir holding `files`; return its log and `outputs`."""
+    from sandboxes.limits import SandboxConfig, SandboxLimits
+
+    limits = SandboxLimits(wall_s=cfg.wall_s, cpu_s=max(1, int(cfg.wall_s) + 1),
+                           memory_mb=cfg.memory_mb, max_file_mb=64)
+    box = _sandbox(cfg.sandbox_backend, SandboxConfig, limits)
+    with tempfile.TemporaryDirectory(prefix="earl-formal-") as tmp:
+        work = Path(tmp)
+        for name, text in {**files, "check.ys": script}.items():
+            (work / name).write_text(text, encoding="utf-8")
+        res = box.run(["yosys", "-q", "-l", "yosys.log", "-s", "check.ys"], work, limits=limits)
+        log_path = work / "yosys.log"
+        text = log_path.read_text(encoding="utf-8", errors="replace") if log_path.exists() else ""
+        got = {n: (work / n).read_text(encoding="utf-8", errors="replace")
+               for n in outputs if (work / n).is_file()}
+    return YosysRun(log=text + "\n" + res.stdout + "\n" + res.stderr, returncode=res.returncode,
+                    timed_out=res.timed_out, memory_exceeded=res.memory_exceeded,
+                    verdict=res.verdict, wall_s=res.wall_s, outputs=got)
+
+
+_SANDBOXES: dict[str, Any] = {}
+_SANDBOX_LOCK = threading.Lock()
+
+
+def _sandbox(backend: str, config_cls: Any, limits: Any) -> Any:
+    from sandboxes.executor import Sandbox
+    with _SANDBOX_LOCK:
+        if backend not in _SANDBOXES:
+            _SANDBOXES[backend] = Sandbox(config_cls(backend=backend, limits=limits))
+        return _SANDBOXES[backend]
+
+
+# ---------------------------------------------------------------------------------------------
+# scripts
+
+def _prep_script(reference_top: str, candidate_top: str) -> str:
+    """Read each file into its own design (no module-name clashes), flatten, rename to gold/gate."""
+    def one(path: str, top: str, name: str) -> str:
+        return (f"read_verilog -sv {path}\n"
+                f"hierarchy -check -top {top}\n"
+                "proc\nflatten\nmemory\nopt_clean\n"
+                f"rename {top} {name}\n")
+    return (one("gold.sv", reference_top, "gold") + "design -stash golddesign\n"
+            + one("gate.sv", candidate_top, "gate")
+            + "design -copy-from golddesign -as gold gold\n")
+
+
+def _inspect_script(reference_top: str, candidate_top: str) -> str:
+    return _prep_script(reference_top, candidate_top) + "check\nwrite_json iface.json\n"
+
+
+def _miter_script(reference_top: str, candidate_top: str, sequential: bool) -> str:
+    return (_prep_script(reference_top, candidate_top)
+            + ("async2sync\n" if sequential else "")
+            + "miter -equiv -flatten -make_outputs -ignore_gold_x gold gate miter\n"
+            + "hierarchy -top miter\nopt_clean\n")
+
+
+_SAT_COMMON = "-prove trigger 0 -show-inputs -show-outputs -enable_undef -set-def-inputs"
+
+
+# ---------------------------------------------------------------------------------------------
+# parsing
+
+_ROW_RE = re.compile(r"^\s*(?:(\d+)\s+)?\\(\S+)\s+(\S+)\s+(\S+)\s+([01xz]+)\s*$")
+
+
+def _parse_model(log_text: str) -> dict[int, dict[str, str]]:
+    """The last SAT model table in the log: {step (0 = combinational): {signal: bits}}."""
+    start = log_text.rfind("Signal Name")
+    if start < 0:
+        return {}
+    model: dict[int, dict[str, str]] = {}
+    for line in log_text[start:].splitlines()[2:]:
+        if line.strip().startswith("init"):
+            continue
+        m = _ROW_RE.match(line)
+        if m is None:
+            if line.strip() and not line.strip().startswith("----"):
+                break
+            continue
+        step = int(m.group(1)) if m.group(1) else 0
+        model.setdefault(step, {})[m.group(2)] = m.group(5)
+    return model
+
+
+def _counterexample(model: dict[int, dict[str, str]], widths: dict[str, int],
+                    reset: tuple[str, int] | None, sequential: bool) -> Counterexample:
+    def split(row: dict[str, str], prefix: str) -> dict[str, str]:
+        return {k[len(prefix):]: _fit(v, widths.get(k[len(prefix):]))
+                for k, v in sorted(row.items()) if k.startswith(prefix)}
+
+    steps = sorted(model)
+    fail = next((s for s in steps if model[s].get("trigger", "0") != "0"), steps[-1] if steps else 0)
+    row = model.get(fail, {})
+    if not sequential:
+        return Counterexample(inputs=split(row, "in_"), expected=split(row, "gold_"), got=split(row, "gate_"))
+    trace = [split(model[s], "in_") for s in steps if s <= fail]
+    if reset is not None and trace:       # the wrapper forces the reset in cycle 1, whatever the input
+        trace[0][reset[0]] = str(reset[1])
+    return Counterexample(inputs=trace[-1] if trace else {}, expected=split(row, "gold_"),
+                          got=split(row, "gate_"), cycle=fail, steps=trace, reset=reset[0] if reset else None)
+
+
+def _fit(bits: str, width: int | None) -> str:
+    """Yosys prints minimal-width numbers in some columns; pad the binary to the port width."""
+    if width is None or len(bits) >= width:
+        return bits
+    return bits[0] * (width - len(bits)) if bits[0] in "xz" else bits.zfill(width)
+
+
+@dataclass
+class _Module:
+    ports: dict[str, tuple[str, int]]        # name -> (direction, width)
+    cells: int
+    state_bits: int
+    latches: int
+    clocks: set[tuple[str, int]]            # (clock port or net, polarity)
+
+
+def _modules(iface: dict[str, Any]) -> dict[str, _Module]:
+    out = {}
+    for name, mod in iface.get("modules", {}).items():
+        bit_port = {b: p for p, info in mod["ports"].items() for b in info["bits"]}
+        state = latches = 0
+        clocks: set[tuple[str, int]] = set()
+        for cell in mod.get("cells", {}).values():
+            ctype = cell["type"]
+            if ctype in _FF_TYPES:
+                state += int(cell["parameters"].get("WIDTH", "1"), 2) if isinstance(
+                    cell["parameters"].get("WIDTH"), str) else int(cell["parameters"].get("WIDTH", 1))
+                clk = cell["connections"].get("CLK", [])
+                if clk:
+                    pol = cell["parameters"].get("CLK_POLARITY", "1")
+                    pol = int(pol, 2) if isinstance(pol, str) else int(pol)
+                    clocks.add((str(bit_port.get(clk[0], clk[0])), pol))
+            elif ctype in _LATCH_TYPES:
+                latches += 1
+        out[name] = _Module(ports={p: (i["direction"], len(i["bits"])) for p, i in mod["ports"].items()},
+                            cells=len(mod.get("cells", {})), state_bits=state, latches=latches, clocks=clocks)
+    return out
+
+
+def _find_reset(ports: dict[str, tuple[str, int]]) -> tuple[str, int] | None:
+    """(port, asserted value) for the first 1-bit input named like a reset."""
+    for name, (direction, width) in ports.items():
+        if direction != "input" or width != 1:
+            continue
+        if _RESET_LOW_RE.match(name):
+            return name, 0
+        if _RESET_RE.match(name):
+            return name, 1
+    return None
+
+
+_ERROR_RE = re.compile(r"^ERROR: (.*)$", re.M)
+
+
+def _yosys_error(run: YosysRun) -> str:
+    if run.timed_out:
+        return "timeout"
+    if run.memory_exceeded:
+        return "memory limit"
+    if run.verdict not in ("ok",) and run.verdict.startswith(("cpu", "signal", "output")):
+        return f"yosys ended with {run.verdict}"
+    m = _ERROR_RE.search(run.log)
+    if m:
+        return m.group(1).strip()[:300]
+    if run.returncode not in (0, None):
+        return f"yosys exited {run.returncode}: {run.log.strip()[-300:]}"
+    return ""
+
+
+# ---------------------------------------------------------------------------------------------
+# the checker
+
+class FormalChecker:
+    """Equivalence checks with a content-hash cache (thread-safe; one instance per reward)."""
+
+    def __init__(self, config: FormalConfig | None = None, runner: Runner | None = None):
+        self.config = config or FormalConfig()
+        self.runner = runner or sandbox_runner
+        self._cache: OrderedDict[str, FormalResult] = OrderedDict()
+        self._lock = threading.Lock()
+        self.stats = {"checks": 0, "cache_hits": 0, EQUIVALENT: 0, NOT_EQUIVALENT: 0, UNKNOWN: 0}
+
+    def check(self, candidate: str, reference: str, *, top: str = "TopModule", ref_top: str = "RefModule",
+              reset: str | tuple[str, int] | None = None) -> FormalResult:
+        """Is `candidate`'s module `top` equivalent to `reference`'s `ref_top`? Never raises.
+
+        `reset` names the reset port (active high), or gives (port, asserted value); by default it
+        is found by name (reset, rst, areset, rst_n, resetn, ...)."""
+        if isinstance(reset, str):
+            reset = (reset, 1)
+        key = hashlib.sha256(json.dumps([candidate, reference, top, ref_top, reset, asdict(self.config)])
+                             .encode()).hexdigest()
+        with self._lock:
+            hit = self._cache.get(key)
+            if hit is not None:
+                self._cache.move_to_end(key)
+                self.stats["cache_hits"] += 1
+                return FormalResult(**{**asdict(hit), "cached": True,
+                                       "counterexample": hit.counterexample})
+        t0 = time.monotonic()
+        try:
+            result = self._check(candidate, reference, top, ref_top, reset)
+        except FormalError as exc:
+            result = FormalResult(UNKNOWN, reason=str(exc))
+        except Exception as exc:  # noqa: BLE001 - a formal check must never crash a reward
+            log.exception("formal check failed unexpectedly")
+            result = FormalResult(UNKNOWN, reason=f"internal error: {type(exc).__name__}: {exc}")
+        result.wall_s = round(time.monotonic() - t0, 4)
+        with self._lock:
+            self.stats["checks"] += 1
+            self.stats[result.verdict] += 1
+            self._cache[key] = result
+            while len(self._cache) > self.config.cache_size:
+                self._cache.popitem(last=False)
+        return result
+
+    def check_problem(self, problem: Any, candidate: str) -> FormalResult:
+        """Check a candidate against a `Problem`'s reference (its top/ref module names; the reset
+        port from `meta["reset"]` — a name or {"name", "active"} — when the generator gives one)."""
+        if not problem.reference:
+            return FormalResult(UNKNOWN, reason="problem has no reference")
+        return self.check(candidate, problem.reference, top=problem.top_module, ref_top=problem.ref_module,
+                          reset=reset_of(problem))
+
+    # -- steps ----------------------------------------------------------------------------
+
+    def _run(self, script: str, files: dict[str, str], outputs: tuple[str, ...] = ()) -> YosysRun:
+        return self.runner(script, files, self.config, outputs)
+
+    def _check(self, candidate: str, reference: str, top: str, ref_top: str,
+               reset: tuple[str, int] | None) -> FormalResult:
+        for side, source in (("reference", reference), ("candidate", candidate)):
+            _precheck(source, side, self.config)
+        ref_top = _pick_module(reference, ref_top, "reference")
+        top = _pick_module(candidate, top, "candidate")
+        files = {"gold.sv": reference, "gate.sv": candidate}
+        gold, gate, loops = self._inspect(files, ref_top, top)
+        self._check_compatible(gold, gate, loops)
+        sequential = bool(gold.state_bits or gate.state_bits)
+        if not sequential:
+            return self._prove_comb(files, ref_top, top, {p: w for p, (_, w) in gold.ports.items()})
+        if reset is not None and gold.ports.get(reset[0], ("", 0)) != ("input", 1):
+            raise FormalError(f"reset {reset[0]!r} is not a 1-bit input of the reference")
+        return self._prove_seq(files, ref_top, top, gold.ports, reset or _find_reset(gold.ports))
+
+    def _inspect(self, files: dict[str, str], ref_top: str, top: str) -> tuple[_Module, _Module, bool]:
+        run = self._run(_inspect_script(ref_top, top), files, ("iface.json",))
+        err = _yosys_error(run)
+        if err or "iface.json" not in run.outputs:
+            raise FormalError(f"yosys could not read the designs: {err or 'no interface written'}")
+        match = re.search(r"found logic loop", run.log)
+        mods = _modules(json.loads(run.outputs["iface.json"]))
+        if "gold" not in mods or "gate" not in mods:
+            raise FormalError("yosys did not produce both modules (gold, gate)")
+        return mods["gold"], mods["gate"], match is not None
+
+    def _check_compatible(self, gold: _Module, gate: _Module, loops: bool) -> None:
+        cfg = self.config
+        if loops:
+            raise FormalError("combinational loop in a design")
+        for side, mod in (("reference", gold), ("candidate", gate)):
+            if mod.latches:
+                raise FormalError(f"{side} has {mod.latches} latch(es); level-sensitive storage is not checked")
+            if mod.cells > cfg.max_cells:
+                raise FormalError(f"size budget: {side} has {mod.cells} cells > max_cells {cfg.max_cells}")
+            if mod.state_bits > cfg.max_state_bits:
+                raise FormalError(f"size budget: {side} has {mod.state_bits} state bits > "
+                                  f"max_state_bits {cfg.max_state_bits}")
+            io = sum(w for _, w in mod.ports.values())
+            if io > cfg.max_io_bits:
+                raise FormalError(f"size budget: {side} has {io} port bits > max_io_bits {cfg.max_io_bits}")
+            if len({c for c, _ in mod.clocks}) > 1 or len(mod.clocks) > 1:
+                raise FormalError(f"{side} uses several clocks or both edges {sorted(mod.clocks)}")
+        if gold.clocks and gate.clocks and gold.clocks != gate.clocks:
+            raise FormalError(f"clocking differs: reference {sorted(gold.clocks)}, candidate {sorted(gate.clocks)}")
+        _check_ports(gold.ports, gate.ports)
+
+    def _prove_comb(self, files: dict[str, str], ref_top: str, top: str, widths: dict[str, int]) -> FormalResult:
+        script = _miter_script(ref_top, top, False) + f"sat -verify {_SAT_COMMON} miter\n"
+        run = self._run(script, files)
+        if "SAT proof finished - no model found: SUCCESS" in run.log:
+            return FormalResult(EQUIVALENT, method="sat", complete=True)
+        if "model found: FAIL" in run.log:
+            cex = _counterexample(_parse_model(run.log), widths, None, False)
+            return FormalResult(NOT_EQUIVALENT, reason="outputs differ", method="sat", complete=True,
+                                counterexample=cex)
+        raise FormalError(f"SAT check did not finish: {_yosys_error(run) or 'no verdict in log'}")
+
+    def _prove_seq(self, files: dict[str, str], ref_top: str, top: str, ports: dict[str, tuple[str, int]],
+                   reset: tuple[str, int] | None) -> FormalResult:
+        """Temporal induction: base cases grow one cycle at a time (so the first failure is the shortest
+        counterexample), induction steps try to close the proof; `seq_depth` bounds both."""
+        cfg = self.config
+        depth = cfg.seq_depth
+        widths = {p: w for p, (_, w) in ports.items()}
+        script = _miter_script(ref_top, top, True)
+        top_name = "miter"
+        if reset is not None:
+            files = {**files, "wrap.sv": _reset_wrapper(ports, reset)}
+            script += "read_verilog -sv wrap.sv\nhierarchy -top earl_wrap\nproc\nflatten\nopt_clean\n"
+            top_name = "earl_wrap"
+        mode = "-tempinduct -tempinduct-def" if cfg.induction else "-tempinduct -tempinduct-baseonly"
+        init = "-set-init-zero" if cfg.init == "zero" else "-set-init-undef"
+        if reset is not None:
+            init = f"-set-init earl_started 0 {init}"
+        script += f"sat {mode} -maxsteps {depth} {init} {_SAT_COMMON} {top_name}\n"
+        run = self._run(script, files)
+        text = run.log
+        if "model found for base case: FAIL" in text:
+            cex = _counterexample(_parse_model(text), widths, reset, True)
+            return FormalResult(NOT_EQUIVALENT, reason=f"outputs differ in cycle {cex.cycle}", method="bmc",
+                                sequential=True, complete=True, depth=depth, counterexample=cex)
+        proven = re.findall(r"Base case for induction length (\d+) proven", text)
+        if "Induction step proven: SUCCESS" in text:
+            return FormalResult(EQUIVALENT, method="induction", sequential=True, complete=True,
+                                depth=int(proven[-1]) if proven else None,
+                                reason="base case from reset plus k-induction")
+        if "Reached maximum number of time steps" in text:
+            return FormalResult(EQUIVALENT, method="bmc", sequential=True, complete=False, depth=depth,
+                                reason=f"no difference within {depth} cycles from reset (induction did not close)")
+        upto = f"; no difference within {proven[-1]} cycles" if proven else ""
+        raise FormalError(f"sequential check did not finish: {_yosys_error(run) or 'no verdict in log'}{upto}")
+
+
+def _reset_wrapper(ports: dict[str, tuple[str, int]], reset: tuple[str, int]) -> str:
+    """Wrap the miter so the reset is asserted in cycle 1 and free afterwards.
+
+    (yosys 0.23 `sat -tempinduct -set-at` does not constrain the base case correctly; a register that
+    starts at zero under `-set-init-zero` does.) Clocks are ignored by `sat`: every register steps once
+    per time step, so any input serves as this register's clock.
+    """
+    name, active = reset
+    decl, conn = [], []
+    for port, (direction, width) in ports.items():
+        rng = f"[{width - 1}:0] " if width > 1 else ""
+        if direction == "input":
+            decl.append(f"input {rng}in_{port}")
+            value = f"(earl_started ? in_{port} : 1'b{active})" if port == name else f"in_{port}"
+            conn.append(f".in_{port}({value})")
+        else:
+            decl += [f"output {rng}gold_{port}", f"output {rng}gate_{port}"]
+            conn += [f".gold_{port}(gold_{port})", f".gate_{port}(gate_{port})"]
+    clock = f"in_{name}"
+    return ("module earl_wrap(" + ", ".join(decl + ["output trigger"]) + ");\n"
+            "  reg earl_started = 1'b0;\n"
+            f"  always @(posedge {clock}) earl_started <= 1'b1;\n"
+            "  miter m(" + ", ".join(conn + [".trigger(trigger)"]) + ");\n"
+            "endmodule\n")
+
+
+def reset_of(problem: Any) -> tuple[str, int] | None:
+    """The reset a problem declares in `meta["reset"]` (name, or {"name", "active"|"low"}), else None."""
+    spec = (problem.meta or {}).get("reset")
+    if isinstance(spec, str):
+        return spec, 1
+    if isinstance(spec, dict) and "name" in spec:
+        active = spec.get("active", 0 if spec.get("low") else 1)
+        return str(spec["name"]), int(active)
+    return None
+
+
+def _check_ports(gold: dict[str, tuple[str, int]], gate: dict[str, tuple[str, int]]) -> None:
+    missing, extra = sorted(set(gold) - set(gate)), sorted(set(gate) - set(gold))
+    if missing or extra:
+        raise FormalError(f"port mismatch: candidate lacks {missing}, has extra {extra}")
+    diff = [f"{p} {gold[p][0]}[{gold[p][1]}] vs {gate[p][0]}[{gate[p][1]}]" for p in gold if gold[p] != gate[p]]
+    if diff:
+        raise FormalError("port mismatch (direction/width, reference vs candidate): " + "; ".join(diff))
+
+
+_RANGE_RE = re.compile(r"\[\s*(\d+)\s*:\s*(\d+)\s*\]")
+
+
+def _precheck(source: str, side: str, cfg: FormalConfig) -> None:
+    """Size budget on the text, so a hostile design cannot spend the yosys time limit being read."""
+    if len(source) > cfg.max_source_chars:
+        raise FormalError(f"size budget: {side} source has {len(source)} characters > {cfg.max_source_chars}")
+    for hi, lo in _RANGE_RE.findall(source):
+        width = abs(int(hi) - int(lo)) + 1
+        if width > cfg.max_io_bits:
+            raise FormalError(f"size budget: {side} declares a {width}-bit range > max_io_bits {cfg.max_io_bits}")
+
+
+_MODULE_RE = re.compile(r"^\s*module\s+([A-Za-z_][\w$]*)", re.M)
+
+
+def _pick_module(source: str, wanted: str, side: str) -> str:
+    """`wanted` if the source defines it, else its only top-level module (RTLLM: file name != module)."""
+    names = _MODULE_RE.findall(source)
+    if wanted in names:
+        return wanted
+    if len(names) == 1:
+        return names[0]
+    if not names:
+        raise FormalError(f"{side} defines no module")
+    instantiated = {n for n in names if re.search(rf"^\s*{re.escape(n)}\s+(#\s*\(|[A-Za-z_])", source, re.M)}
+    tops = [n for n in names if n not in instantiated]
+    if len(tops) == 1:
+        return tops[0]
+    raise FormalError(f"{side} has no module {wanted!r} and several candidates {names}")
+
+
+def formal_summary(records: list[dict[str, Any]]) -> dict[str, int] | None:
+    """Counts over scored records (rows of `earl score`, or `VerilogScore.to_dict()`s): simulation
+    passes checked, proven, refuted (testbench false positives) and unknown; None if formal was off."""
+    verdicts = [(r.get("details") or r).get("formal") for r in records]
+    verdicts = [v for v in verdicts if v]
+    if not verdicts:
+        return None
+    return {"checked": len(verdicts), EQUIVALENT: verdicts.count(EQUIVALENT),
+            "false_positives": verdicts.count(NOT_EQUIVALENT), UNKNOWN: verdicts.count(UNKNOWN)}

@@ -1,0 +1,261 @@
+"""Command lines that confine one program: bubblewrap, `unshare`, or rlimits only.
+
+Every backend runs the program under a tiny /bin/sh wrapper that sets the rlimits with `ulimit` (one
+exec, cheaper than Python's preexec_fn, which forces a full fork of a possibly huge trainer process) and
+reports the children's CPU time (`times`) on a side pipe.
+
+Why the uid dance: the kernel never enforces RLIMIT_NPROC for kuid 0, and a user namespace that maps
+the sandbox uid to root still runs as kuid 0. So when we are root we first drop to an unprivileged uid
+with `setpriv` and let bwrap map it; each run then gets its own user namespace, in which the kernel
+counts processes separately (Linux >= 5.14 ucounts), so concurrent sandboxes do not share the budget.
+bwrap resolves bind sources with the caller's uid, so the work dir's parents must be traversable by
+that uid; when they are not (e.g. pytest's 0700 /tmp/pytest-of-root), we stay root and warn once.
+"""
+from __future__ import annotations
+
+import functools
+import logging
+import os
+import shutil
+import stat
+import subprocess
+import tempfile
+import threading
+from collections.abc import Callable
+from pathlib import Path
+
+from sandboxes.limits import SandboxConfig, SandboxLimits
+
+log = logging.getLogger(__name__)
+
+SANDBOX_UID = 65534            # "nobody": the uid inside the sandbox, and the one root drops to outside
+BOX = "/box"                   # where the work dir appears inside the sandbox
+BASE_PATH = "/usr/local/bin:/usr/bin:/bin"
+# Host /etc entries a dynamically linked toolchain needs; nothing else of /etc is visible.
+ETC_ENTRIES = ("/etc/ld.so.cache", "/etc/ld.so.conf", "/etc/ld.so.conf.d", "/etc/alternatives",
+               "/etc/localtime")
+NET_ETC_ENTRIES = ("/etc/resolv.conf", "/etc/hosts", "/etc/nsswitch.conf", "/etc/ssl", "/etc/ca-certificates")
+TOP_DIRS = ("/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32")
+
+_warned: set[str] = set()
+_warn_lock = threading.Lock()
+
+
+def warn_once(key: str, message: str, *args: object) -> None:
+    """logging.warning once per process per key (a training run makes millions of calls)."""
+    with _warn_lock:
+        if key in _warned:
+            return
+        _warned.add(key)
+    log.warning(message, *args)
+
+
+# ---------------------------------------------------------------- the rlimit wrapper
+
+@functools.cache
+def _nproc_flag() -> str:
+    """dash spells RLIMIT_NPROC `ulimit -p`, bash `ulimit -u`."""
+    probe = subprocess.run(["/bin/sh", "-c", "ulimit -u"], capture_output=True, check=False)
+    return "-u" if probe.returncode == 0 else "-p"
+
+
+def wrapper_script(limits: SandboxLimits, times_fd: int | None, nproc: bool) -> str:
+    """sh -c script: set rlimits (hard, so the program cannot raise them), run "$@", report CPU time."""
+    sets = [
+        "ulimit -c 0",
+        f"ulimit -S -t {int(limits.cpu_s)}",
+        f"ulimit -H -t {int(limits.cpu_s) + 1}",     # SIGXCPU at the soft limit, SIGKILL a second later
+        f"ulimit -v {int(limits.memory_mb) * 1024}",
+        f"ulimit -f {int(limits.max_file_mb) * 2048}",   # 512-byte blocks in dash and POSIX-mode bash
+        f"ulimit -n {int(limits.max_open_files)}",
+    ]
+    if nproc:
+        sets.append(f"ulimit {_nproc_flag()} {int(limits.max_procs)}")
+    script = " && ".join(sets) + " || { echo 'earl-sandbox: cannot set rlimits' >&2; exit 125; }\n"
+    if times_fd is None:
+        return script + 'exec "$@"\n'
+    return script + f'"$@"\nrc=$?\ncommand times >/proc/self/fd/{times_fd} 2>/dev/null\nexit $rc\n'
+
+
+# ---------------------------------------------------------------- privilege drop
+
+def is_root() -> bool:
+    return os.geteuid() == 0
+
+
+@functools.cache
+def _setpriv() -> str | None:
+    return shutil.which("setpriv")
+
+
+def untraversable_parent(path: str | Path) -> str | None:
+    """First ancestor of `path` that 'others' cannot search (so an unprivileged bwrap cannot reach it)."""
+    p = Path(path).resolve()
+    for parent in reversed(p.parents):
+        try:
+            mode = parent.stat().st_mode
+        except OSError:
+            return str(parent)
+        if not mode & stat.S_IXOTH:
+            return str(parent)
+    return None
+
+
+def drop_prefix(bind_sources: list[str]) -> list[str]:
+    """`setpriv` argv that drops root to SANDBOX_UID, or [] when not root or a bind source is unreachable.
+
+    Only bwrap needs the checks (it resolves bind sources after the drop); the other backends get
+    their cwd from Popen while still root and bind nothing, so pass them []."""
+    if not is_root():
+        return []
+    if _setpriv() is None:
+        warn_once("nosetpriv", "sandbox: setpriv not found; running as root, so RLIMIT_NPROC (fork bombs) "
+                  "is NOT enforced. Install util-linux.")
+        return []
+    for path in bind_sources:
+        blocked = untraversable_parent(path)
+        if blocked is not None:
+            warn_once(f"untraversable:{blocked}",
+                      "sandbox: %s is under %s, which uid %d cannot search; running bwrap as root, so "
+                      "RLIMIT_NPROC (fork bombs) is NOT enforced for such runs. Put work dirs under a "
+                      "world-searchable folder such as tempfile.gettempdir().", path, blocked, SANDBOX_UID)
+            return []
+    return [_setpriv(), f"--reuid={SANDBOX_UID}", f"--regid={SANDBOX_UID}", "--clear-groups", "--"]
+
+
+def hand_over(workdir: Path, uid: int = SANDBOX_UID) -> None:
+    """chown the work dir tree to the sandbox uid so it can write there (and read 0600 files).
+
+    lchown and no symlink following, and hard-linked files are left alone: a previous run must not be
+    able to plant a link that makes root hand a host file to the sandbox uid."""
+    def fix(path: str) -> None:
+        st = os.lstat(path)
+        if st.st_uid != uid and not (stat.S_ISREG(st.st_mode) and st.st_nlink > 1):
+            os.lchown(path, uid, uid)
+    fix(str(workdir))
+    for root, dirs, files in os.walk(workdir):
+        for name in dirs + files:
+            fix(os.path.join(root, name))
+
+
+# ---------------------------------------------------------------- command lines
+
+@functools.cache
+def _root_layout() -> tuple[str, ...]:
+    """bwrap args recreating /bin, /lib* ... as on the host (symlinks into /usr on merged-/usr systems)."""
+    args: list[str] = ["--ro-bind", "/usr", "/usr"]
+    for top in TOP_DIRS:
+        if os.path.islink(top):
+            args += ["--symlink", os.readlink(top), top]
+        elif os.path.isdir(top):
+            args += ["--ro-bind", top, top]
+    return tuple(args)
+
+
+def bwrap_argv(config: SandboxConfig, limits: SandboxLimits, env: dict[str, str], work: str | Path) -> list[str]:
+    """bwrap command line up to and including `--`; the command follows."""
+    args = ["bwrap", "--unshare-all", "--unshare-user", "--uid", str(SANDBOX_UID), "--gid", str(SANDBOX_UID),
+            "--die-with-parent", "--new-session", "--cap-drop", "ALL", "--hostname", "sandbox",
+            *_root_layout()]
+    etc = ETC_ENTRIES + (NET_ETC_ENTRIES if config.network else ())
+    for entry in etc:
+        args += ["--ro-bind-try", entry, entry]
+    if config.network:
+        args.append("--share-net")
+    tmp_size = str(int(limits.max_file_mb) * 1024 * 1024)
+    args += ["--proc", "/proc", "--dev", "/dev", "--size", tmp_size, "--tmpfs", "/dev/shm",
+             "--size", tmp_size, "--tmpfs", "/tmp"]
+    for path in config.ro_binds:
+        args += ["--ro-bind", path, path]
+    # bwrap's new root and /dev are uncapped tmpfs: make them read-only (mounts on them stay writable)
+    args += ["--bind", str(work), BOX, "--remount-ro", "/dev", "--remount-ro", "/", "--chdir", BOX,
+             "--clearenv"]
+    for key, value in env.items():
+        args += ["--setenv", key, value]
+    return args + ["--"]
+
+
+def unshare_argv(config: SandboxConfig) -> list[str]:
+    """util-linux unshare: network/PID/IPC/UTS/user namespaces, but the host file system stays visible."""
+    args = ["unshare", "--user", f"--map-user={SANDBOX_UID}", f"--map-group={SANDBOX_UID}",
+            "--pid", "--fork", "--kill-child", "--ipc", "--uts", "--mount", "--mount-proc"]
+    if not config.network:
+        args.append("--net")
+    return args + ["--"]
+
+
+# ---------------------------------------------------------------- backend choice (cached self-test)
+
+_backend_cache: dict[tuple, str] = {}
+_backend_lock = threading.Lock()
+
+
+def _self_test(argv_for: Callable[[Path], list[str]], workdir: Path) -> tuple[bool, str]:
+    try:
+        proc = subprocess.run(argv_for(workdir), cwd=workdir, capture_output=True, timeout=30, check=False,
+                              stdin=subprocess.DEVNULL)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return False, str(exc)
+    ok = proc.returncode == 0 and proc.stdout.strip() == b"earl-sandbox-ok"
+    return ok, proc.stderr.decode(errors="replace").strip()[-300:]
+
+
+def _probe(backend: str, config: SandboxConfig) -> tuple[bool, str]:
+    env = {"PATH": BASE_PATH}
+    probe_cmd = ["/bin/sh", "-c", "echo earl-sandbox-ok"]
+    with tempfile.TemporaryDirectory(prefix="earl-sbx-probe-") as tmp:
+        work = Path(tmp)
+        drop = drop_prefix([str(work)] if backend == "bwrap" else [])
+        if drop:
+            hand_over(work)
+        if backend == "bwrap":
+            if shutil.which("bwrap") is None:
+                return False, "bwrap not installed (apt install bubblewrap)"
+            probe_config = SandboxConfig(network=config.network)
+            return _self_test(lambda w: [*drop, *bwrap_argv(probe_config, SandboxLimits(), env, w), *probe_cmd],
+                              work)
+        if shutil.which("unshare") is None:
+            return False, "unshare not installed (util-linux)"
+        return _self_test(lambda w: [*drop, *unshare_argv(config), *probe_cmd], work)
+
+
+def choose_backend(config: SandboxConfig) -> str:
+    """The backend runs will use: the requested one, or for 'auto' the first that passes a self-test.
+
+    Cached per process. An explicit 'bwrap'/'unshare' that fails raises; 'auto' degrades to 'none'.
+    """
+    key = (config.backend, config.network, os.geteuid())
+    reasons: list[str] = []
+    with _backend_lock:
+        if key in _backend_cache:
+            return _warn_weak(_backend_cache[key], reasons)
+        if config.backend == "none":
+            chosen = "none"
+        elif config.backend in ("bwrap", "unshare"):
+            ok, why = _probe(config.backend, config)
+            if not ok:
+                raise RuntimeError(f"sandbox backend {config.backend!r} failed its self-test: {why}")
+            chosen = config.backend
+        else:
+            chosen = "none"
+            for candidate in ("bwrap", "unshare"):
+                ok, why = _probe(candidate, config)
+                if ok:
+                    chosen = candidate
+                    break
+                reasons.append(f"{candidate}: {why}")
+        _backend_cache[key] = chosen
+    return _warn_weak(chosen, reasons)
+
+
+def _warn_weak(chosen: str, reasons: list[str]) -> str:
+    """The one loud warning per process when runs will not be fully isolated."""
+    why = f" (self-test failures: {'; '.join(reasons)})" if reasons else ""
+    if chosen == "none":
+        warn_once("none", "SANDBOX NOT ISOLATED: backend 'none' runs untrusted code with rlimits only (no "
+                  "namespaces: it can read the host file system and use the network). Results say "
+                  "isolated=False.%s", why)
+    elif chosen == "unshare":
+        warn_once("unshare", "SANDBOX PARTLY ISOLATED: backend 'unshare' isolates network and PIDs but the "
+                  "host file system stays visible. Results say isolated=False.%s", why)
+    return chosen

@@ -1,0 +1,323 @@
+"""Run one untrusted program over a private work directory and say what happened.
+
+`Sandbox.run` never raises for anything the program does (crash, hang, flood, bomb): that becomes an
+`ExecResult` with a verdict. It raises only for caller mistakes (missing work dir, empty argv).
+"""
+from __future__ import annotations
+
+import os
+import re
+import select
+import selectors
+import signal as signals
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from sandboxes import backends
+from sandboxes.backends import BASE_PATH, BOX
+from sandboxes.limits import SandboxConfig, SandboxLimits
+
+READ_CHUNK = 65536
+# Under RLIMIT_AS an allocation fails rather than the kernel killing the program; these are the ways
+# programs and runtimes say so (glibc strerror(ENOMEM), Python, C++, Icarus, Rust/Go runtimes).
+_OOM_RE = re.compile(
+    rb"MemoryError|Cannot allocate memory|out of memory|bad_alloc|memory exhausted|ENOMEM|"
+    rb"failed to allocate|memory allocation (?:of .* )?failed|not enough memory|cannot allocate",
+    re.IGNORECASE)
+_TIMES_RE = re.compile(rb"(\d+)m([\d.]+)s\s+(\d+)m([\d.]+)s")
+
+
+@dataclass
+class ExecResult:
+    returncode: int | None     # exit status; None when killed by a signal or the wall clock
+    signal: int | None         # the signal that ended the program (SIGKILL on timeout)
+    timed_out: bool
+    memory_exceeded: bool      # heuristic, see _memory_exceeded
+    cpu_exceeded: bool
+    output_truncated: bool
+    stdout: str
+    stderr: str
+    wall_s: float
+    cpu_s: float               # user+sys of the program and its reaped children (0.0 if unknown)
+    isolated: bool             # namespaces in force (bwrap); False for 'unshare' and 'none'
+    backend: str
+
+    @property
+    def ok(self) -> bool:
+        """Exited 0, no limit hit."""
+        return self.verdict == "ok"
+
+    @property
+    def verdict(self) -> str:
+        if self.timed_out:
+            return "timeout"
+        if self.memory_exceeded:
+            return "memory"
+        if self.cpu_exceeded:
+            return "cpu"
+        if self.signal is not None:
+            return f"signal_{self.signal}"
+        if self.returncode != 0:
+            return f"exit_{self.returncode}"
+        if self.output_truncated:
+            return "output_limit"
+        return "ok"
+
+
+class _Capped:
+    """Keeps the first `cap` bytes of a stream and counts the rest (never buffers unbounded output)."""
+
+    def __init__(self, cap: int):
+        self.cap, self.data, self.dropped = cap, bytearray(), 0
+
+    def add(self, chunk: bytes) -> None:
+        room = self.cap - len(self.data)
+        if room > 0:
+            self.data += chunk[:room]
+        self.dropped += max(0, len(chunk) - max(room, 0))
+
+
+def _kill_group(pgid: int) -> None:
+    try:
+        os.killpg(pgid, signals.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def _pidfd(pid: int) -> int | None:
+    try:
+        return os.pidfd_open(pid)
+    except (AttributeError, OSError):
+        return None
+
+
+def _pump(proc: subprocess.Popen, stdin: bytes | None, wall_s: float, cap: int) -> tuple[_Capped, _Capped, bool]:
+    """Feed stdin, read stdout/stderr incrementally until the program ends or the wall clock runs out.
+
+    Kills the whole process group on expiry and after exit (stragglers). Returns (stdout, stderr, timed_out). The child is left unreaped for the caller to wait().
+    """
+    sel = selectors.DefaultSelector()
+    streams: dict[int, _Capped] = {}
+    for pipe in (proc.stdout, proc.stderr):
+        fd = pipe.fileno()
+        os.set_blocking(fd, False)
+        streams[fd] = _Capped(cap)
+        sel.register(fd, selectors.EVENT_READ)
+    out_fd, err_fd = proc.stdout.fileno(), proc.stderr.fileno()
+    pending = memoryview(stdin or b"")
+    in_fd = None
+    if proc.stdin is not None:
+        in_fd = proc.stdin.fileno()
+        os.set_blocking(in_fd, False)
+        sel.register(in_fd, selectors.EVENT_WRITE)
+    pidfd = _pidfd(proc.pid)
+    if pidfd is not None:
+        sel.register(pidfd, selectors.EVENT_READ)
+
+    deadline = time.monotonic() + wall_s
+    timed_out = exited = False
+    open_reads = {out_fd, err_fd}
+    try:
+        while open_reads and not exited:
+            now = time.monotonic()
+            if now >= deadline:
+                timed_out = True
+                _kill_group(proc.pid)
+                break
+            wait = deadline - now if pidfd is not None else min(deadline - now, 0.005)
+            for key, _ in sel.select(wait):
+                fd = key.fd
+                if fd == pidfd:
+                    exited = True
+                elif fd == in_fd:
+                    try:
+                        pending = pending[os.write(in_fd, pending[:READ_CHUNK]):]
+                    except (BrokenPipeError, OSError):
+                        pending = pending[:0]
+                    if not pending:
+                        sel.unregister(in_fd)
+                        proc.stdin.close()
+                        in_fd = None
+                elif _read_into(fd, streams[fd]) == 0:
+                    sel.unregister(fd)
+                    open_reads.discard(fd)
+            if pidfd is None and _has_exited(proc):
+                exited = True
+        if exited or not open_reads:
+            # The program has ended (or closed both pipes): what it wrote is already in the pipe
+            # buffers (a writer blocks until we read). Take that, then kill stragglers holding the
+            # pipes open instead of waiting for them; the unreaped leader keeps the pgid ours.
+            for fd in open_reads:
+                while _read_into(fd, streams[fd]) > 0:
+                    pass
+            if not exited:
+                timed_out = not _wait_exit(proc, pidfd, deadline)
+            _kill_group(proc.pid)
+    finally:
+        sel.close()
+        if pidfd is not None:
+            os.close(pidfd)
+        if in_fd is not None:
+            try:
+                proc.stdin.close()
+            except OSError:
+                pass
+    return streams[out_fd], streams[err_fd], timed_out
+
+
+def _read_into(fd: int, sink: _Capped) -> int:
+    """One non-blocking read: bytes read, 0 at EOF, -1 when nothing is available now."""
+    try:
+        chunk = os.read(fd, READ_CHUNK)
+    except (BlockingIOError, InterruptedError):
+        return -1
+    sink.add(chunk)
+    return len(chunk)
+
+
+def _has_exited(proc: subprocess.Popen) -> bool:
+    """Exited, without reaping it (a reaped leader's pgid could be reused before we killpg it)."""
+    try:
+        return os.waitid(os.P_PID, proc.pid, os.WEXITED | os.WNOWAIT | os.WNOHANG) is not None
+    except ChildProcessError:
+        return True
+
+
+def _wait_exit(proc: subprocess.Popen, pidfd: int | None, deadline: float) -> bool:
+    """Wait (without reaping) until the program ends or the deadline; True if it ended."""
+    while not _has_exited(proc):
+        left = deadline - time.monotonic()
+        if left <= 0:
+            return False
+        if pidfd is not None:
+            select.select([pidfd], [], [], left)
+        else:
+            time.sleep(min(left, 0.005))
+    return True
+
+
+def _decode_status(rc: int, wrapped: bool) -> tuple[int | None, int | None]:
+    """(returncode, signal). Through sh and bwrap a death by signal N arrives as exit 128+N."""
+    if rc < 0:
+        return None, -rc
+    if wrapped and 128 < rc < 128 + 65:
+        return None, rc - 128
+    return rc, None
+
+
+def _parse_times(raw: bytes) -> float:
+    """Children's user+sys from sh's `times` (second line)."""
+    found = _TIMES_RE.findall(raw)
+    if len(found) < 2:
+        return 0.0
+    um, us, sm, ss = found[1]
+    return int(um) * 60 + float(us) + int(sm) * 60 + float(ss)
+
+
+def _memory_exceeded(code: int | None, sig: int | None, stdout: bytes, stderr: bytes) -> bool:
+    """Heuristic (no cgroup): the program failed and said it could not allocate.
+
+    Under RLIMIT_AS an allocation fails (malloc returns NULL, mmap ENOMEM) instead of the kernel killing
+    the program, and runtimes report it (MemoryError, bad_alloc, "out of memory", strerror(ENOMEM)). A
+    bare SIGSEGV/SIGKILL is not counted: a segfault is more often a bug than a full address space.
+    """
+    if code == 0 and sig is None:
+        return False
+    return bool(_OOM_RE.search(stderr[-8192:]) or _OOM_RE.search(stdout[-4096:]))
+
+
+class Sandbox:
+    """Runs commands confined to a work dir; see docs/sandbox.md for the threat model."""
+
+    def __init__(self, config: SandboxConfig | None = None):
+        self.config = config or SandboxConfig()
+        for path in self.config.ro_binds:
+            if not os.path.exists(path):
+                raise FileNotFoundError(f"SandboxConfig.ro_binds: {path!r} does not exist")
+        self.backend = backends.choose_backend(self.config)
+
+    @property
+    def isolated(self) -> bool:
+        return self.backend == "bwrap"
+
+    def run(self, argv: list[str], workdir: str | Path, *, stdin: bytes | None = None,
+            limits: SandboxLimits | None = None, env: dict[str, str] | None = None) -> ExecResult:
+        """Run argv with cwd = the work dir (seen inside the sandbox at /box; argv should use relative paths).
+        Only the work dir is writable; private /tmp; /usr, /bin, /lib* read-only; no /home, no project."""
+        if not argv or not all(isinstance(a, str) for a in argv):
+            raise ValueError(f"Sandbox.run: argv must be a non-empty list of strings, got {argv!r}")
+        work = Path(workdir).resolve()
+        if not work.is_dir():
+            raise FileNotFoundError(f"Sandbox.run: work dir {str(workdir)!r} does not exist or is not a directory")
+        lim = limits or self.config.limits
+        launcher, popen_env, nproc, drop_uid = self._command(work, lim, env or {})
+        times_r, times_w = os.pipe()
+        if drop_uid is not None:
+            os.fchown(times_w, drop_uid, drop_uid)   # the wrapper reopens it via /proc/self/fd as that uid
+        start = time.monotonic()
+        try:
+            proc = subprocess.Popen(
+                [*launcher, "/bin/sh", "-c", backends.wrapper_script(lim, times_w, nproc), "sh", *argv],
+                cwd=work, env=popen_env,
+                stdin=subprocess.PIPE if stdin is not None else subprocess.DEVNULL,
+                stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True,
+                pass_fds=(times_w,), bufsize=0)
+        except BaseException:
+            os.close(times_r)
+            os.close(times_w)
+            raise
+        os.close(times_w)
+        try:
+            out, err, timed_out = _pump(proc, stdin, float(lim.wall_s), int(lim.max_output_bytes))
+        finally:
+            _kill_group(proc.pid)
+            rc = proc.wait()
+            for pipe in (proc.stdout, proc.stderr):
+                pipe.close()
+        wall = time.monotonic() - start
+        os.set_blocking(times_r, False)
+        try:
+            raw_times = os.read(times_r, 4096)
+        except BlockingIOError:
+            raw_times = b""
+        finally:
+            os.close(times_r)
+        return self._result(rc, out, err, timed_out, wall, _parse_times(raw_times), lim)
+
+    # ------------------------------------------------------------ helpers
+
+    def _command(self, work: Path, lim: SandboxLimits,
+                 env: dict[str, str]) -> tuple[list[str], dict[str, str], bool, int | None]:
+        """(launcher argv, env for Popen, whether to set RLIMIT_NPROC, uid dropped to or None); the sh
+        wrapper and argv follow.
+
+        RLIMIT_NPROC is set only where it counts this run's processes: in a fresh user namespace
+        (bwrap, unshare), or under the dropped uid; never on a caller's own uid (it would count all of
+        the caller's processes) and pointlessly on root (not enforced)."""
+        binds = [str(work), *self.config.ro_binds] if self.backend == "bwrap" else []
+        drop = backends.drop_prefix(binds)
+        uid = backends.SANDBOX_UID if drop else None
+        if drop:
+            backends.hand_over(work)
+        if self.backend == "bwrap":
+            inner_env = {"PATH": BASE_PATH, "HOME": BOX, "LANG": "C.UTF-8", "TMPDIR": "/tmp", **env}
+            launcher = [*drop, *backends.bwrap_argv(self.config, lim, inner_env, work)]
+            return launcher, {"PATH": BASE_PATH}, True, uid
+        host_env = {"PATH": BASE_PATH, "HOME": str(work), "LANG": "C.UTF-8", **env}
+        if self.backend == "unshare":
+            return [*drop, *backends.unshare_argv(self.config)], host_env, True, uid
+        return drop, host_env, bool(drop), uid
+
+    def _result(self, rc: int, out: _Capped, err: _Capped, timed_out: bool, wall: float,
+                cpu: float, lim: SandboxLimits) -> ExecResult:
+        code, sig = (None, signals.SIGKILL) if timed_out else _decode_status(rc, wrapped=True)
+        cpu_hit = not timed_out and (sig == signals.SIGXCPU or
+                                     (sig == signals.SIGKILL and cpu >= 0.8 * lim.cpu_s))
+        mem = not (timed_out or cpu_hit) and _memory_exceeded(code, sig, bytes(out.data), bytes(err.data))
+        return ExecResult(
+            returncode=code, signal=sig, timed_out=timed_out, memory_exceeded=mem, cpu_exceeded=cpu_hit,
+            output_truncated=bool(out.dropped or err.dropped),
+            stdout=out.data.decode("utf-8", errors="replace"), stderr=err.data.decode("utf-8", errors="replace"),
+            wall_s=wall, cpu_s=cpu, isolated=self.isolated, backend=self.backend)

@@ -1,0 +1,67 @@
+"""Sandbox settings as dataclasses (mirrored one to one by the `sandbox:` block of a YAML config).
+
+Limits are per run; `Sandbox.run(..., limits=...)` overrides the config's for one call.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+BACKENDS = ("auto", "bwrap", "unshare", "none")
+
+
+@dataclass
+class SandboxLimits:
+    wall_s: float = 30.0          # wall clock; the whole process tree is killed on expiry
+    cpu_s: int = 30               # RLIMIT_CPU (per process; SIGXCPU, then SIGKILL one second later)
+    memory_mb: int = 2048         # RLIMIT_AS (address space, not RSS: allow headroom for big mappings)
+    max_procs: int = 64           # RLIMIT_NPROC (counted per sandbox: each run has its own user namespace)
+    max_file_mb: int = 64         # RLIMIT_FSIZE; also the size of the private /tmp tmpfs
+    max_open_files: int = 256     # RLIMIT_NOFILE
+    max_output_bytes: int = 1_000_000   # stdout and stderr each captured up to this, rest discarded
+
+    def __post_init__(self) -> None:
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                raise TypeError(f"SandboxLimits.{f.name} must be a number, got {value!r}")
+            if value <= 0:
+                raise ValueError(f"SandboxLimits.{f.name} must be > 0, got {value!r}")
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> SandboxLimits:
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(f"sandbox.limits: unknown key(s) {unknown}; known: {sorted(known)}")
+        return cls(**data)
+
+
+@dataclass
+class SandboxConfig:
+    backend: str = "auto"         # auto | bwrap | unshare | none  (none = rlimits only, loud warning)
+    network: bool = False
+    limits: SandboxLimits = field(default_factory=SandboxLimits)
+    ro_binds: list[str] = field(default_factory=list)   # extra host paths visible read-only
+
+    def __post_init__(self) -> None:
+        if self.backend not in BACKENDS:
+            raise ValueError(f"SandboxConfig.backend must be one of {BACKENDS}, got {self.backend!r}")
+        if isinstance(self.limits, dict):
+            self.limits = SandboxLimits.from_dict(self.limits)
+        if not isinstance(self.limits, SandboxLimits):
+            raise TypeError(f"SandboxConfig.limits must be SandboxLimits or a mapping, got {self.limits!r}")
+        if isinstance(self.ro_binds, str):
+            raise TypeError("SandboxConfig.ro_binds must be a list of paths, got a single string")
+        for path in self.ro_binds:
+            if not os.path.isabs(path):
+                raise ValueError(f"SandboxConfig.ro_binds: {path!r} is not an absolute path")
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> SandboxConfig:
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(f"sandbox: unknown key(s) {unknown}; known: {sorted(known)}")
+        return cls(**data)

@@ -1,0 +1,58 @@
+"""Run a batch of sandboxed jobs on a thread pool (each job mostly waits on a child process, so threads
+suffice and the GIL is not the bottleneck); results come back in input order."""
+from __future__ import annotations
+
+import concurrent.futures as cf
+import os
+import threading
+from collections.abc import Callable, Iterable
+from typing import Any, Self
+
+
+class SandboxPool:
+    """A thread pool for `fn(item)` calls that each run one or two sandboxed programs.
+
+    One stuck job cannot stall the others: every sandboxed program has its own wall-clock limit, and
+    the other workers keep taking items meanwhile.
+    """
+
+    def __init__(self, workers: int | None = None):
+        if workers is not None and workers < 1:
+            raise ValueError(f"SandboxPool: workers must be >= 1, got {workers}")
+        self.workers = workers or os.cpu_count() or 1
+        self._executor = cf.ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="sandbox")
+        self._lock = threading.Lock()
+
+    def map(self, fn: Callable[[Any], Any], items: Iterable[Any], *,
+            progress: Callable[[int, int], None] | None = None) -> list:
+        """[fn(item) for item in items], run concurrently; results in input order.
+
+        `progress(done, total)` is called after each job finishes (from the calling thread). If a job
+        raises, the others still finish, then the first exception (in input order) is re-raised.
+        """
+        items = list(items)
+        futures = [self._executor.submit(fn, item) for item in items]
+        index = {f: i for i, f in enumerate(futures)}
+        results: list[Any] = [None] * len(items)
+        errors: dict[int, BaseException] = {}
+        for done, future in enumerate(cf.as_completed(futures), start=1):
+            i = index[future]
+            exc = future.exception()
+            if exc is not None:
+                errors[i] = exc
+            else:
+                results[i] = future.result()
+            if progress is not None:
+                progress(done, len(items))
+        if errors:
+            raise errors[min(errors)]
+        return results
+
+    def close(self) -> None:
+        self._executor.shutdown(wait=True, cancel_futures=True)
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -1,0 +1,194 @@
+"""Procedural RTL tasks: determinism, split disjointness, variety, and real Icarus runs of the references
+(every family passes its own bench) and of one realistic mutant per family (each must be caught)."""
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+import tempfile
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+
+from pipelines.cli import main as earl
+from pipelines.tasks.rtlgen import FAMILIES, HELDOUT_NAMES, generate, solution, split_of
+from rewards.verilog.problems import Problem, read_jsonl
+
+IVERILOG = ["iverilog", "-Wall", "-Winfloop", "-Wno-timescale", "-g2012", "-s", "tb", "-o", "sim"]
+needs_iverilog = pytest.mark.skipif(shutil.which("iverilog") is None or shutil.which("vvp") is None,
+                                    reason="Icarus Verilog (iverilog, vvp) not installed: "
+                                           "apt install iverilog")
+
+
+def simulate(problem: Problem, candidate: str) -> tuple[int | None, int | None, str]:
+    """(mismatches, samples, log) of `candidate` against the problem's bench, under real Icarus."""
+    with tempfile.TemporaryDirectory() as d:
+        Path(d, "sample.sv").write_text(candidate)
+        Path(d, "test.sv").write_text(problem.testbench)
+        Path(d, "ref.sv").write_text(problem.reference)
+        comp = subprocess.run(IVERILOG + ["sample.sv", "test.sv", "ref.sv"], cwd=d, capture_output=True,
+                              text=True, timeout=60, check=False)
+        if comp.returncode != 0:
+            return None, None, comp.stderr
+        run = subprocess.run(["vvp", "-n", "sim"], cwd=d, capture_output=True, text=True, timeout=60,
+                             check=False)
+    m = re.search(r"Mismatches: (\d+) in (\d+) samples", run.stdout)
+    return (int(m[1]), int(m[2]), run.stdout) if m else (None, None, run.stdout + run.stderr)
+
+
+def test_deterministic_by_seed():
+    a = [p.to_json() for p in generate(60, seed=3)]
+    assert a == [p.to_json() for p in generate(60, seed=3)]
+    assert a != [p.to_json() for p in generate(60, seed=4)]
+    assert a[:30] == [p.to_json() for p in generate(30, seed=3)]  # a longer run extends a shorter one
+
+
+def test_records_are_canonical_problems():
+    problems = generate(64, seed=1)
+    assert len({p.id for p in problems}) == 64
+    for p in problems:
+        assert p.top_module == "TopModule" and p.ref_module == "RefModule" and p.harness == "verilogeval"
+        assert p.prompt == p.spec and p.spec.startswith("// ") and "\n// Ports: " in p.spec
+        assert p.spec.endswith("\n") and all(line.startswith("// ") for line in p.spec.splitlines())
+        assert p.reference.startswith("module RefModule(") and p.reference.rstrip().endswith("endmodule")
+        assert solution(p).startswith("module TopModule(")
+        assert solution(p).replace("TopModule", "RefModule", 1) == p.reference
+        ports = p.spec.splitlines()[-1].removeprefix("// Ports: ")
+        assert solution(p).splitlines()[0] == f"module TopModule({ports});"  # the prompt gives the header
+        assert "module tb;" in p.testbench and "Mismatches: %0d in %0d samples" in p.testbench
+        assert set(p.meta) >= {"family", "width", "sequential", "split", "solution"}
+        assert p.meta["split"] == "train" and p.meta["family"] in FAMILIES
+        assert Problem.from_dict(__import__("json").loads(p.to_json())) == p
+
+
+def test_all_families_balanced():
+    problems = generate(16 * 8, seed=2)
+    counts = {f: sum(p.meta["family"] == f for p in problems) for f in FAMILIES}
+    assert counts == dict.fromkeys(FAMILIES, 8)
+    assert {p.meta["sequential"] for p in problems} == {True, False}
+    widths = {p.meta["width"] for p in problems}
+    assert min(widths) == 1 and max(widths) >= 14
+
+
+def test_splits_are_disjoint_by_prompt():
+    train = generate(3000, seed=0, split="train")
+    held = generate(300, seed=0, split="heldout")
+    held_other_seed = generate(300, seed=9, split="heldout")
+    train_prompts = {p.prompt for p in train}
+    assert not train_prompts & {p.prompt for p in held + held_other_seed}
+    assert all(split_of(p.prompt) == "heldout" and p.meta["split"] == "heldout" for p in held)
+    assert len({p.meta["family"] for p in held}) == len(FAMILIES)
+
+
+def test_holdout_by_names_keeps_a_port_name_set_unseen():
+    train = generate(400, seed=0, split="train", holdout="names")
+    held = generate(100, seed=0, split="heldout", holdout="names")
+    assert {p.meta["names"] for p in held} == {HELDOUT_NAMES}
+    assert HELDOUT_NAMES not in {p.meta["names"] for p in train}
+    assert len({p.meta["names"] for p in train}) == HELDOUT_NAMES  # every other set is used
+
+
+def test_variety_well_beyond_ten_thousand_prompts():
+    problems = generate(12000, seed=5)
+    assert len({p.prompt for p in problems}) == 12000
+    # and the stimulus of the same circuit differs between problems (per-problem bench seed)
+    assert len({p.testbench for p in problems[:500]}) == 500
+
+
+def test_bad_arguments_name_the_field():
+    with pytest.raises(ValueError, match="n .number of tasks."):
+        generate(None)
+    with pytest.raises(ValueError, match="split"):
+        generate(3, split="test")
+    with pytest.raises(ValueError, match="holdout"):
+        generate(3, holdout="families")
+    with pytest.raises(ValueError, match="unknown task families.*nope"):
+        generate(3, families=["adder", "nope"])
+    with pytest.raises(ValueError, match="only .* distinct"):
+        generate(5000, split="heldout", families=["decoder"])  # the family's held-out space is small
+
+
+def test_gen_tasks_command(tmp_path, capsys):
+    out = tmp_path / "t.jsonl"
+    assert earl(["gen-tasks", "--n", "20", "--seed", "7", "--split", "heldout", "--out", str(out)]) == 0
+    problems = read_jsonl(out)
+    assert [p.to_json() for p in problems] == [p.to_json() for p in generate(20, seed=7, split="heldout")]
+    assert "wrote 20 heldout tasks" in capsys.readouterr().out
+    assert earl(["gen-tasks", "--n", "2", "--families", "adder,bogus", "--out", str(out)]) == 2
+    assert "bogus" in capsys.readouterr().err
+
+
+def _sample_across_families(n_per_family: int = 6) -> list[Problem]:
+    """~100 problems: every family, and the short clash-prone names (i, r, c) of set 3 included."""
+    pool = generate(len(FAMILIES) * 12, seed=11)
+    picked = [p for f in FAMILIES for p in [q for q in pool if q.meta["family"] == f][:n_per_family]]
+    picked += [p for p in pool if p.meta["names"] == 3 and p not in picked][:8]
+    return picked
+
+
+@needs_iverilog
+@pytest.mark.slow
+def test_references_pass_their_own_bench():
+    problems = _sample_across_families()
+    assert len(problems) >= 100 and {p.meta["names"] for p in problems} >= {3}
+    with ThreadPoolExecutor(2) as pool:
+        results = list(pool.map(lambda p: simulate(p, solution(p)), problems))
+    failed = [(p.id, p.meta["variant"], log[-300:]) for p, (mm, n, log) in zip(problems, results)
+              if mm != 0 or n != 200]
+    assert not failed, failed
+
+
+def _flip_last_pattern_bit(text: str) -> str:
+    return re.sub(r"(\d+'b[01]*)([01])\)", lambda m: m[1] + ("1" if m[2] == "0" else "0") + ")", text)
+
+
+# family -> (which variant to mutate, mutation). Each is a plausible model mistake, not a trivial one:
+# `>` for `>=` needs equal operands in the stimulus, sync-for-async reset needs a check right after reset.
+MUTANTS = {
+    "bitwise": (r"and2", lambda s: s.replace(" & ", " | ")),
+    "not": (r"plain", lambda s: s.replace("= ~", "= ")),
+    "mux2": (r"ab", lambda s: re.sub(r"\? (\w+) : (\w+);", r"? \2 : \1;", s)),
+    "mux4": (r"fwd", lambda s: s.replace("[1] ?", "[0] ?")),
+    "adder": (r"ci1co1", lambda s: re.sub(r" \+ \w+;", ";", s)),
+    "subtractor": (r"bi0bo0", lambda s: re.sub(r"= (\w+) - (\w+);", r"= \2 - \1;", s)),
+    "comparator": (r">=$", lambda s: s.replace(">=", ">")),
+    "reduction": (r"^and$", lambda s: s.replace("= &", "= |")),
+    "parity": (r"even", lambda s: s.replace("= ^", "= ~^")),
+    "decoder": (r"^2to4$", lambda s: s.replace("4'd1 <<", "4'd2 <<")),
+    "encoder": (r"^high", lambda s: re.sub(r"for \(idx = 0; idx < (\d+); idx = idx \+ 1\)",
+                                         lambda m: f"for (idx = {int(m[1]) - 1}; idx >= 0; idx = idx - 1)",
+                                         s)),
+    "counter": (r"_async$", lambda s: re.sub(r" or posedge \w+\)", ")", s)),
+    "shift": (r"_en_", lambda s: re.sub(r"else if \(\w+\) ", "else ", s)),
+    "register": (r"nores", lambda s: re.sub(r"if \(\w+\) (\w+) <=", r"\1 <=", s)),
+    "fsm": (r"moore", _flip_last_pattern_bit),
+    "edge": (r"rise_comb", lambda s: s.replace("& ~prev", "& prev")),
+}
+
+
+def _problem_with_variant(family: str, pattern: str) -> Problem:
+    for p in generate(300, seed=21, families=[family]):
+        if re.search(pattern, p.meta["variant"]):
+            return p
+    raise AssertionError(f"no {family} problem with variant /{pattern}/ in 300 draws")
+
+
+def test_every_family_has_a_mutant():
+    assert set(MUTANTS) == set(FAMILIES)
+
+
+@needs_iverilog
+@pytest.mark.slow
+def test_one_mutant_per_family_is_caught():
+    cases = []
+    for family, (pattern, mutate) in MUTANTS.items():
+        p = _problem_with_variant(family, pattern)
+        mutant = mutate(solution(p))
+        assert mutant != solution(p), f"{family}: mutation did not apply to\n{solution(p)}"
+        cases.append((p, mutant))
+    with ThreadPoolExecutor(2) as pool:
+        results = list(pool.map(lambda c: simulate(*c), cases))
+    survivors = [(p.meta["family"], p.meta["variant"], m, log[-200:])
+                 for (p, m), (mm, n, log) in zip(cases, results) if mm is None or mm == 0]
+    assert not survivors, survivors

@@ -1,0 +1,327 @@
+"""Sandbox behaviour with the real bubblewrap/unshare: isolation, limits, verdicts, fallback, pool.
+
+Work dirs come from tempfile.mkdtemp (world-searchable /tmp) rather than pytest's tmp_path (0700
+parents), so that, when run as root, the sandbox drops to uid 65534 and RLIMIT_NPROC is enforced.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import socket
+import subprocess
+import tempfile
+import threading
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+
+from sandboxes import backends
+from sandboxes.executor import ExecResult, Sandbox
+from sandboxes.limits import SandboxConfig, SandboxLimits
+from sandboxes.pool import SandboxPool
+
+HAVE_BWRAP = shutil.which("bwrap") is not None
+needs_bwrap = pytest.mark.skipif(not HAVE_BWRAP, reason="bubblewrap not installed (apt install bubblewrap)")
+PROJECT = Path(__file__).resolve().parents[1]
+SANDBOX_PY = shutil.which("python3", path="/usr/local/bin:/usr/bin:/bin")     # what the sandbox can see
+needs_py = pytest.mark.skipif(SANDBOX_PY is None, reason="no python3 under /usr for the in-sandbox probes")
+FAST = SandboxLimits(wall_s=10, cpu_s=10)
+
+
+@pytest.fixture
+def workdir():
+    path = Path(tempfile.mkdtemp(prefix="earl-sbx-test-"))
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def box() -> Sandbox:
+    """The real bwrap sandbox (explicit backend: a broken bwrap fails loudly instead of degrading)."""
+    if not HAVE_BWRAP:
+        pytest.skip("bubblewrap not installed (apt install bubblewrap)")
+    return Sandbox(SandboxConfig(backend="bwrap", limits=FAST))
+
+
+def sh(sandbox: Sandbox, script: str, workdir: Path, **kw) -> ExecResult:
+    return sandbox.run(["sh", "-c", script], workdir, **kw)
+
+
+def host_procs_with(marker: str) -> list[int]:
+    """Host pids whose command line contains marker (to prove a process tree is gone)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if marker.encode() in (entry / "cmdline").read_bytes():
+                    found.append(int(entry.name))
+            except OSError:
+                pass
+    return found
+
+
+# ------------------------------------------------------------------ basics
+
+def test_captures_output_exit_code_and_stdin(box, workdir):
+    r = sh(box, "echo out; echo err >&2; exit 3", workdir)
+    assert (r.returncode, r.stdout, r.stderr, r.verdict, r.ok) == (3, "out\n", "err\n", "exit_3", False)
+    assert r.isolated and r.backend == "bwrap"
+    r = box.run(["cat"], workdir, stdin=b"x" * 300_000)      # larger than a pipe buffer
+    assert r.ok and r.stdout == "x" * 300_000
+
+
+def test_work_dir_is_cwd_and_writable(box, workdir):
+    (workdir / "in.txt").write_text("hello")
+    os.chmod(workdir / "in.txt", 0o600)                      # a caller's private file stays readable
+    r = sh(box, "pwd; cat in.txt > out.txt", workdir)
+    assert r.ok, r.stderr
+    assert r.stdout.strip() == "/box"
+    assert (workdir / "out.txt").read_text() == "hello"
+
+
+def test_caller_errors_raise():
+    sb = Sandbox(SandboxConfig(backend="none"))
+    with pytest.raises(FileNotFoundError, match="no-such-dir"):
+        sb.run(["true"], "/no-such-dir")
+    with pytest.raises(ValueError, match="argv"):
+        sb.run([], "/tmp")
+
+
+def test_config_validation_names_the_field():
+    with pytest.raises(ValueError, match="SandboxLimits.wall_s"):
+        SandboxLimits(wall_s=0)
+    with pytest.raises(ValueError, match="backend"):
+        SandboxConfig(backend="docker")
+    with pytest.raises(ValueError, match="ro_binds"):
+        SandboxConfig(ro_binds=["relative/path"])
+    with pytest.raises(ValueError, match="memroy_mb"):
+        SandboxConfig.from_dict({"limits": {"memroy_mb": 1}})
+    assert SandboxConfig.from_dict({"limits": {"memory_mb": 512}}).limits.memory_mb == 512
+
+
+# ------------------------------------------------------------------ isolation
+
+@needs_bwrap
+def test_host_files_invisible(box, workdir):
+    secret = Path(tempfile.gettempdir()) / f"earl-secret-{uuid.uuid4().hex}"
+    secret.write_text("s3cret")
+    try:
+        r = sh(box, f"ls /home /root {PROJECT} 2>&1; cat {secret} 2>&1; cat /etc/passwd 2>&1", workdir)
+        listing = sh(box, "ls -a /tmp", workdir)
+    finally:
+        secret.unlink()
+    assert "s3cret" not in r.stdout and "No such file" in r.stdout
+    assert listing.ok and secret.name not in listing.stdout
+    for path in ("/home", "/root", str(PROJECT)):
+        assert f"cannot access '{path}'" in r.stdout
+    assert "root:x:0:0" not in r.stdout
+
+
+@needs_bwrap
+def test_writes_outside_work_dir_fail(box, workdir):
+    name = f"earl-escape-{uuid.uuid4().hex}"
+    targets = [f"/{name}", f"../{name}", f"/box/../{name}", f"/usr/{name}", f"/etc/{name}", f"/dev/{name}"]
+    script = "; ".join(f"(echo x > {t}) 2>/dev/null && echo WROTE {t}" for t in targets)
+    r = sh(box, script + f"; echo x > /tmp/{name} && echo TMP_OK", workdir)
+    assert "WROTE" not in r.stdout, r.stdout
+    assert "TMP_OK" in r.stdout                                # the private /tmp is writable ...
+    for host_path in (Path("/") / name, workdir.parent / name, Path("/usr") / name, Path("/tmp") / name):
+        assert not host_path.exists(), host_path               # ... and not the host's
+
+
+@needs_bwrap
+@needs_py
+def test_no_network(box, workdir):
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(1)
+    server.settimeout(0.5)
+    port = server.getsockname()[1]
+    try:
+        r = box.run(["python3", "-c", f"import socket; socket.create_connection(('127.0.0.1', {port}), timeout=3)"],
+                    workdir)
+        assert r.returncode not in (0, None), r
+        assert "Error" in r.stderr                           # ConnectionRefusedError: a fresh, empty netns
+        with pytest.raises(socket.timeout):
+            server.accept()
+    finally:
+        server.close()
+
+
+@needs_bwrap
+def test_own_pid_namespace(box, workdir):
+    r = sh(box, "cat /proc/1/cmdline | tr '\\0\\n' '  '; echo; ls /proc | grep -c '^[0-9]'; echo $$", workdir)
+    lines = r.stdout.splitlines()
+    host_init = Path("/proc/1/cmdline").read_bytes().replace(b"\0", b" ").decode().strip()
+    assert lines[0].strip() != host_init
+    assert int(lines[1]) < 10                                 # only the sandbox's own few processes
+    assert int(lines[2]) < 10
+    r = sh(box, f"test -e /proc/{os.getpid()} && echo VISIBLE", workdir)
+    assert "VISIBLE" not in r.stdout
+
+
+# ------------------------------------------------------------------ limits
+
+@needs_bwrap
+def test_timeout_kills_whole_tree(box, workdir):
+    marker = f"10{uuid.uuid4().int % 10**6:06d}"
+    script = (f"sh -c 'trap \"\" TERM HUP; sleep {marker}' & "            # a child ignoring SIGTERM
+              f"(setsid sleep {marker} &) ; sleep {marker}")
+    t0 = time.monotonic()
+    r = sh(box, script, workdir, limits=SandboxLimits(wall_s=1))
+    assert r.timed_out and r.verdict == "timeout" and r.returncode is None
+    assert time.monotonic() - t0 < 5
+    deadline = time.monotonic() + 3
+    while host_procs_with(f"sleep {marker}") and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert host_procs_with(f"sleep {marker}") == []
+
+
+@needs_bwrap
+def test_cpu_limit(box, workdir):
+    r = sh(box, "while :; do :; done", workdir, limits=SandboxLimits(wall_s=30, cpu_s=1))
+    assert r.cpu_exceeded and r.verdict == "cpu", r
+    assert not r.timed_out and r.cpu_s >= 0.5         # times(2) samples ticks: a coarse but real figure
+
+
+@needs_bwrap
+@needs_py
+def test_memory_bomb(box, workdir):
+    r = box.run(["python3", "-c", "x = bytearray(4 * 1024**3)"], workdir,
+                limits=SandboxLimits(wall_s=20, memory_mb=256))
+    assert r.memory_exceeded and r.verdict == "memory" and not r.ok, r
+
+
+@needs_bwrap
+def test_process_limit_and_fork_bomb(box, workdir):
+    r = sh(box, "n=0; while [ $n -lt 100 ]; do sleep 5 & n=$((n+1)); echo $n; done", workdir,
+           limits=SandboxLimits(wall_s=10, max_procs=20))
+    started = len(r.stdout.split())
+    assert not r.ok and started < 20, (started, r.stderr[-200:])
+    t0 = time.monotonic()
+    r = sh(box, "bomb() { bomb | bomb & }; bomb; wait", workdir, limits=SandboxLimits(wall_s=3, max_procs=32))
+    assert "Cannot fork" in r.stderr or r.timed_out           # the bomb hit the limit (or the wall clock)
+    assert time.monotonic() - t0 < 6
+    assert subprocess.run(["true"], check=False).returncode == 0         # the host can still fork
+
+
+@needs_bwrap
+def test_output_flood_is_capped(box, workdir):
+    r = sh(box, "head -c 20000000 /dev/zero | tr '\\0' x; head -c 20000000 /dev/zero | tr '\\0' y >&2", workdir,
+           limits=SandboxLimits(wall_s=20, max_output_bytes=10_000))
+    assert r.output_truncated and r.verdict == "output_limit"
+    assert r.stdout == "x" * 10_000 and r.stderr == "y" * 10_000
+
+
+@needs_bwrap
+def test_file_size_limit(box, workdir):
+    r = sh(box, "head -c 5000000 /dev/zero > big", workdir, limits=SandboxLimits(wall_s=10, max_file_mb=1))
+    assert not r.ok and r.signal == 25                         # SIGXFSZ
+    assert (workdir / "big").stat().st_size <= 1024 * 1024
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="only root has unreachable work dirs to handle")
+@needs_bwrap
+def test_unreachable_work_dir_still_runs(box, tmp_path):
+    hidden = tmp_path / "w"                                   # pytest's tmp_path parents are 0700
+    hidden.mkdir()
+    r = sh(box, "echo hi > f; cat f", hidden)
+    assert r.ok and r.stdout == "hi\n" and r.isolated
+
+
+# ------------------------------------------------------------------ fallback
+
+def test_fallback_none_is_flagged_and_warns_once(workdir, caplog):
+    backends._warned.discard("none")
+    with caplog.at_level(logging.WARNING, logger="sandboxes.backends"):
+        results = [Sandbox(SandboxConfig(backend="none")).run(["sh", "-c", "echo ok"], workdir) for _ in range(3)]
+    assert all(r.ok and r.stdout == "ok\n" and r.isolated is False and r.backend == "none" for r in results)
+    warnings = [rec for rec in caplog.records if "NOT ISOLATED" in rec.getMessage()]
+    assert len(warnings) == 1
+
+
+@needs_py
+def test_fallback_none_still_limits(workdir):
+    sb = Sandbox(SandboxConfig(backend="none"))
+    marker = f"11{uuid.uuid4().int % 10**6:06d}"
+    r = sb.run(["sh", "-c", f"sh -c 'trap \"\" TERM; sleep {marker}' & sleep {marker}"], workdir,
+               limits=SandboxLimits(wall_s=1))
+    assert r.verdict == "timeout" and not r.isolated
+    assert host_procs_with(f"sleep {marker}") == []
+    r = sb.run(["python3", "-c", "x = bytearray(4 * 1024**3)"], workdir, limits=SandboxLimits(memory_mb=256))
+    assert r.verdict == "memory"
+
+
+@pytest.mark.skipif(shutil.which("unshare") is None, reason="util-linux unshare not installed")
+def test_unshare_backend_blocks_network(workdir):
+    try:
+        sb = Sandbox(SandboxConfig(backend="unshare"))
+    except RuntimeError as exc:
+        pytest.skip(f"unshare unusable here: {exc}")
+    r = sb.run(["sh", "-c", "echo $$; cat /proc/net/dev | wc -l"], workdir)
+    pid, ifaces = r.stdout.split()
+    assert r.ok and not r.isolated and int(pid) < 10 and int(ifaces) == 3   # header + lo only
+
+
+# ------------------------------------------------------------------ pool
+
+def test_pool_keeps_order_and_reports_progress(box, workdir):
+    calls = []
+    delays = [0.4, 0.0, 0.2, 0.1, 0.0]
+    with SandboxPool(workers=3) as pool:
+        out = pool.map(lambda d: sh(box, f"sleep {d}; echo {d}", workdir).stdout.strip(), delays,
+                       progress=lambda done, total: calls.append((done, total)))
+    assert out == [str(d) for d in delays]
+    assert calls == [(i, len(delays)) for i in range(1, len(delays) + 1)]
+
+
+def test_pool_stuck_job_does_not_delay_others(box, workdir):
+    finished: dict[int, float] = {}
+    lock = threading.Lock()
+    t0 = time.monotonic()
+
+    def job(i: int) -> str:
+        r = sh(box, "sleep 60" if i == 0 else "true", workdir, limits=SandboxLimits(wall_s=2))
+        with lock:
+            finished[i] = time.monotonic() - t0
+        return r.verdict
+
+    with SandboxPool(workers=2) as pool:
+        verdicts = pool.map(job, range(8))
+    assert verdicts == ["timeout"] + ["ok"] * 7
+    assert max(finished[i] for i in range(1, 8)) < 1.5        # all done on the other worker meanwhile
+    assert 2 <= finished[0] < 4
+
+
+def test_pool_reraises_after_all_finish():
+    seen = []
+
+    def job(i: int) -> int:
+        if i == 1:
+            raise KeyError("boom")
+        time.sleep(0.05)
+        seen.append(i)
+        return i
+
+    with SandboxPool(workers=2) as pool, pytest.raises(KeyError, match="boom"):
+        pool.map(job, range(4))
+    assert sorted(seen) == [0, 2, 3]
+
+
+@needs_bwrap
+def test_ro_binds_are_visible_read_only(workdir):
+    extra = Path(tempfile.mkdtemp(prefix="earl-sbx-ro-"))
+    try:
+        (extra / "tool.txt").write_text("shared")
+        os.chmod(extra, 0o755)
+        sb = Sandbox(SandboxConfig(backend="bwrap", ro_binds=[str(extra)], limits=FAST))
+        r = sh(sb, f"cat {extra}/tool.txt; (echo x > {extra}/new) 2>/dev/null && echo WROTE", workdir)
+        assert r.stdout == "shared"
+        assert not (extra / "new").exists()
+    finally:
+        shutil.rmtree(extra, ignore_errors=True)
+    with pytest.raises(FileNotFoundError, match="ro_binds"):
+        Sandbox(SandboxConfig(backend="bwrap", ro_binds=["/no/such/path"]))
