@@ -1,0 +1,1 @@
+"""Security-repair reward: bandit in-process + our taint rules, similarity, sandboxed functional tests."""
