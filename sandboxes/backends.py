@@ -2,14 +2,24 @@
 
 Every backend runs the program under a tiny /bin/sh wrapper that sets the rlimits with `ulimit` (one
 exec, cheaper than Python's preexec_fn, which forces a full fork of a possibly huge trainer process) and
-reports the children's CPU time (`times`) on a side pipe.
+then reports the children's CPU time (`times`) on its stderr after a marker line; the runner strips that
+report off. (Not a side pipe: dash can only name fds 0-9 in `>&N`, and reopening a pipe through
+/proc/self/fd is permission-checked against the pipe's owner after the uid drop.)
 
 Why the uid dance: the kernel never enforces RLIMIT_NPROC for kuid 0, and a user namespace that maps
 the sandbox uid to root still runs as kuid 0. So when we are root we first drop to an unprivileged uid
-with `setpriv` and let bwrap map it; each run then gets its own user namespace, in which the kernel
-counts processes separately (Linux >= 5.14 ucounts), so concurrent sandboxes do not share the budget.
-bwrap resolves bind sources with the caller's uid, so the work dir's parents must be traversable by
-that uid; when they are not (e.g. pytest's 0700 /tmp/pytest-of-root), we stay root and warn once.
+(`nsenter --setuid`, or `setpriv`) and let bwrap map it; each run then gets its own user namespace, in
+which the kernel counts processes separately (Linux >= 5.14 ucounts), so concurrent sandboxes do not
+share the budget. bwrap resolves bind sources with the caller's uid, so the work dir's parents must be
+traversable by that uid; when they are not (e.g. pytest's 0700 /tmp/pytest-of-root), we stay root and
+warn once.
+
+Why a shared network namespace when root: creating and tearing down a network namespace is the
+largest single cost of a bwrap call (teardown also burns kernel-worker CPU). Root creates ONE empty
+network namespace per process (only a loopback that is down) and every run joins it with `nsenter`
+before the drop; bwrap then shares it instead of making its own. Runs cannot reach any network; they
+could only talk to each other over that down loopback, i.e. not at all. Non-root callers cannot join a
+namespace owned by the host and keep a fresh one per run.
 """
 from __future__ import annotations
 
@@ -36,6 +46,8 @@ ETC_ENTRIES = ("/etc/ld.so.cache", "/etc/ld.so.conf", "/etc/ld.so.conf.d", "/etc
                "/etc/localtime")
 NET_ETC_ENTRIES = ("/etc/resolv.conf", "/etc/hosts", "/etc/nsswitch.conf", "/etc/ssl", "/etc/ca-certificates")
 TOP_DIRS = ("/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32")
+# Precedes the wrapper's `times` report at the very end of stderr (the runner strips both).
+CPU_MARKER = b"\n<earl-sandbox-cpu>"
 
 _warned: set[str] = set()
 _warn_lock = threading.Lock()
@@ -59,8 +71,9 @@ def _nproc_flag() -> str:
     return "-u" if probe.returncode == 0 else "-p"
 
 
-def wrapper_script(limits: SandboxLimits, times_fd: int | None, nproc: bool) -> str:
-    """sh -c script: set rlimits (hard, so the program cannot raise them), run "$@", report CPU time."""
+def wrapper_script(limits: SandboxLimits, nproc: bool, report_cpu: bool = True) -> str:
+    """sh -c script: set rlimits (hard, so the program cannot raise them), run "$@", then append
+    CPU_MARKER and `times` to stderr (one builtin each: no fork, so it works even at the process limit)."""
     sets = [
         "ulimit -c 0",
         f"ulimit -S -t {int(limits.cpu_s)}",
@@ -72,9 +85,10 @@ def wrapper_script(limits: SandboxLimits, times_fd: int | None, nproc: bool) -> 
     if nproc:
         sets.append(f"ulimit {_nproc_flag()} {int(limits.max_procs)}")
     script = " && ".join(sets) + " || { echo 'earl-sandbox: cannot set rlimits' >&2; exit 125; }\n"
-    if times_fd is None:
+    if not report_cpu:
         return script + 'exec "$@"\n'
-    return script + f'"$@"\nrc=$?\ncommand times >/proc/self/fd/{times_fd} 2>/dev/null\nexit $rc\n'
+    marker = CPU_MARKER.decode().replace("\n", "\\n")
+    return script + f'"$@"\nrc=$?\n{{ printf \'{marker}\'; command times; }} >&2\nexit $rc\n'
 
 
 # ---------------------------------------------------------------- privilege drop
@@ -101,17 +115,11 @@ def untraversable_parent(path: str | Path) -> str | None:
     return None
 
 
-def drop_prefix(bind_sources: list[str]) -> list[str]:
-    """`setpriv` argv that drops root to SANDBOX_UID, or [] when not root or a bind source is unreachable.
+def can_drop(bind_sources: list[str]) -> bool:
+    """Whether root may drop to SANDBOX_UID: every bind source must be reachable by that uid.
 
     Only bwrap needs the checks (it resolves bind sources after the drop); the other backends get
     their cwd from Popen while still root and bind nothing, so pass them []."""
-    if not is_root():
-        return []
-    if _setpriv() is None:
-        warn_once("nosetpriv", "sandbox: setpriv not found; running as root, so RLIMIT_NPROC (fork bombs) "
-                  "is NOT enforced. Install util-linux.")
-        return []
     for path in bind_sources:
         blocked = untraversable_parent(path)
         if blocked is not None:
@@ -119,8 +127,104 @@ def drop_prefix(bind_sources: list[str]) -> list[str]:
                       "sandbox: %s is under %s, which uid %d cannot search; running bwrap as root, so "
                       "RLIMIT_NPROC (fork bombs) is NOT enforced for such runs. Put work dirs under a "
                       "world-searchable folder such as tempfile.gettempdir().", path, blocked, SANDBOX_UID)
-            return []
+            return False
+    return True
+
+
+def drop_prefix(bind_sources: list[str]) -> list[str]:
+    """`setpriv` argv that drops root to SANDBOX_UID, or [] when not root or a bind source is unreachable."""
+    if not is_root():
+        return []
+    if _setpriv() is None:
+        warn_once("nosetpriv", "sandbox: setpriv not found; running as root, so RLIMIT_NPROC (fork bombs) "
+                  "is NOT enforced. Install util-linux.")
+        return []
+    if not can_drop(bind_sources):
+        return []
     return [_setpriv(), f"--reuid={SANDBOX_UID}", f"--regid={SANDBOX_UID}", "--clear-groups", "--"]
+
+
+def launch_prefix(backend: str, config: SandboxConfig, bind_sources: list[str]) -> tuple[list[str], bool, bool]:
+    """(argv before the backend's own, dropped to SANDBOX_UID?, joined the shared network namespace?).
+
+    Root with an isolating backend and no network: `nsenter --net=<shared ns> [--setuid --setgid]`
+    (joins first, needs CAP_SYS_ADMIN, then drops uid, gid and supplementary groups). Otherwise the
+    `setpriv` drop alone (root) or nothing (not root)."""
+    if not is_root():
+        return [], False, False
+    joins = backend != "none" and not (config.network or config.private_loopback)
+    netns = shared_netns() if joins else None
+    if netns is None:
+        drop = drop_prefix(bind_sources)
+        return drop, bool(drop), False
+    drop = can_drop(bind_sources)
+    ids = [f"--setuid={SANDBOX_UID}", f"--setgid={SANDBOX_UID}"] if drop else []
+    return [_nsenter(), f"--net={netns}", *ids, "--"], drop, True
+
+
+# ---------------------------------------------------------------- the shared network namespace (root)
+
+@functools.cache
+def _nsenter() -> str | None:
+    return shutil.which("nsenter")
+
+
+_netns_lock = threading.Lock()
+_netns_fd: int | None = None
+_netns_broken = False
+
+
+def shared_netns() -> str | None:
+    """Path of this process's empty network namespace for `nsenter --net=`; None if unavailable.
+
+    Created on first use and kept alive by an fd of ours, named through /proc/<our pid>/fd: no holder
+    process to leak or to be confused with a recycled pid, and it vanishes with the process. A forked
+    child inherits the fd, and getpid() names the child's copy."""
+    global _netns_fd, _netns_broken
+    with _netns_lock:
+        if _netns_fd is None and not _netns_broken:
+            try:
+                _netns_fd = _make_netns()
+            except (OSError, RuntimeError, subprocess.SubprocessError) as exc:
+                _netns_broken = True
+                warn_once("netns", "sandbox: cannot create the shared network namespace (%s); each run "
+                          "creates its own (slower).", exc)
+        return None if _netns_fd is None else f"/proc/{os.getpid()}/fd/{_netns_fd}"
+
+
+def _make_netns() -> int:
+    """Unshare a network namespace in a short-lived helper, hold it by fd, and check that nsenter can
+    join it and drop privileges there (the exact flags runs use)."""
+    unshare, nsenter = shutil.which("unshare"), _nsenter()
+    if unshare is None or nsenter is None:
+        raise RuntimeError("unshare/nsenter not found (util-linux)")
+    helper = subprocess.Popen([unshare, "--net", "--", "/bin/sh", "-c", "echo ready; read _"],
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              start_new_session=True)
+    try:
+        ready = helper.stdout.readline()            # printed after unshare(2) and the exec
+        if ready != b"ready\n":
+            raise RuntimeError(f"unshare --net failed: {helper.stderr.read(300).decode(errors='replace')}")
+        fd = os.open(f"/proc/{helper.pid}/ns/net", os.O_RDONLY | os.O_CLOEXEC)
+    finally:
+        helper.stdin.close()
+        helper.wait(timeout=10)
+        helper.stdout.close()
+        helper.stderr.close()
+    try:
+        if os.fstat(fd).st_ino == os.stat("/proc/self/ns/net").st_ino:
+            raise RuntimeError("the helper's network namespace is the host's")
+        probe = subprocess.run([nsenter, f"--net=/proc/{os.getpid()}/fd/{fd}", f"--setuid={SANDBOX_UID}",
+                                f"--setgid={SANDBOX_UID}", "--", "/bin/sh", "-c", "cat /proc/net/dev"],
+                               capture_output=True, timeout=30, check=False, stdin=subprocess.DEVNULL)
+        ifaces = [line.split(b":")[0].strip() for line in probe.stdout.splitlines() if b":" in line]
+        if probe.returncode != 0 or ifaces != [b"lo"]:
+            raise RuntimeError(f"nsenter self-test failed (rc {probe.returncode}, interfaces {ifaces}): "
+                               f"{probe.stderr.decode(errors='replace')[-300:]}")
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
 
 
 def hand_over(workdir: Path, uid: int = SANDBOX_UID) -> None:
@@ -152,15 +256,17 @@ def _root_layout() -> tuple[str, ...]:
     return tuple(args)
 
 
-def bwrap_argv(config: SandboxConfig, limits: SandboxLimits, env: dict[str, str], work: str | Path) -> list[str]:
-    """bwrap command line up to and including `--`; the command follows."""
+def bwrap_argv(config: SandboxConfig, limits: SandboxLimits, env: dict[str, str], work: str | Path,
+               shared_net: bool = False) -> list[str]:
+    """bwrap command line up to and including `--`; the command follows. `shared_net`: the caller has
+    already joined the shared empty network namespace (launch_prefix), so bwrap keeps it."""
     args = ["bwrap", "--unshare-all", "--unshare-user", "--uid", str(SANDBOX_UID), "--gid", str(SANDBOX_UID),
             "--die-with-parent", "--new-session", "--cap-drop", "ALL", "--hostname", "sandbox",
             *_root_layout()]
     etc = ETC_ENTRIES + (NET_ETC_ENTRIES if config.network else ())
     for entry in etc:
         args += ["--ro-bind-try", entry, entry]
-    if config.network:
+    if config.network or shared_net:
         args.append("--share-net")
     tmp_size = str(int(limits.max_file_mb) * 1024 * 1024)
     args += ["--proc", "/proc", "--dev", "/dev", "--size", tmp_size, "--tmpfs", "/dev/shm",
@@ -175,11 +281,11 @@ def bwrap_argv(config: SandboxConfig, limits: SandboxLimits, env: dict[str, str]
     return args + ["--"]
 
 
-def unshare_argv(config: SandboxConfig) -> list[str]:
+def unshare_argv(config: SandboxConfig, shared_net: bool = False) -> list[str]:
     """util-linux unshare: network/PID/IPC/UTS/user namespaces, but the host file system stays visible."""
     args = ["unshare", "--user", f"--map-user={SANDBOX_UID}", f"--map-group={SANDBOX_UID}",
             "--pid", "--fork", "--kill-child", "--ipc", "--uts", "--mount", "--mount-proc"]
-    if not config.network:
+    if not (config.network or shared_net):
         args.append("--net")
     return args + ["--"]
 
@@ -205,18 +311,18 @@ def _probe(backend: str, config: SandboxConfig) -> tuple[bool, str]:
     probe_cmd = ["/bin/sh", "-c", "echo earl-sandbox-ok"]
     with tempfile.TemporaryDirectory(prefix="earl-sbx-probe-") as tmp:
         work = Path(tmp)
-        drop = drop_prefix([str(work)] if backend == "bwrap" else [])
-        if drop:
+        prefix, dropped, shared_net = launch_prefix(backend, config, [str(work)] if backend == "bwrap" else [])
+        if dropped:
             hand_over(work)
         if backend == "bwrap":
             if shutil.which("bwrap") is None:
                 return False, "bwrap not installed (apt install bubblewrap)"
-            probe_config = SandboxConfig(network=config.network)
-            return _self_test(lambda w: [*drop, *bwrap_argv(probe_config, SandboxLimits(), env, w), *probe_cmd],
-                              work)
+            probe_config = SandboxConfig(network=config.network, private_loopback=config.private_loopback)
+            return _self_test(lambda w: [*prefix, *bwrap_argv(probe_config, SandboxLimits(), env, w, shared_net),
+                                         *probe_cmd], work)
         if shutil.which("unshare") is None:
             return False, "unshare not installed (util-linux)"
-        return _self_test(lambda w: [*drop, *unshare_argv(config), *probe_cmd], work)
+        return _self_test(lambda w: [*prefix, *unshare_argv(config, shared_net), *probe_cmd], work)
 
 
 def choose_backend(config: SandboxConfig) -> str:
@@ -224,7 +330,7 @@ def choose_backend(config: SandboxConfig) -> str:
 
     Cached per process. An explicit 'bwrap'/'unshare' that fails raises; 'auto' degrades to 'none'.
     """
-    key = (config.backend, config.network, os.geteuid())
+    key = (config.backend, config.network, config.private_loopback, os.geteuid())
     reasons: list[str] = []
     with _backend_lock:
         if key in _backend_cache:

@@ -26,7 +26,9 @@ _OOM_RE = re.compile(
     rb"MemoryError|Cannot allocate memory|out of memory|bad_alloc|memory exhausted|ENOMEM|"
     rb"failed to allocate|memory allocation (?:of .* )?failed|not enough memory|cannot allocate",
     re.IGNORECASE)
-_TIMES_RE = re.compile(rb"(\d+)m([\d.]+)s\s+(\d+)m([\d.]+)s")
+# sh's `times`: the shell's own user/sys, then its children's (the program's) on the second line
+_TIMES_RE = re.compile(rb"\d+m[\d.]+s \d+m[\d.]+s\n(\d+)m([\d.]+)s (\d+)m([\d.]+)s\n")
+TAIL = 256                 # bytes of stderr's end kept for the report (marker + two `times` lines)
 
 
 @dataclass
@@ -67,16 +69,36 @@ class ExecResult:
 
 
 class _Capped:
-    """Keeps the first `cap` bytes of a stream and counts the rest (never buffers unbounded output)."""
+    """Keeps the first `cap` (+ `slack`) bytes of a stream and its last TAIL bytes; counts the rest
+    (never buffers unbounded output). The slack and tail hold the wrapper's CPU report (see report)."""
 
-    def __init__(self, cap: int):
-        self.cap, self.data, self.dropped = cap, bytearray(), 0
+    def __init__(self, cap: int, slack: int = 0):
+        self.cap, self.keep, self.data, self.total, self.tail = cap, cap + slack, bytearray(), 0, b""
+        self.track_tail = slack > 0
 
     def add(self, chunk: bytes) -> None:
-        room = self.cap - len(self.data)
+        self.total += len(chunk)
+        room = self.keep - len(self.data)
         if room > 0:
             self.data += chunk[:room]
-        self.dropped += max(0, len(chunk) - max(room, 0))
+        if self.track_tail:
+            self.tail = (self.tail + chunk[-TAIL:])[-TAIL:]
+
+    def finish(self, strip_report: bool = False) -> tuple[bytes, bool, float]:
+        """(the program's bytes up to cap, whether it wrote more, CPU seconds from the wrapper's report).
+
+        The report (CPU_MARKER + `times`) is the last thing the wrapper writes: it is cut off only if
+        it ends the stream exactly (a straggler writing after it leaves it in place, CPU unknown)."""
+        cpu, report_len = 0.0, 0
+        if strip_report:
+            cut = self.tail.rfind(backends.CPU_MARKER)
+            if cut >= 0:
+                times = _TIMES_RE.fullmatch(self.tail[cut + len(backends.CPU_MARKER):])
+                if times is not None:
+                    um, us, sm, ss = times.groups()
+                    cpu, report_len = int(um) * 60 + float(us) + int(sm) * 60 + float(ss), len(self.tail) - cut
+        length = self.total - report_len
+        return bytes(self.data[:min(self.cap, length)]), length > self.cap, cpu
 
 
 def _kill_group(pgid: int) -> None:
@@ -100,10 +122,10 @@ def _pump(proc: subprocess.Popen, stdin: bytes | None, wall_s: float, cap: int) 
     """
     sel = selectors.DefaultSelector()
     streams: dict[int, _Capped] = {}
-    for pipe in (proc.stdout, proc.stderr):
+    for pipe, slack in ((proc.stdout, 0), (proc.stderr, TAIL)):
         fd = pipe.fileno()
         os.set_blocking(fd, False)
-        streams[fd] = _Capped(cap)
+        streams[fd] = _Capped(cap, slack)
         sel.register(fd, selectors.EVENT_READ)
     out_fd, err_fd = proc.stdout.fileno(), proc.stderr.fileno()
     pending = memoryview(stdin or b"")
@@ -207,15 +229,6 @@ def _decode_status(rc: int, wrapped: bool) -> tuple[int | None, int | None]:
     return rc, None
 
 
-def _parse_times(raw: bytes) -> float:
-    """Children's user+sys from sh's `times` (second line)."""
-    found = _TIMES_RE.findall(raw)
-    if len(found) < 2:
-        return 0.0
-    um, us, sm, ss = found[1]
-    return int(um) * 60 + float(us) + int(sm) * 60 + float(ss)
-
-
 def _memory_exceeded(code: int | None, sig: int | None, stdout: bytes, stderr: bytes) -> bool:
     """Heuristic (no cgroup): the program failed and said it could not allocate.
 
@@ -252,23 +265,12 @@ class Sandbox:
         if not work.is_dir():
             raise FileNotFoundError(f"Sandbox.run: work dir {str(workdir)!r} does not exist or is not a directory")
         lim = limits or self.config.limits
-        launcher, popen_env, nproc, drop_uid = self._command(work, lim, env or {})
-        times_r, times_w = os.pipe()
-        if drop_uid is not None:
-            os.fchown(times_w, drop_uid, drop_uid)   # the wrapper reopens it via /proc/self/fd as that uid
+        launcher, popen_env, nproc = self._command(work, lim, env or {})
         start = time.monotonic()
-        try:
-            proc = subprocess.Popen(
-                [*launcher, "/bin/sh", "-c", backends.wrapper_script(lim, times_w, nproc), "sh", *argv],
-                cwd=work, env=popen_env,
-                stdin=subprocess.PIPE if stdin is not None else subprocess.DEVNULL,
-                stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True,
-                pass_fds=(times_w,), bufsize=0)
-        except BaseException:
-            os.close(times_r)
-            os.close(times_w)
-            raise
-        os.close(times_w)
+        proc = subprocess.Popen(
+            [*launcher, "/bin/sh", "-c", backends.wrapper_script(lim, nproc), "sh", *argv],
+            cwd=work, env=popen_env, stdin=subprocess.PIPE if stdin is not None else subprocess.DEVNULL,
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True, bufsize=0)
         try:
             out, err, timed_out = _pump(proc, stdin, float(lim.wall_s), int(lim.max_output_bytes))
         finally:
@@ -276,48 +278,39 @@ class Sandbox:
             rc = proc.wait()
             for pipe in (proc.stdout, proc.stderr):
                 pipe.close()
-        wall = time.monotonic() - start
-        os.set_blocking(times_r, False)
-        try:
-            raw_times = os.read(times_r, 4096)
-        except BlockingIOError:
-            raw_times = b""
-        finally:
-            os.close(times_r)
-        return self._result(rc, out, err, timed_out, wall, _parse_times(raw_times), lim)
+        return self._result(rc, out, err, timed_out, time.monotonic() - start, lim)
 
     # ------------------------------------------------------------ helpers
 
-    def _command(self, work: Path, lim: SandboxLimits,
-                 env: dict[str, str]) -> tuple[list[str], dict[str, str], bool, int | None]:
-        """(launcher argv, env for Popen, whether to set RLIMIT_NPROC, uid dropped to or None); the sh
-        wrapper and argv follow.
+    def _command(self, work: Path, lim: SandboxLimits, env: dict[str, str]) -> tuple[list[str], dict[str, str], bool]:
+        """(launcher argv, env for Popen, whether to set RLIMIT_NPROC); the sh wrapper and argv follow.
 
         RLIMIT_NPROC is set only where it counts this run's processes: in a fresh user namespace
         (bwrap, unshare), or under the dropped uid; never on a caller's own uid (it would count all of
         the caller's processes) and pointlessly on root (not enforced)."""
         binds = [str(work), *self.config.ro_binds] if self.backend == "bwrap" else []
-        drop = backends.drop_prefix(binds)
-        uid = backends.SANDBOX_UID if drop else None
-        if drop:
+        prefix, dropped, shared_net = backends.launch_prefix(self.backend, self.config, binds)
+        if dropped:
             backends.hand_over(work)
         if self.backend == "bwrap":
             inner_env = {"PATH": BASE_PATH, "HOME": BOX, "LANG": "C.UTF-8", "TMPDIR": "/tmp", **env}
-            launcher = [*drop, *backends.bwrap_argv(self.config, lim, inner_env, work)]
-            return launcher, {"PATH": BASE_PATH}, True, uid
+            launcher = [*prefix, *backends.bwrap_argv(self.config, lim, inner_env, work, shared_net)]
+            return launcher, {"PATH": BASE_PATH}, True
         host_env = {"PATH": BASE_PATH, "HOME": str(work), "LANG": "C.UTF-8", **env}
         if self.backend == "unshare":
-            return [*drop, *backends.unshare_argv(self.config)], host_env, True, uid
-        return drop, host_env, bool(drop), uid
+            return [*prefix, *backends.unshare_argv(self.config, shared_net)], host_env, True
+        return prefix, host_env, dropped
 
     def _result(self, rc: int, out: _Capped, err: _Capped, timed_out: bool, wall: float,
-                cpu: float, lim: SandboxLimits) -> ExecResult:
+                lim: SandboxLimits) -> ExecResult:
+        stdout, out_cut, _ = out.finish()
+        stderr, err_cut, cpu = err.finish(strip_report=True)
         code, sig = (None, signals.SIGKILL) if timed_out else _decode_status(rc, wrapped=True)
         cpu_hit = not timed_out and (sig == signals.SIGXCPU or
                                      (sig == signals.SIGKILL and cpu >= 0.8 * lim.cpu_s))
-        mem = not (timed_out or cpu_hit) and _memory_exceeded(code, sig, bytes(out.data), bytes(err.data))
+        mem = not (timed_out or cpu_hit) and _memory_exceeded(code, sig, stdout, stderr)
         return ExecResult(
             returncode=code, signal=sig, timed_out=timed_out, memory_exceeded=mem, cpu_exceeded=cpu_hit,
-            output_truncated=bool(out.dropped or err.dropped),
-            stdout=out.data.decode("utf-8", errors="replace"), stderr=err.data.decode("utf-8", errors="replace"),
+            output_truncated=out_cut or err_cut,
+            stdout=stdout.decode("utf-8", errors="replace"), stderr=stderr.decode("utf-8", errors="replace"),
             wall_s=wall, cpu_s=cpu, isolated=self.isolated, backend=self.backend)

@@ -163,7 +163,88 @@ def test_own_pid_namespace(box, workdir):
     assert "VISIBLE" not in r.stdout
 
 
+NET_PROBE = """
+import fcntl, socket, struct
+def flags(name):
+    s = socket.socket()
+    return struct.unpack("16sH", fcntl.ioctl(s.fileno(), 0x8913, struct.pack("16sH", name.encode(), 0)))[1]
+up = [n for _, n in socket.if_nameindex() if flags(n) & 1]
+try:
+    socket.create_connection(("127.0.0.1", 9), timeout=2); conn = "connected"
+except OSError as exc:
+    conn = type(exc).__name__ + str(exc.errno)
+s = socket.socket()
+try:
+    fcntl.ioctl(s.fileno(), 0x8914, struct.pack("16sH", b"lo", 1)); ifup = "raised"   # SIOCSIFFLAGS IFF_UP
+except OSError as exc:
+    ifup = "denied" + str(exc.errno)
+print(sorted(n for _, n in socket.if_nameindex()), up, conn, ifup)
+"""
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="the shared network namespace is for root callers only")
+@needs_bwrap
+@needs_py
+def test_shared_netns_has_no_network(box, workdir):
+    """Root runs join one empty network namespace: only lo, down, cannot be raised, 127.0.0.1 unreachable."""
+    prefix, dropped, shared = backends.launch_prefix("bwrap", box.config, [str(workdir)])
+    assert shared and dropped and prefix[0].endswith("nsenter")
+    results = [box.run(["python3", "-c", NET_PROBE], workdir) for _ in range(2)]
+    for r in results:
+        assert r.ok, r
+        assert r.stdout.strip() == "['lo'] [] OSError101 denied1", r.stdout     # ENETUNREACH; EPERM
+    ns = [box.run(["readlink", "/proc/self/ns/net"], workdir).stdout for _ in range(2)]
+    assert ns[0] == ns[1] != os.readlink("/proc/self/ns/net") + "\n"           # shared, not the host's
+
+
+@needs_bwrap
+@needs_py
+def test_private_loopback_works_inside_one_run(workdir):
+    sb = Sandbox(SandboxConfig(backend="bwrap", limits=FAST, private_loopback=True))
+    script = ("import socket; s = socket.socket(); s.bind(('127.0.0.1', 0)); s.listen(1); "
+              "socket.create_connection(s.getsockname(), timeout=2); print('LOOPBACK_OK')")
+    r = sb.run(["python3", "-c", script], workdir)
+    assert r.ok and "LOOPBACK_OK" in r.stdout, r
+    assert sb.run(["readlink", "/proc/self/ns/net"], workdir).stdout != sb.run(
+        ["readlink", "/proc/self/ns/net"], workdir).stdout                       # a fresh one per run
+
+
 # ------------------------------------------------------------------ limits
+
+@pytest.mark.parametrize("backend", ["bwrap", "unshare", "none"])
+def test_real_exit_code_and_cpu_after_uid_drop(backend, workdir):
+    """The wrapper's CPU report must not disturb the program's exit status or stderr, also after root's
+    drop to uid 65534 and with the caller holding many fds (dash's `>&N` cannot name fd >= 10)."""
+    if backend == "bwrap" and not HAVE_BWRAP:
+        pytest.skip("bubblewrap not installed")
+    try:
+        sb = Sandbox(SandboxConfig(backend=backend, limits=FAST))
+    except RuntimeError as exc:
+        pytest.skip(f"{backend} unusable here: {exc}")
+    held = [os.open("/dev/null", os.O_RDONLY) for _ in range(20)]
+    try:
+        if os.geteuid() == 0:
+            assert backends.launch_prefix(backend, sb.config, [str(workdir)])[1], "expected the uid drop"
+        r = sh(sb, "i=0; while [ $i -lt 300000 ]; do i=$((i+1)); done; echo -n partial >&2; exit 3", workdir)
+        assert (r.returncode, r.signal, r.verdict, r.stderr) == (3, None, "exit_3", "partial"), r
+        assert r.cpu_s > 0.05, r
+        r = sh(sb, "id -u; exit 1", workdir)
+        assert (r.returncode, r.verdict, r.stderr) == (1, "exit_1", ""), r
+        if os.geteuid() == 0:
+            assert r.stdout.strip() == str(backends.SANDBOX_UID)
+    finally:
+        for fd in held:
+            os.close(fd)
+
+
+@needs_bwrap
+def test_cpu_report_does_not_count_as_output(box, workdir):
+    lim = SandboxLimits(wall_s=10, max_output_bytes=1000)
+    r = sh(box, "head -c 1000 /dev/zero | tr '\\0' e >&2", workdir, limits=lim)   # exactly the cap
+    assert r.ok and not r.output_truncated and r.stderr == "e" * 1000, r
+    r = sh(box, "head -c 1001 /dev/zero | tr '\\0' e >&2; exit 4", workdir, limits=lim)
+    assert r.output_truncated and r.returncode == 4 and r.stderr == "e" * 1000
+
 
 @needs_bwrap
 def test_timeout_kills_whole_tree(box, workdir):
