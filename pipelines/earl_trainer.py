@@ -1,0 +1,193 @@
+"""EARL: TRL's GRPOTrainer with the policy gradient gated by token entropy.
+
+Built on TRL 1.16 through its own extension points, not a fork:
+
+* TRL's ``_compute_loss`` already computes per-token entropy at the sampling temperature with its
+  fused, chunked LM head, and multiplies the per-token policy loss by whatever
+  ``get_high_entropy_mask`` returns (before the KL term and the loss-type normalisation). We override
+  that hook to return :func:`pipelines.gating.entropy_gate` as float weights (scaled for
+  ``normalize="selected"``), so every loss type, clipping rule and importance-sampling option of TRL
+  stays TRL's.
+* ``kl_scope="gated"``: on dropped tokens the reference log-prob is replaced by the current (detached)
+  log-prob, which makes both the k3 KL estimate and its gradient exactly zero there.
+* ``granularity="none"`` leaves TRL's path untouched (the hook is not called): the loss is TRL's GRPO loss.
+
+Logged each step under ``earl/``: mean entropy, gated fraction, mean entropy of kept and of dropped
+tokens; per reward with ``last_details``: fraction of completions per stage and pass rate under
+``stages/<reward>/``; every logging step the most-gated token strings go to the log and to
+``<output_dir>/earl_gated_tokens.jsonl``.
+"""
+from __future__ import annotations
+
+import json
+import logging
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import torch
+from trl import GRPOConfig, GRPOTrainer
+
+from pipelines.entropy import token_string
+from pipelines.gating import GateStats, GatingConfig, entropy_gate, gate_stats, gate_weights
+
+log = logging.getLogger(__name__)
+
+STAGES = ("none", "format", "syntax", "compile", "simulate", "pass")
+PER_SEQUENCE_LOSSES = ("grpo", "sapo", "luspo")    # TRL losses normalised per sequence
+
+
+def resolve_gating(gating: GatingConfig | dict | None, args: GRPOConfig | None) -> GatingConfig:
+    """One source of truth for the gate: our GatingConfig, or TRL's ``top_entropy_quantile`` mapped onto it."""
+    trl_q = 1.0 if args is None else float(args.top_entropy_quantile)
+    if isinstance(gating, dict):
+        gating = GatingConfig(**gating)
+    if gating is None:
+        if trl_q < 1.0:   # TRL's own gate: batch quantile, divide by all tokens
+            return GatingConfig(granularity="batch", top_ratio=trl_q, normalize="all")
+        return GatingConfig(granularity="none")
+    if trl_q < 1.0:
+        raise ValueError(f"GRPOConfig.top_entropy_quantile={trl_q} and a GatingConfig were both given; "
+                         "set the gate only through GatingConfig (gating.top_ratio)")
+    return gating
+
+
+class EARLGRPOTrainer(GRPOTrainer):
+    """GRPOTrainer whose policy-gradient term reaches only the tokens the entropy gate keeps.
+
+    Same arguments as ``trl.GRPOTrainer`` plus ``gating`` and ``reward_weights`` (copied into
+    ``args.reward_weights``, e.g. the weights from ``rewards.registry.compose``).
+    """
+
+    def __init__(self, model: Any, reward_funcs: Any, args: GRPOConfig | None = None,
+                 train_dataset: Any = None, processing_class: Any = None, *,
+                 gating: GatingConfig | dict | None = None, reward_weights: Sequence[float] | None = None,
+                 eval_dataset: Any = None, callbacks: list | None = None, **kwargs: Any):
+        self.gating = resolve_gating(gating, args)
+        if reward_weights is not None:
+            if args is None:
+                raise ValueError("reward_weights needs an explicit GRPOConfig (args)")
+            args.reward_weights = [float(w) for w in reward_weights]
+        super().__init__(model=model, reward_funcs=reward_funcs, args=args, train_dataset=train_dataset,
+                         eval_dataset=eval_dataset, processing_class=processing_class, callbacks=callbacks,
+                         **kwargs)
+        # TRL calls get_high_entropy_mask only when this is < 1; its value is otherwise unused by us.
+        self.top_entropy_quantile = min(self.gating.top_ratio, 0.5) if self.gating.active else 1.0
+        self._earl_inputs: dict | None = None
+        self._earl_logps: torch.Tensor | None = None
+        self._earl_entropies: torch.Tensor | None = None
+        self._earl_gate: torch.Tensor | None = None
+        self._token_seen: Counter = Counter()
+        self._token_kept: Counter = Counter()
+        self.last_top_gated_tokens: list[dict] = []
+
+    # ---- loss: TRL's, with the gate plugged into its entropy-mask hook --------------------------------
+    def _compute_loss(self, model, inputs):
+        # A shallow copy: kl_scope="gated" rewrites ref logps in it, never in TRL's buffered batch.
+        self._earl_inputs = dict(inputs)
+        self._earl_logps = self._earl_entropies = self._earl_gate = None
+        try:
+            loss = super()._compute_loss(model, self._earl_inputs)
+            self._log_gate(self._earl_inputs)
+            return loss
+        finally:
+            self._earl_inputs = self._earl_logps = self._earl_entropies = self._earl_gate = None
+
+    def _get_per_token_logps_and_entropies(self, *args, **kwargs):
+        logps, entropies, aux = super()._get_per_token_logps_and_entropies(*args, **kwargs)
+        if self._earl_inputs is not None and entropies is not None:
+            self._earl_logps, self._earl_entropies = logps, entropies
+        return logps, entropies, aux
+
+    def get_high_entropy_mask(self, entropies: torch.Tensor, mask: torch.Tensor, threshold: float) -> torch.Tensor:
+        """TRL's hook, answered with the EARL gate as per-token loss weights (threshold is ignored)."""
+        gate = entropy_gate(entropies, mask, self.gating)
+        self._earl_gate = gate
+        inputs = self._earl_inputs
+        if (self.gating.kl_scope == "gated" and self.beta != 0.0 and inputs is not None
+                and self._earl_logps is not None and "ref_per_token_logps" in inputs):
+            inputs["ref_per_token_logps"] = torch.where(gate, inputs["ref_per_token_logps"],
+                                                        self._earl_logps.detach())
+        return gate_weights(gate, mask, self.gating, per_sequence=self.loss_type in PER_SEQUENCE_LOSSES)
+
+    # ---- metrics ------------------------------------------------------------------------------------
+    def _log_gate(self, inputs: dict) -> None:
+        entropies = self._earl_entropies
+        if entropies is None:
+            return
+        mask = inputs["completion_mask"]
+        if "tool_mask" in inputs:
+            mask = mask * inputs["tool_mask"]
+        gate = self._earl_gate if self._earl_gate is not None else mask.bool()
+        totals = self.accelerator.reduce(gate_stats(entropies, mask, gate), reduction="sum").tolist()
+        stats = GateStats(*totals)
+        mode = "train" if self.model.training else "eval"
+        m = self._metrics[mode]
+        m["earl/entropy_mean"].append(stats.mean_entropy)
+        m["earl/gated_fraction"].append(stats.gated_fraction)
+        m["earl/entropy_kept"].append(stats.kept_entropy)
+        m["earl/entropy_dropped"].append(stats.dropped_entropy)
+        if self.gating.log_top_tokens and mode == "train":
+            ids = inputs["completion_ids"]
+            self._token_seen.update(ids[mask.bool()].tolist())
+            self._token_kept.update(ids[gate.bool()].tolist())
+
+    def _calculate_rewards(self, inputs, prompts, completions, completion_ids_list):
+        rewards = super()._calculate_rewards(inputs, prompts, completions, completion_ids_list)
+        self._log_reward_stages(len(completions))
+        return rewards
+
+    def _log_reward_stages(self, n: int) -> None:
+        """Fraction of completions per stage and pass rate, from each reward's ``last_details`` if it has one."""
+        mode = "train" if self.model.training else "eval"
+        for func, name in zip(self.reward_funcs, self.reward_func_names):
+            try:
+                details = getattr(func, "last_details", None)
+            except Exception:  # noqa: BLE001 - a wrapper's __getattr__ may raise anything
+                details = None
+            if details is None:
+                continue
+            counts = torch.zeros(len(STAGES) + 1)          # last slot: unknown stage names
+            if isinstance(details, list) and len(details) == n:   # stale or failed calls are skipped
+                for d in details:
+                    stage = d.get("stage") if isinstance(d, dict) else None
+                    counts[STAGES.index(stage) if stage in STAGES else len(STAGES)] += 1
+            counts = self.accelerator.reduce(counts.to(self.accelerator.device), reduction="sum").cpu()
+            total = float(counts.sum())
+            if total == 0:
+                continue
+            for stage, c in zip(STAGES, counts[:-1].tolist()):
+                self._metrics[mode][f"stages/{name}/{stage}"].append(c / total)
+            self._metrics[mode][f"stages/{name}/pass_rate"].append(float(counts[STAGES.index("pass")]) / total)
+
+    def top_gated_tokens(self, n: int | None = None) -> list[dict]:
+        """Most often kept token strings since the last logging step: token, kept, seen, kept_rate."""
+        n = self.gating.log_top_tokens if n is None else n
+        rows = []
+        for tok, kept in self._token_kept.most_common(n):
+            seen = self._token_seen[tok]
+            rows.append({"token": token_string(self.processing_class, tok), "id": int(tok), "kept": int(kept),
+                         "seen": int(seen), "kept_rate": kept / seen if seen else float("nan")})
+        return rows
+
+    def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
+        if self.model.training and self._token_kept:
+            self.last_top_gated_tokens = self.top_gated_tokens()
+            self._token_seen.clear()
+            self._token_kept.clear()
+            if self.accelerator.is_main_process:
+                self._write_top_tokens()
+        super().log(logs, start_time)
+
+    def _write_top_tokens(self) -> None:
+        rows = self.last_top_gated_tokens
+        log.info("step %d most-gated tokens: %s", self.state.global_step,
+                 ", ".join(f"{r['token']!r}×{r['kept']}" for r in rows[:10]))
+        if self.args.output_dir:
+            path = Path(self.args.output_dir) / "earl_gated_tokens.jsonl"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            with path.open("a", encoding="utf-8") as fh:
+                fh.write(json.dumps({"step": self.state.global_step, "gating": asdict(self.gating),
+                                     "top": rows}, ensure_ascii=False) + "\n")
