@@ -176,6 +176,14 @@ def summarize(rows: list[dict], ks: list[int]) -> dict[str, Any]:
             "pass_at_k": pass_k, "stages": dict(stages)}
 
 
+def _formal_counts(rows: list[dict]) -> dict[str, int] | None:
+    """Simulation passes that formal proved / refuted (testbench false positives) / left unknown."""
+    if not any((r.get("details") or {}).get("formal") for r in rows):
+        return None                                   # formal was off: don't import it
+    from rewards.verilog.formal import formal_summary
+    return formal_summary(rows)
+
+
 def print_summary(rows: list[dict], ks: list[int], *, references: bool = False, out: str | None = None) -> None:
     from rich.console import Console
     from rich.table import Table
@@ -192,8 +200,7 @@ def print_summary(rows: list[dict], ks: list[int], *, references: bool = False, 
     for st in known:
         table.add_row(f"stage {st}", str(s["stages"][st]))
     console.print(table)
-    from rewards.verilog.formal import formal_summary   # formal counts, when --formal was on
-    f = formal_summary(rows)
+    f = _formal_counts(rows)
     if f:
         console.print(f"formal: {f['checked']} simulation passes checked: {f['equivalent']} proven, "
                       f"{f['false_positives']} refuted (testbench false positives), {f['unknown']} unknown")

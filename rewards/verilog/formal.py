@@ -4,14 +4,17 @@ Why: random-stimulus testbenches pass wrong designs (a `>` comparator passed a `
 of reference (gold) and candidate (gate) proves equality for every input, or yields a counterexample.
 
 - Combinational designs: one SAT proof over all inputs.
-- Sequential designs: a bounded check over `seq_depth` cycles from an unknown (X) state with the reset
-  asserted in cycle 1 (the reset stays free afterwards, so reset bugs show up), then k-induction; if
-  induction closes the proof is complete, otherwise the verdict is "equivalent up to N cycles".
-  X in a reference output is a don't-care, as in VerilogEval's benches; X in the candidate's is not.
+- Sequential designs: temporal induction from an unknown (X) state with the reset asserted in cycle 1
+  (free afterwards, so reset bugs show up). Base cases grow one cycle at a time up to `seq_depth`, so
+  a counterexample is the shortest; if an induction step closes, the proof is complete, otherwise the
+  verdict is "equivalent up to N cycles".
+- X in a reference output is a don't-care, as in VerilogEval's benches; X in the candidate's is not.
+- If SAT times out, yosys' name-matching equiv_simple/equiv_induct may still prove a near-copy.
 - Anything the check cannot decide (timeout, memory, unsupported construct, port mismatch, latch,
   several clocks, combinational loop, size budget) is `unknown` with a reason; it never raises.
 
 Yosys runs inside the project sandbox with its own limits; results are cached by content hash.
+See docs/formal.md.
 """
 from __future__ import annotations
 
@@ -23,18 +26,18 @@ import tempfile
 import threading
 import time
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 log = logging.getLogger(__name__)
 
 EQUIVALENT, NOT_EQUIVALENT, UNKNOWN = "equivalent", "not_equivalent", "unknown"
-POLICIES = ("off", "confirm", "required")
 
 # Port names taken for a reset (VerilogEval, RTLLM and rtlgen's name sets), and which are active low.
-_RESET_RE = re.compile(r"^([as]?(rst|reset)|arst|clr|clear|ar|rs|r|zap)(_i)?$", re.I)
-_RESET_LOW_RE = re.compile(r"^(([as]?(rst|reset)|arst|clr|clear|ar|rs|r|zap)_?n(i|_i)?|n_?[as]?(rst|reset))$", re.I)
+_RESET_RE = re.compile(r"^([as]?(rst|reset)|arst|clr|clear|ar|rs|r|zap)(_i)?$", re.IGNORECASE)
+_RESET_LOW_RE = re.compile(r"^(([as]?(rst|reset)|arst|clr|clear|ar|rs|r|zap)_?n(i|_i)?|n_?[as]?(rst|reset))$", re.IGNORECASE)
 _FF_TYPES = {"$dff", "$dffe", "$adff", "$adffe", "$sdff", "$sdffe", "$sdffce", "$dffsr", "$dffsre",
              "$aldff", "$aldffe", "$ff"}
 _LATCH_TYPES = {"$dlatch", "$adlatch", "$dlatchsr", "$sr"}
@@ -52,6 +55,8 @@ class FormalConfig:
     max_state_bits: int = 4096       # flip-flop bits per module
     max_io_bits: int = 4096          # port bits per module; also the widest literal range `[N:M]`
     max_source_chars: int = 200_000  # per file, checked before yosys starts
+    structural: bool = True          # when SAT times out, try yosys' equiv_simple/equiv_induct (proves
+                                     # designs whose registers and nets match by name, e.g. a near copy)
     cache_size: int = 4096
     sandbox_backend: str = "auto"    # sandboxes.SandboxConfig.backend
 
@@ -169,7 +174,7 @@ def _miter_script(reference_top: str, candidate_top: str, sequential: bool) -> s
     return (_prep_script(reference_top, candidate_top)
             + ("async2sync\n" if sequential else "")
             + "miter -equiv -flatten -make_outputs -ignore_gold_x gold gate miter\n"
-            + "hierarchy -top miter\nopt_clean\n")
+            + "hierarchy -top miter\nopt\n")
 
 
 _SAT_COMMON = "-prove trigger 0 -show-inputs -show-outputs -enable_undef -set-def-inputs"
@@ -269,7 +274,7 @@ def _find_reset(ports: dict[str, tuple[str, int]]) -> tuple[str, int] | None:
     return None
 
 
-_ERROR_RE = re.compile(r"^ERROR: (.*)$", re.M)
+_ERROR_RE = re.compile(r"ERROR: (.*)")
 
 
 def _yosys_error(run: YosysRun) -> str:
@@ -281,7 +286,7 @@ def _yosys_error(run: YosysRun) -> str:
         return f"yosys ended with {run.verdict}"
     m = _ERROR_RE.search(run.log)
     if m:
-        return m.group(1).strip()[:300]
+        return " ".join(run.log[m.start(1):m.start(1) + 400].split())[:300]
     if run.returncode not in (0, None):
         return f"yosys exited {run.returncode}: {run.log.strip()[-300:]}"
     return ""
@@ -322,7 +327,7 @@ class FormalChecker:
             result = self._check(candidate, reference, top, ref_top, reset)
         except FormalError as exc:
             result = FormalResult(UNKNOWN, reason=str(exc))
-        except Exception as exc:  # noqa: BLE001 - a formal check must never crash a reward
+        except Exception as exc:
             log.exception("formal check failed unexpectedly")
             result = FormalResult(UNKNOWN, reason=f"internal error: {type(exc).__name__}: {exc}")
         result.wall_s = round(time.monotonic() - t0, 4)
@@ -357,11 +362,19 @@ class FormalChecker:
         gold, gate, loops = self._inspect(files, ref_top, top)
         self._check_compatible(gold, gate, loops)
         sequential = bool(gold.state_bits or gate.state_bits)
-        if not sequential:
-            return self._prove_comb(files, ref_top, top, {p: w for p, (_, w) in gold.ports.items()})
         if reset is not None and gold.ports.get(reset[0], ("", 0)) != ("input", 1):
             raise FormalError(f"reset {reset[0]!r} is not a 1-bit input of the reference")
-        return self._prove_seq(files, ref_top, top, gold.ports, reset or _find_reset(gold.ports))
+        try:
+            if not sequential:
+                return self._prove_comb(files, ref_top, top, {p: w for p, (_, w) in gold.ports.items()})
+            return self._prove_seq(files, ref_top, top, gold.ports, reset or _find_reset(gold.ports))
+        except FormalError as exc:
+            if not (self.config.structural and "timeout" in str(exc)):
+                raise
+            if self._prove_structural(files, ref_top, top, sequential):
+                return FormalResult(EQUIVALENT, method="structural", sequential=sequential, complete=True,
+                                    reason=f"SAT gave up ({exc}); proven by equiv_simple/equiv_induct")
+            raise
 
     def _inspect(self, files: dict[str, str], ref_top: str, top: str) -> tuple[_Module, _Module, bool]:
         run = self._run(_inspect_script(ref_top, top), files, ("iface.json",))
@@ -389,7 +402,7 @@ class FormalChecker:
             io = sum(w for _, w in mod.ports.values())
             if io > cfg.max_io_bits:
                 raise FormalError(f"size budget: {side} has {io} port bits > max_io_bits {cfg.max_io_bits}")
-            if len({c for c, _ in mod.clocks}) > 1 or len(mod.clocks) > 1:
+            if len(mod.clocks) > 1:
                 raise FormalError(f"{side} uses several clocks or both edges {sorted(mod.clocks)}")
         if gold.clocks and gate.clocks and gold.clocks != gate.clocks:
             raise FormalError(f"clocking differs: reference {sorted(gold.clocks)}, candidate {sorted(gate.clocks)}")
@@ -406,6 +419,16 @@ class FormalChecker:
                                 counterexample=cex)
         raise FormalError(f"SAT check did not finish: {_yosys_error(run) or 'no verdict in log'}")
 
+    def _prove_structural(self, files: dict[str, str], ref_top: str, top: str, sequential: bool) -> bool:
+        """yosys' equivalence-cell flow: matches nets by name and proves each one (inductively across
+        registers). Fast on near-identical designs where a monolithic SAT problem is hopeless
+        (multipliers, dividers); it can only prove, never refute."""
+        script = (_prep_script(ref_top, top) + ("async2sync\n" if sequential else "")
+                  + "equiv_make gold gate equiv\nhierarchy -top equiv\n"
+                  + "equiv_simple -undef\nequiv_induct -undef\nequiv_status -assert\n")
+        run = self._run(script, files)
+        return "Equivalence successfully proven!" in run.log and not _yosys_error(run)
+
     def _prove_seq(self, files: dict[str, str], ref_top: str, top: str, ports: dict[str, tuple[str, int]],
                    reset: tuple[str, int] | None) -> FormalResult:
         """Temporal induction: base cases grow one cycle at a time (so the first failure is the shortest
@@ -419,7 +442,7 @@ class FormalChecker:
             files = {**files, "wrap.sv": _reset_wrapper(ports, reset)}
             script += "read_verilog -sv wrap.sv\nhierarchy -top earl_wrap\nproc\nflatten\nopt_clean\n"
             top_name = "earl_wrap"
-        mode = "-tempinduct -tempinduct-def" if cfg.induction else "-tempinduct -tempinduct-baseonly"
+        mode = "-tempinduct" if cfg.induction else "-tempinduct -tempinduct-baseonly"
         init = "-set-init-zero" if cfg.init == "zero" else "-set-init-undef"
         if reset is not None:
             init = f"-set-init earl_started 0 {init}"
@@ -501,7 +524,7 @@ def _precheck(source: str, side: str, cfg: FormalConfig) -> None:
             raise FormalError(f"size budget: {side} declares a {width}-bit range > max_io_bits {cfg.max_io_bits}")
 
 
-_MODULE_RE = re.compile(r"^\s*module\s+([A-Za-z_][\w$]*)", re.M)
+_MODULE_RE = re.compile(r"^\s*module\s+([A-Za-z_][\w$]*)", re.MULTILINE)
 
 
 def _pick_module(source: str, wanted: str, side: str) -> str:
@@ -513,7 +536,7 @@ def _pick_module(source: str, wanted: str, side: str) -> str:
         return names[0]
     if not names:
         raise FormalError(f"{side} defines no module")
-    instantiated = {n for n in names if re.search(rf"^\s*{re.escape(n)}\s+(#\s*\(|[A-Za-z_])", source, re.M)}
+    instantiated = {n for n in names if re.search(rf"^\s*{re.escape(n)}\s+(#\s*\(|[A-Za-z_])", source, re.MULTILINE)}
     tops = [n for n in names if n not in instantiated]
     if len(tops) == 1:
         return tops[0]
