@@ -75,7 +75,7 @@ score: setup  ## score samples: make score PROBLEMS=... SAMPLES=... OUT=...
 	$(EARL) score --problems $(PROBLEMS) --samples $(SAMPLES) --out $(OUT)
 
 slurm: setup  ## submit to Slurm: make slurm CONFIG=... NODES=2 GPUS=8
-	$(EARL) submit --config $(CONFIG) --nodes $(NODES) --gpus-per-node $(GPUS)
+	$(EARL) submit --config $(CONFIG) --nodes $(NODES) --gpus-per-node $(GPUS) $(if $(PARTITION),--partition $(PARTITION)) $(if $(TIME),--time $(TIME))
 
 clean:  ## remove the venv, caches and runs
 	rm -rf $(VENV) .cache .pytest_cache runs *.egg-info

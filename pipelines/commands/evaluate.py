@@ -1,0 +1,82 @@
+"""`earl eval --model PATH --problems PATH --n 10 --k 1,5,10 [--out DIR]`: sample, score, pass@k."""
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+def add_parser(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model", required=True, help="checkpoint folder or hub id (e.g. runs/X/stages/rl/final)")
+    parser.add_argument("--problems", required=True,
+                        help="JSONL, VerilogEval folder, RTLLM folder, or generator spec rtl:N[:seed[:split]]")
+    parser.add_argument("--n", type=int, default=1, help="samples per problem")
+    parser.add_argument("--k", default="1", help="comma-separated k values for pass@k (each <= n)")
+    parser.add_argument("--temperature", type=float, default=None, help="default 0 (greedy) for n=1, else 0.8")
+    parser.add_argument("--top-p", type=float, default=1.0)
+    parser.add_argument("--max-new-tokens", type=int, default=512)
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--backend", choices=["hf", "vllm"], default="hf")
+    parser.add_argument("--limit", type=int, default=None, help="only the first N problems")
+    parser.add_argument("--prompt-format", choices=["plain", "chat"], default=None,
+                        help="default: chat when the tokenizer has a chat template, else plain")
+    parser.add_argument("--dtype", default="auto")
+    parser.add_argument("--reward", default="verilog_functional", help="reward name from the registry")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--out", default=None, help="write eval.json and table.md here")
+
+
+def _source(spec: str):
+    from pipelines.config import DataSource
+    if spec.startswith("rtl:"):
+        parts = spec.split(":")[1:]
+        return DataSource(generator="rtl", n=int(parts[0]), seed=int(parts[1]) if len(parts) > 1 else 0,
+                          split=parts[2] if len(parts) > 2 else "heldout")
+    return DataSource(path=spec)
+
+
+def _prompt_format(model: str, wanted: str | None) -> str:
+    if wanted:
+        return wanted
+    from pipelines.modeling import load_tokenizer
+    return "chat" if getattr(load_tokenizer(model), "chat_template", None) else "plain"
+
+
+def run(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from pipelines.config import DataConfig, EvalSettings, ModelConfig, RewardEntry
+    from pipelines.data import load_source
+    from pipelines.evaluate import evaluate
+    try:
+        ks = [int(k) for k in args.k.split(",") if k.strip()]
+    except ValueError:
+        print(f"earl eval: --k: expected comma-separated integers, got {args.k!r}", file=sys.stderr)
+        return 2
+    bad = [k for k in ks if not 1 <= k <= args.n]
+    if bad:
+        print(f"earl eval: --k: pass@{bad[0]} needs 1 <= k <= --n ({args.n})", file=sys.stderr)
+        return 2
+    temperature = args.temperature if args.temperature is not None else (0.0 if args.n == 1 else 0.8)
+    if temperature == 0 and args.n > 1:
+        print("earl eval: --temperature 0 (greedy) with --n > 1 gives identical samples", file=sys.stderr)
+        return 2
+    try:
+        problems = load_source(_source(args.problems))
+    except (ValueError, OSError) as exc:
+        print(f"earl eval: --problems: {exc}", file=sys.stderr)
+        return 2
+    ev = EvalSettings(n=args.n, k=ks, temperature=temperature, top_p=args.top_p,
+                      max_new_tokens=args.max_new_tokens, batch_size=args.batch_size, backend=args.backend,
+                      limit=args.limit)
+    model_cfg = ModelConfig(name_or_path=args.model, dtype=args.dtype)
+    data_cfg = DataConfig(prompt_format=_prompt_format(args.model, args.prompt_format))
+    res = evaluate(args.model, problems, ev, [RewardEntry(name=args.reward)], model_cfg, data_cfg,
+                   label=Path(args.model).name, seed=args.seed)
+    print(res.table())
+    print(res.summary())
+    if args.out:
+        out = Path(args.out)
+        res.save(out / "eval.json")
+        (out / "table.md").write_text(res.table() + "\n\n" + res.summary() + "\n")
+        print(f"[earl] wrote {out / 'eval.json'}")
+    return 0

@@ -1,0 +1,395 @@
+"""Pipeline configs: dataclasses that a YAML file maps onto one to one, plus `key.path=value` overrides.
+
+Why strict: a typo in a 7B run's config should fail in a second, naming the key, not after an hour of
+training. Every section is checked before any work starts: our own sections against these dataclasses,
+trainer sections against TRL's `SFTConfig` / `GRPOConfig` fields (names and types).
+"""
+from __future__ import annotations
+
+import dataclasses
+import functools
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+STAGE_KINDS = ("sft", "rl", "eval")
+
+
+class ConfigError(ValueError):
+    """A config problem, always naming the offending key path."""
+
+
+# --------------------------------------------------------------------------- sections
+
+
+@dataclass
+class RunConfig:
+    name: str = "run"
+    output_dir: str = "runs"          # the run folder is <output_dir>/<name>-<timestamp> unless run_dir is set
+    run_dir: str | None = None        # fixed run folder (tests, Slurm); must not hold a finished run
+    seed: int = 0
+
+
+@dataclass
+class LoraConfig:
+    """PEFT LoRA adapter; merged into the weights when the stage ends so the next stage gets a plain model."""
+    r: int = 16
+    alpha: int = 32
+    dropout: float = 0.05
+    target_modules: list[str] | str = "all-linear"
+
+
+@dataclass
+class ModelConfig:
+    name_or_path: str = "tiny"        # hub id, local path, or `tiny` (built locally by pipelines/tiny.py)
+    dtype: str = "float32"            # float32 | bfloat16 | float16 | auto
+    attn_implementation: str | None = None
+    trust_remote_code: bool = False
+    lora: LoraConfig | None = None
+    tiny: dict[str, Any] = field(default_factory=dict)   # kwargs for the tiny builder (hidden size, layers...)
+    tokenizer: str | None = None      # defaults to name_or_path
+
+
+@dataclass
+class DataSource:
+    """Where problems come from: a path (JSONL, VerilogEval or RTLLM folder, HF `save_to_disk` dir), an HF
+    dataset name (`hf:`), or a generator spec (`generator: rtl, n: 2000, seed: 0, split: train`)."""
+    path: str | None = None
+    hf: str | None = None             # HF dataset name or local dir loaded with `datasets.load_dataset`
+    hf_split: str = "train"
+    generator: str | None = None      # rtl
+    n: int | None = None              # generator: how many; path/hf: keep the first n
+    seed: int = 0
+    split: str = "train"              # generator split (train | test) - disjoint task streams
+    options: dict[str, Any] = field(default_factory=dict)   # extra generator kwargs
+
+    def describe(self) -> str:
+        if self.generator:
+            return f"generator={self.generator} n={self.n} seed={self.seed} split={self.split}"
+        return f"path={self.path}" if self.path else f"hf={self.hf}[{self.hf_split}]"
+
+
+@dataclass
+class DataConfig:
+    train: DataSource | None = None
+    eval: DataSource | None = None
+    prompt_format: str = "plain"      # plain (prompt text, completion = module) | chat (user message)
+    system_prompt: str | None = None  # chat format only
+
+
+@dataclass
+class RewardEntry:
+    """One entry of `rewards:` (mirrors rewards.registry.RewardSpec)."""
+    name: str = "verilog_functional"
+    weight: float = 1.0
+    kwargs: dict[str, Any] = field(default_factory=dict)
+    timeout_s: float | None = None
+
+
+@dataclass
+class EvalSettings:
+    n: int = 1                        # samples per problem
+    k: list[int] = field(default_factory=lambda: [1])
+    temperature: float = 0.0          # 0 = greedy (needs n == 1)
+    top_p: float = 1.0
+    max_new_tokens: int = 96
+    batch_size: int = 64              # prompts per generate call
+    backend: str = "hf"               # hf | vllm
+    pass_threshold: float = 1.0       # a sample passes when its reward >= this
+    limit: int | None = None          # evaluate only the first N problems
+    models: list[str] = field(default_factory=list)   # earlier stages whose final models to evaluate too
+
+
+@dataclass
+class StageConfig:
+    """One stage. `trainer` holds TRL's SFTConfig/GRPOConfig fields, `gating` EARL's GatingConfig fields,
+    `settings` an eval stage's sampling and scoring."""
+    kind: str = ""                    # sft | rl | eval; defaults to the stage's name
+    data: DataSource | None = None    # overrides data.train for this stage
+    trainer: dict[str, Any] = field(default_factory=dict)
+    gating: dict[str, Any] | None = None
+    settings: EvalSettings = field(default_factory=EvalSettings)   # eval stages only
+
+
+@dataclass
+class PipelineConfig:
+    run: RunConfig = field(default_factory=RunConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    rewards: list[RewardEntry] = field(default_factory=lambda: [RewardEntry()])
+    stages: dict[str, StageConfig] = field(default_factory=dict)
+    launch: dict[str, Any] = field(default_factory=dict)   # multi-process launch (pipelines/launch.py)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.to_dict(), sort_keys=False)
+
+
+# --------------------------------------------------------------------------- typed mapping
+
+
+def _type_name(tp: Any) -> str:
+    return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
+
+
+def _coerce(value: Any, tp: Any, key: str) -> Any:
+    """Return `value` as type `tp` or raise ConfigError naming `key`. Numbers written as YAML strings
+    ("1e-4", which PyYAML reads as str) are accepted for float/int fields."""
+    origin = typing.get_origin(tp)
+    if tp is Any or tp is typing.Any:
+        return value
+    if origin in (typing.Union, types.UnionType):
+        args = typing.get_args(tp)
+        if value is None and type(None) in args:
+            return None
+        real = [a for a in args if a is not type(None)]
+        if len(real) == 1:                     # Optional[X]: X's own error names the inner key
+            return _coerce(value, real[0], key)
+        errors = []
+        for arg in real:
+            try:
+                return _coerce(value, arg, key)
+            except ConfigError as exc:
+                errors.append(str(exc))
+        raise ConfigError(f"{key}: expected {' or '.join(_type_name(a) for a in args)}, got {value!r}")
+    if origin is typing.Literal:
+        if value not in typing.get_args(tp):
+            raise ConfigError(f"{key}: expected one of {list(typing.get_args(tp))}, got {value!r}")
+        return value
+    if dataclasses.is_dataclass(tp):
+        return from_dict(tp, value, key)
+    if origin in (list, tuple, set) or tp in (list, tuple):
+        if isinstance(value, (str, bytes)) or not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{key}: expected a list, got {value!r}")
+        args = typing.get_args(tp)
+        inner = args[0] if args else Any
+        return [_coerce(v, inner, f"{key}[{i}]") for i, v in enumerate(value)]
+    if origin is dict or tp is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{key}: expected a mapping, got {value!r}")
+        args = typing.get_args(tp)
+        if len(args) == 2 and dataclasses.is_dataclass(args[1]):
+            return {k: _coerce(v, args[1], f"{key}.{k}") for k, v in value.items()}
+        return dict(value)
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        raise ConfigError(f"{key}: expected true/false, got {value!r}")
+    if tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+        if isinstance(value, str):
+            try:
+                return int(value)
+            except ValueError:
+                pass
+        raise ConfigError(f"{key}: expected an integer, got {value!r}")
+    if tp is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return value                       # an int stays an int (save_steps: 10, not 10.0)
+        if isinstance(value, str):
+            try:
+                return float(value)
+            except ValueError:
+                pass
+        raise ConfigError(f"{key}: expected a number, got {value!r}")
+    if tp is str:
+        if isinstance(value, str):
+            return value
+        raise ConfigError(f"{key}: expected a string, got {value!r}")
+    if isinstance(tp, type):
+        if isinstance(value, tp):
+            return value
+        if issubclass(tp, str) and isinstance(value, str):      # str-valued enums (TRL's IntervalStrategy...)
+            try:
+                return tp(value).value         # keep the plain string: the resolved config stays YAML
+            except ValueError:
+                raise ConfigError(f"{key}: expected one of {[m.value for m in tp]}, got {value!r}") from None
+        raise ConfigError(f"{key}: expected {tp.__name__}, got {value!r}")
+    return value
+
+
+@functools.cache
+def _hints(cls: type) -> dict[str, Any]:
+    return typing.get_type_hints(cls)
+
+
+def from_dict(cls: type, raw: Any, key: str = "") -> Any:
+    """Build dataclass `cls` from a mapping; unknown keys and wrong types raise ConfigError naming the key."""
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{key or '<config>'}: expected a mapping, got {raw!r}")
+    hints = _hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    unknown = [k for k in raw if k not in names]
+    if unknown:
+        where = f"{key}." if key else ""
+        raise ConfigError(f"unknown config key {where}{unknown[0]!s}; known keys here: {', '.join(names)}")
+    kwargs = {k: _coerce(v, hints[k], f"{key}.{k}" if key else k) for k, v in raw.items()}
+    return cls(**kwargs)
+
+
+def check_fields(cls: type, raw: dict[str, Any], key: str) -> dict[str, Any]:
+    """Validate a free-form section (a TRL trainer config) against dataclass `cls`: names and types.
+    Returns the coerced mapping (e.g. learning_rate "1e-4" -> 1e-4); does not construct `cls`."""
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{key}: expected a mapping, got {raw!r}")
+    hints = _hints(cls)
+    fields_ = {f.name for f in dataclasses.fields(cls) if f.init}
+    out = {}
+    for k, v in raw.items():
+        if k not in fields_:
+            close = [f for f in sorted(fields_) if k.split("_")[0] in f][:5]
+            hint = f" (did you mean {', '.join(close)}?)" if close else ""
+            raise ConfigError(f"unknown config key {key}.{k} for {cls.__name__}{hint}")
+        out[k] = _coerce(v, hints.get(k, Any), f"{key}.{k}")
+    return out
+
+
+# --------------------------------------------------------------------------- overrides and loading
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """`stages.rl.trainer.learning_rate=1e-4` -> (['stages','rl','trainer','learning_rate'], 1e-4)."""
+    if "=" not in text:
+        raise ConfigError(f"override {text!r}: expected key.path=value")
+    path, _, value = text.partition("=")
+    if not path.strip():
+        raise ConfigError(f"override {text!r}: empty key")
+    return path.strip().split("."), yaml.safe_load(value) if value.strip() else None
+
+
+def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Set each `a.b.c=value` in the raw mapping (creating mappings on the way); validation comes after,
+    so a misspelt key still fails naming it."""
+    for text in overrides:
+        keys, value = parse_override(text)
+        node = raw
+        for i, k in enumerate(keys[:-1]):
+            nxt = node.get(k)
+            if nxt is None:
+                nxt = node[k] = {}
+            if not isinstance(nxt, dict):
+                raise ConfigError(f"override {text!r}: {'.'.join(keys[:i + 1])} is not a mapping")
+            node = nxt
+        node[keys[-1]] = value
+    return raw
+
+
+def _trl_config_class(kind: str) -> type:
+    from trl import GRPOConfig, SFTConfig
+    return {"sft": SFTConfig, "rl": GRPOConfig}[kind]
+
+
+def _gating_class() -> type | None:
+    try:
+        from pipelines.gating import GatingConfig
+    except ImportError:
+        return None
+    return GatingConfig
+
+
+def validate(cfg: PipelineConfig) -> PipelineConfig:
+    """Cross-field checks and trainer-section checks against TRL; raises ConfigError naming the key."""
+    if not cfg.stages:
+        raise ConfigError("stages: at least one stage (sft, rl, eval) is required")
+    for name, stage in cfg.stages.items():
+        key = f"stages.{name}"
+        stage.kind = stage.kind or name
+        if stage.kind not in STAGE_KINDS:
+            raise ConfigError(f"{key}.kind: expected one of {list(STAGE_KINDS)}, got {stage.kind!r} "
+                              f"(a stage named otherwise needs an explicit kind)")
+        if stage.kind in ("sft", "rl"):
+            stage.trainer = check_fields(_trl_config_class(stage.kind), stage.trainer, f"{key}.trainer")
+            if stage.data is None and cfg.data.train is None:
+                raise ConfigError(f"{key}.data: stage {name} needs training data (data.train or {key}.data)")
+        elif stage.trainer:
+            raise ConfigError(f"{key}.trainer: an eval stage takes `settings:`, not `trainer:`")
+        if stage.gating is not None:
+            if stage.kind != "rl":
+                raise ConfigError(f"{key}.gating: only an rl stage is gated")
+            gating_cls = _gating_class()
+            if gating_cls is not None:
+                stage.gating = check_fields(gating_cls, stage.gating, f"{key}.gating")
+                try:
+                    gating_cls(**stage.gating)
+                except (TypeError, ValueError) as exc:
+                    raise ConfigError(f"{key}.{exc}" if str(exc).startswith("gating.") else f"{key}.gating: {exc}")
+        if stage.kind == "eval":
+            _validate_eval(stage, cfg, name)
+    for i, src in enumerate([cfg.data.train, cfg.data.eval]):
+        if src is not None:
+            _validate_source(src, f"data.{'train' if i == 0 else 'eval'}")
+    for name, stage in cfg.stages.items():
+        if stage.data is not None:
+            _validate_source(stage.data, f"stages.{name}.data")
+    _validate_launch(cfg.launch)
+    if cfg.model.name_or_path == "tiny" and cfg.model.tiny:
+        from pipelines.tiny import TinyConfig
+        check_fields(TinyConfig, cfg.model.tiny, "model.tiny")
+    if cfg.data.prompt_format not in ("plain", "chat"):
+        raise ConfigError(f"data.prompt_format: expected plain or chat, got {cfg.data.prompt_format!r}")
+    if not cfg.rewards and any(s.kind in ("rl", "eval") for s in cfg.stages.values()):
+        raise ConfigError("rewards: rl and eval stages need at least one reward")
+    return cfg
+
+
+def _validate_launch(launch: dict[str, Any]) -> None:
+    if not launch:
+        return
+    from pipelines.launch import LaunchConfig
+    check_fields(LaunchConfig, launch, "launch")
+
+
+def _validate_source(src: DataSource, key: str) -> None:
+    given = [k for k in ("path", "hf", "generator") if getattr(src, k)]
+    if len(given) != 1:
+        raise ConfigError(f"{key}: give exactly one of path, hf, generator (got {given or 'none'})")
+    if src.generator and not src.n:
+        raise ConfigError(f"{key}.n: a generator source needs n (how many problems)")
+
+
+def _validate_eval(stage: StageConfig, cfg: PipelineConfig, name: str) -> None:
+    ev, key = stage.settings, f"stages.{name}.settings"
+    if cfg.data.eval is None and stage.data is None:
+        raise ConfigError(f"data.eval: stage {name} evaluates, so data.eval (or stages.{name}.data) must "
+                          "name the held-out problems")
+    if ev.backend not in ("hf", "vllm"):
+        raise ConfigError(f"{key}.backend: expected hf or vllm, got {ev.backend!r}")
+    if ev.n < 1:
+        raise ConfigError(f"{key}.n: need at least one sample per problem")
+    bad = [k for k in ev.k if k < 1 or k > ev.n]
+    if bad:
+        raise ConfigError(f"{key}.k: pass@{bad[0]} needs 1 <= k <= n (n={ev.n})")
+    if ev.temperature == 0 and ev.n > 1:
+        raise ConfigError(f"{key}.temperature: greedy decoding (0) gives identical samples; use n=1 or T>0")
+    earlier = list(cfg.stages)[:list(cfg.stages).index(name)]
+    for m in ev.models:
+        if m not in earlier:
+            raise ConfigError(f"{key}.models: {m!r} is not a stage before {name} (earlier: {earlier})")
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None,
+                raw: dict[str, Any] | None = None) -> PipelineConfig:
+    """Read YAML (or take `raw`), apply overrides, map onto the dataclasses, validate."""
+    if raw is None:
+        if path is None:
+            raise ConfigError("no config given")
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"config file not found: {path}")
+        try:
+            raw = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"{path}: invalid YAML ({exc})") from None
+    raw = apply_overrides(raw, list(overrides or []))
+    return validate(from_dict(PipelineConfig, raw))

@@ -1,0 +1,40 @@
+"""Eval stage: score the current model (and any earlier stages' models listed in `eval.models`) on the
+held-out problems; writes eval/<label>.json and prints pass@k plus paired fail->pass / pass->fail counts."""
+from __future__ import annotations
+
+import itertools
+from typing import Any
+
+from pipelines.data import load_source
+from pipelines.evaluate import EvalResult, evaluate, paired
+from pipelines.runner import StageContext, is_main
+
+
+def run(ctx: StageContext) -> dict[str, Any]:
+    if not is_main():            # under a multi-process launcher rank 0 evaluates; the others are done
+        return {}
+    cfg, ev = ctx.cfg, ctx.stage.settings
+    problems = load_source(ctx.stage.data or cfg.data.eval)
+    targets = [(m, ctx.finals[m]) for m in ev.models]
+    current = next((k for k, v in ctx.finals.items() if v == ctx.model_path), "base")
+    if current not in ev.models:
+        targets.append((current, ctx.model_path))
+    out_dir = ctx.run.root / "eval"
+    results: list[EvalResult] = []
+    for label, path in targets:
+        saved = out_dir / f"{label}.json"
+        if saved.is_file():                     # resumed run: this model was scored already
+            res = EvalResult.load(saved)
+        else:
+            res = evaluate(path, problems, ev, cfg.rewards, cfg.model, cfg.data, label, cfg.run.seed)
+            res.save(saved)
+        print(f"[earl] held-out {res.summary()}")
+        results.append(res)
+    summary: dict[str, Any] = {"pass_at_k": {r.label: {str(k): round(v, 4) for k, v in r.pass_at_k.items()}
+                                             for r in results}}
+    for a, b in itertools.pairwise(results):
+        cmp = paired(a, b)
+        print(f"[earl] {a.label} -> {b.label}: {cmp['up']} fail->pass, {cmp['down']} pass->fail "
+              f"(sign test p = {cmp['sign_test_p']:.3g}, {cmp['problems']} problems)")
+        summary[f"{a.label}->{b.label}"] = cmp
+    return summary

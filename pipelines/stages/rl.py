@@ -1,0 +1,75 @@
+"""RL stage: entropy-gated GRPO (EARLGRPOTrainer on TRL's GRPOTrainer), rewards composed from the config.
+No `gating:` section means no gate (plain GRPO loss).
+
+Also records which problems each step trained on (`data_order.jsonl`), so a resumed run can be checked
+against an uninterrupted one step by step.
+"""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from pipelines.data import load_source, rl_dataset
+from pipelines.earl_trainer import EARLGRPOTrainer
+from pipelines.gating import GatingConfig
+from pipelines.modeling import load_model, load_tokenizer, peft_config, save_final, tokenizer_path
+from pipelines.runner import StageContext, metrics_callback, trainer_args
+from rewards.registry import compose
+
+
+class DataOrderRecorder:
+    """Wraps the first reward: logs (global step, problem ids) per scored batch, then delegates."""
+
+    def __init__(self, fn, path: Path):
+        self.fn, self.path = fn, path
+        self.__name__ = getattr(fn, "__name__", "reward")
+
+    def __call__(self, prompts, completions, **columns):
+        state = columns.get("trainer_state")
+        if state is not None and int(os.environ.get("RANK", "0")) == 0:
+            with self.path.open("a") as fh:
+                fh.write(json.dumps({"step": state.global_step, "ids": list(columns.get("id", []))}) + "\n")
+        return self.fn(prompts, completions, **columns)
+
+    def __getattr__(self, item):
+        return getattr(self.__dict__["fn"], item)
+
+
+def read_data_order(path: str | Path) -> dict[int, list[str]]:
+    """step -> problem ids; a step logged twice (redone after a resume) keeps its last record."""
+    out: dict[int, list[str]] = {}
+    p = Path(path)
+    if p.is_file():
+        for line in p.read_text().splitlines():
+            if line.strip():
+                row = json.loads(line)
+                out[row["step"]] = row["ids"]
+    return out
+
+
+def build_trainer(ctx: StageContext):
+    cfg = ctx.cfg
+    args = trainer_args(cfg, ctx.name, ctx.stage, ctx.run)
+    funcs, _weights = compose([vars(r) for r in cfg.rewards])
+    ctx.out_dir.mkdir(parents=True, exist_ok=True)
+    funcs[0] = DataOrderRecorder(funcs[0], ctx.out_dir / "data_order.jsonl")
+    problems = load_source(ctx.stage.data or cfg.data.train)
+    return EARLGRPOTrainer(
+        model=load_model(ctx.model_path, cfg.model),
+        reward_funcs=funcs,
+        args=args,
+        train_dataset=rl_dataset(problems, cfg.data),
+        processing_class=load_tokenizer(tokenizer_path(ctx.model_path, cfg.model), padding_side="left"),
+        peft_config=peft_config(cfg.model.lora),
+        callbacks=[metrics_callback(ctx.run, ctx.name)],
+        gating=GatingConfig(**(ctx.stage.gating or {"granularity": "none"})),
+    )
+
+
+def run(ctx: StageContext) -> dict[str, Any]:
+    trainer = build_trainer(ctx)
+    trainer.train(resume_from_checkpoint=ctx.resume_from)
+    final = save_final(trainer, ctx.run.final_dir(ctx.name), trainer.processing_class)
+    return {"model": str(final), "global_step": trainer.state.global_step}

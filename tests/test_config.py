@@ -1,0 +1,133 @@
+"""Pipeline configs: YAML -> dataclasses, overrides, and errors that name the key before any work."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from pipelines.cli import main
+from pipelines.config import ConfigError, PipelineConfig, load_config
+
+REPO = Path(__file__).resolve().parents[1]
+TINY = REPO / "configs" / "verilog_tiny.yaml"
+SHIPPED = sorted(p for p in (REPO / "configs").glob("*.yaml"))
+
+
+def minimal(**extra) -> dict:
+    raw = {
+        "run": {"name": "t"},
+        "data": {"train": {"generator": "rtl", "n": 4}, "eval": {"generator": "rtl", "n": 2, "split": "heldout"}},
+        "stages": {"sft": {"trainer": {"max_steps": 1}}, "rl": {"trainer": {"max_steps": 1}}, "eval": {}},
+    }
+    raw.update(extra)
+    return raw
+
+
+@pytest.mark.parametrize("path", SHIPPED, ids=lambda p: p.name)
+def test_every_shipped_config_loads_and_opens_with_a_comment(path):
+    text = path.read_text()
+    assert text.startswith("#"), f"{path.name} must open with a comment saying what/where/how"
+    assert "earl train --config" in text or "make " in text, f"{path.name}: comment must give the command"
+    cfg = load_config(path)
+    assert cfg.stages, path.name
+    assert all(s.kind in ("sft", "rl", "eval") for s in cfg.stages.values())
+
+
+def test_tiny_default_is_sft_rl_eval_in_order():
+    cfg = load_config(TINY)
+    assert [s.kind for s in cfg.stages.values()] == ["sft", "rl", "eval"]
+    assert cfg.model.name_or_path == "tiny"
+    assert cfg.stages["eval"].settings.models == ["sft"]
+
+
+def test_override_sets_nested_trainer_key_and_parses_numbers():
+    cfg = load_config(TINY, ["stages.rl.trainer.learning_rate=3e-5", "run.seed=7", "stages.eval.settings.k=[1]"])
+    assert cfg.stages["rl"].trainer["learning_rate"] == pytest.approx(3e-5)
+    assert isinstance(cfg.stages["rl"].trainer["learning_rate"], float)
+    assert cfg.run.seed == 7
+
+
+def test_yaml_string_floats_are_accepted():  # PyYAML reads `1e-4` (no dot) as a string
+    raw = minimal()
+    raw["stages"]["sft"]["trainer"]["learning_rate"] = "1e-4"
+    assert load_config(raw=raw).stages["sft"].trainer["learning_rate"] == pytest.approx(1e-4)
+
+
+@pytest.mark.parametrize("override, key", [
+    ("model.dtyp=float32", "model.dtyp"),
+    ("stages.rl.trainer.learning_rat=1e-4", "stages.rl.trainer.learning_rat"),
+    ("stages.sft.trainer.not_a_field=1", "stages.sft.trainer.not_a_field"),
+    ("stages.rl.gating.top_rate=0.2", "stages.rl.gating.top_rate"),
+    ("data.train.generatr=rtl", "data.train.generatr"),
+    ("stages.eval.settings.samples=3", "stages.eval.settings.samples"),
+    ("launch.num_proc=2", "launch.num_proc"),
+])
+def test_unknown_key_is_named(override, key):
+    with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
+        load_config(TINY, [override])
+
+
+@pytest.mark.parametrize("override, key", [
+    ("run.seed=abc", "run.seed"),
+    ("run.seed=1.5", "run.seed"),
+    ("stages.rl.trainer.learning_rate=fast", "stages.rl.trainer.learning_rate"),
+    ("stages.rl.trainer.num_generations=[8]", "stages.rl.trainer.num_generations"),
+    ("stages.sft.trainer.bf16=maybe", "stages.sft.trainer.bf16"),
+    ("stages.eval.settings.k=5", "stages.eval.settings.k"),
+    ("model.lora=3", "model.lora"),
+    ("stages.rl.gating.top_ratio=1.5", "stages.rl.gating"),
+])
+def test_ill_typed_key_is_named(override, key):
+    with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
+        load_config(TINY, [override])
+
+
+def test_cross_field_errors_name_the_key():
+    with pytest.raises(ConfigError, match=r"stages\.eval\.settings\.k"):
+        load_config(TINY, ["stages.eval.settings.k=[1,5]"])           # n = 1
+    with pytest.raises(ConfigError, match=r"stages\.eval\.settings\.models"):
+        load_config(TINY, ["stages.eval.settings.models=[nope]"])
+    with pytest.raises(ConfigError, match=r"stages\.bogus\.kind"):
+        load_config(raw=minimal(stages={"bogus": {}}))
+    with pytest.raises(ConfigError, match=r"data\.train"):
+        load_config(raw=minimal(data={"train": {"generator": "rtl", "n": 2, "path": "x.jsonl"},
+                                      "eval": {"path": "y.jsonl"}}))
+    with pytest.raises(ConfigError, match=r"stages\.eval\.trainer"):
+        load_config(raw=minimal(stages={"eval": {"trainer": {"learning_rate": 1.0}}}))
+
+
+def test_named_stage_with_explicit_kind_and_any_subset():
+    raw = minimal(stages={"warmup": {"kind": "sft", "trainer": {"max_steps": 1}}, "eval": {}})
+    cfg = load_config(raw=raw)
+    assert [(n, s.kind) for n, s in cfg.stages.items()] == [("warmup", "sft"), ("eval", "eval")]
+
+
+def test_resolved_config_round_trips():
+    cfg = load_config(TINY, ["stages.rl.trainer.max_steps=3"])
+    again = load_config(raw=yaml.safe_load(cfg.to_yaml()))
+    assert again.to_dict() == cfg.to_dict()
+    assert isinstance(again, PipelineConfig)
+
+
+def test_cli_rejects_bad_key_before_any_work(tmp_path, capsys):
+    run_dir = tmp_path / "run"
+    rc = main(["train", "--config", str(TINY), "--run-dir", str(run_dir), "stages.rl.trainer.lr=1"])
+    assert rc == 2
+    assert "stages.rl.trainer.lr" in capsys.readouterr().err
+    assert not run_dir.exists(), "a config error must stop before the run folder is created"
+
+
+def test_cli_trl_rejection_is_reported_before_any_work(tmp_path, capsys):
+    # generation batch 64 not divisible by 7 generations: GRPOConfig refuses it at build time
+    run_dir = tmp_path / "run"
+    rc = main(["train", "--config", str(TINY), "--run-dir", str(run_dir), "stages.rl.trainer.num_generations=7"])
+    assert rc == 2
+    assert "stages.rl.trainer" in capsys.readouterr().err
+    assert not (run_dir / "state.json").exists()
+
+
+def test_cli_dry_run_prints_resolved_config(capsys):
+    assert main(["train", "--config", str(TINY), "--dry-run", "stages.rl.trainer.max_steps=5"]) == 0
+    printed = yaml.safe_load(capsys.readouterr().out)
+    assert printed["stages"]["rl"]["trainer"]["max_steps"] == 5

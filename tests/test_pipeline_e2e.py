@@ -1,0 +1,232 @@
+"""End to end with the tiny model, real TRL trainers and real Icarus Verilog: sft -> rl -> eval, a run
+killed with SIGKILL mid-RL and resumed, and `earl eval` on generated and VerilogEval problems.
+
+Everything is SMALL (a few steps, a few problems): these tests prove wiring and resume semantics; how
+well the default learns is measured by `make train` (docs/pipeline.md), not here.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from pipelines.cli import main
+from pipelines.config import DataConfig, DataSource, RewardEntry, load_config
+from pipelines.data import completion_text, load_source
+from pipelines.evaluate import EvalResult, paired, score, sign_test
+from pipelines.runner import RunFolder, train
+from pipelines.stages.rl import read_data_order
+
+REPO = Path(__file__).resolve().parents[1]
+TINY = REPO / "configs" / "verilog_tiny.yaml"
+needs_iverilog = pytest.mark.skipif(shutil.which("iverilog") is None, reason="iverilog not installed")
+
+# A few steps of everything; RL checkpoints every step so a kill always has one to resume from.
+SMALL = [
+    "data.train.n=24", "data.eval.n=4",
+    "stages.sft.trainer.max_steps=2", "stages.sft.trainer.per_device_train_batch_size=8",
+    "stages.sft.trainer.logging_steps=1",
+    "stages.rl.trainer.max_steps=3", "stages.rl.trainer.per_device_train_batch_size=8",
+    "stages.rl.trainer.num_generations=4", "stages.rl.trainer.max_completion_length=24",
+    "stages.rl.trainer.save_steps=1", "stages.rl.trainer.save_total_limit=5",
+    "stages.eval.settings.max_new_tokens=24",
+]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_torch_thread():
+    """On a shared 2-core box, torch's spinning intra-op threads make a tiny model ~10x slower."""
+    import torch
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def small_run(tmp_path_factory) -> RunFolder:
+    """One uninterrupted sft -> rl -> eval run, shared by the assertions below."""
+    root = tmp_path_factory.mktemp("e2e") / "run"
+    cfg = load_config(TINY, SMALL + [f"run.run_dir={root}"])
+    return train(cfg)
+
+
+@needs_iverilog
+@pytest.mark.slow
+def test_sft_rl_eval_run_folder(small_run):
+    run = small_run
+    state = run.load_state()
+    assert [(n, s["status"]) for n, s in state["stages"].items()] == [("sft", "done"), ("rl", "done"),
+                                                                       ("eval", "done")]
+    assert state["stages"]["sft"]["global_step"] == 2 and state["stages"]["rl"]["global_step"] == 3
+    # each stage's final model is the next stage's input and loads as a plain HF folder
+    for stage in ("sft", "rl"):
+        assert (run.final_dir(stage) / "config.json").is_file()
+        assert (run.final_dir(stage) / "tokenizer_config.json").is_file()
+    # resolved config in the folder reloads to the same config
+    assert load_config(run.config_path).stages["rl"].trainer["max_steps"] == 3
+    # metrics: JSONL per step with reward and the EARL gate, and TensorBoard event files
+    rl_rows = run.read_metrics("rl")
+    assert sorted({r["step"] for r in rl_rows if "reward" in r}) == [1, 2, 3]
+    assert all(0 < r["earl/gated_fraction"] <= 0.5 for r in rl_rows if "earl/gated_fraction" in r)
+    assert any("loss" in r for r in run.read_metrics("sft"))
+    assert list((run.root / "tensorboard" / "rl").glob("events.out.tfevents.*"))
+    # eval: both checkpoints on the same 4 held-out problems, pass@1 in the state and the report
+    res = {label: EvalResult.load(run.root / "eval" / f"{label}.json") for label in ("sft", "rl")}
+    assert [len(r.problems) for r in res.values()] == [4, 4]
+    assert set(state["stages"]["eval"]["pass_at_k"]) == {"sft", "rl"}
+    report = (run.root / "report.md").read_text()
+    assert "| sft | 4 | 1 |" in report and "| rl | 4 | 1 |" in report and "fail→pass" in report
+    for plot in ("rl_reward", "rl_pass_rate", "rl_entropy", "rl_gated_fraction"):
+        assert (run.root / "plots" / f"{plot}.png").stat().st_size > 1000, plot
+
+
+@needs_iverilog
+@pytest.mark.slow
+def test_finished_run_is_not_redone(small_run, capsys):
+    before = (small_run.final_dir("rl") / "model.safetensors").stat().st_mtime
+    assert main(["train", "--resume", str(small_run.root)]) == 0
+    out = capsys.readouterr().out
+    assert "stage sft: done already" in out and "stage rl: done already" in out
+    assert (small_run.final_dir("rl") / "model.safetensors").stat().st_mtime == before
+    # `make train RUN_DIR=...` passes --config too: the run's own config.yaml wins
+    assert main(["train", "--config", str(TINY), "--resume", str(small_run.root)]) == 0
+    assert "stage rl: done already" in capsys.readouterr().out
+
+
+def _checkpoint_steps(run_dir: Path) -> list[int]:
+    d = run_dir / "stages" / "rl" / "checkpoints"
+    return sorted(int(c.name.split("-")[1]) for c in d.glob("checkpoint-*") if (c / "trainer_state.json").is_file())
+
+
+@needs_iverilog
+@pytest.mark.slow
+def test_sigkill_mid_rl_then_resume_matches_uninterrupted(small_run, tmp_path):
+    run_dir = tmp_path / "killed"
+    cmd = [sys.executable, "-m", "pipelines.cli", "train", "--config", str(TINY), "--run-dir", str(run_dir),
+           *SMALL, "stages.eval.settings.models=[]"]
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+    try:
+        deadline = time.time() + 600
+        while not _checkpoint_steps(run_dir):
+            assert proc.poll() is None, "the run ended before it could be killed mid-RL"
+            assert time.time() < deadline, "no RL checkpoint within 10 minutes"
+            time.sleep(0.2)
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    run = RunFolder(run_dir)
+    state = run.load_state()
+    assert state["stages"]["sft"]["status"] == "done"
+    assert state["stages"]["rl"]["status"] == "running", "killed mid-RL"
+    killed_at = max(_checkpoint_steps(run_dir))
+    assert killed_at < 3
+
+    resumed = subprocess.run([sys.executable, "-m", "pipelines.cli", "train", "--resume", str(run_dir)],
+                             check=False, cwd=REPO, env=env, capture_output=True, text=True, timeout=900)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert "stage sft: done already" in resumed.stdout
+    assert f"resuming from {run_dir / 'stages' / 'rl' / 'checkpoints'}" in resumed.stdout
+    state = run.load_state()
+    assert state["stages"]["rl"]["status"] == "done"
+    assert state["stages"]["rl"]["global_step"] == small_run.load_state()["stages"]["rl"]["global_step"] == 3
+    # the same problems in the same order at every step as the uninterrupted run
+    ref = read_data_order(small_run.stage_dir("rl") / "data_order.jsonl")
+    got = read_data_order(run.stage_dir("rl") / "data_order.jsonl")
+    assert sorted(got) == sorted(ref) == [0, 1, 2]
+    assert got == ref
+    # steps before the checkpoint were not trained again: step 0's batch was scored exactly once
+    raw = [json.loads(line)["step"] for line in (run.stage_dir("rl") / "data_order.jsonl").read_text().splitlines()]
+    assert raw.count(0) == 1, raw
+    # metrics hold each RL step exactly once (the redone steps replaced, not duplicated)
+    steps = [r["step"] for r in run.read_metrics("rl") if "reward" in r]
+    assert steps == [1, 2, 3]
+
+
+# --------------------------------------------------------------------------- evaluation
+
+
+def test_sign_test_and_paired_counts():
+    assert sign_test(0, 0) == 1.0
+    assert sign_test(38, 15) == pytest.approx(0.0022, abs=5e-4)
+    from pipelines.evaluate import ProblemResult
+    a = EvalResult("a", "m", 1, [1], [ProblemResult(str(i), 1, int(p), [p], [0.0]) for i, p in
+                                      enumerate([True, False, False, True])])
+    b = EvalResult("b", "m", 1, [1], [ProblemResult(str(i), 1, int(p), [p], [0.0]) for i, p in
+                                      enumerate([True, True, True, False])])
+    assert paired(a, b) == {"problems": 4, "up": 2, "down": 1, "sign_test_p": 1.0}
+
+
+@needs_iverilog
+def test_scoring_goes_through_the_reward_engine():
+    problems = load_source(DataSource(generator="rtl", n=4, seed=3, split="heldout"))
+    wrong = "module TopModule(); endmodule"
+    samples = [[completion_text(p), wrong, "no code at all"] for p in problems]
+    results = score(problems, samples, [RewardEntry()], DataConfig())
+    assert [r.passed for r in results] == [[True, False, False]] * 4
+    assert all(r.stages[0] == "pass" and r.stages[2] == "none" for r in results)
+    assert all(r.pass_at(1) == pytest.approx(1 / 3) and r.pass_at(3) == 1.0 for r in results)
+
+
+@needs_iverilog
+def test_scoring_verilog_eval_references(verilog_eval_dir):
+    from rewards.verilog.reward import reference_candidate
+    problems = load_source(DataSource(path=str(verilog_eval_dir), n=3))
+    results = score(problems, [[reference_candidate(p)] for p in problems], [RewardEntry()], DataConfig())
+    assert [r.correct for r in results] == [1, 1, 1]
+
+
+@needs_iverilog
+@pytest.mark.slow
+def test_earl_eval_cli_prints_table_and_pass_at_k(small_run, tmp_path, capsys):
+    model = str(small_run.final_dir("rl"))
+    rc = main(["eval", "--model", model, "--problems", "rtl:3:5", "--n", "4", "--k", "1,2,4",
+               "--max-new-tokens", "24", "--out", str(tmp_path)])
+    assert rc == 0
+    out = capsys.readouterr().out
+    assert "| problem | n | correct | pass@1 | pass@2 | pass@4 |" in out
+    assert out.count("| rtlgen-heldout-5-") == 3
+    saved = json.loads((tmp_path / "eval.json").read_text())
+    assert set(saved["pass_at_k"]) == {"1", "2", "4"} and len(saved["problems"]) == 3
+    assert all(len(p["samples"]) == 4 for p in saved["problems"])
+
+
+@needs_iverilog
+@pytest.mark.slow
+def test_earl_eval_cli_on_verilog_eval_folder(small_run, verilog_eval_dir, tmp_path, capsys):
+    rc = main(["eval", "--model", str(small_run.final_dir("rl")), "--problems", str(verilog_eval_dir),
+               "--limit", "2", "--max-new-tokens", "16"])
+    assert rc == 0
+    out = capsys.readouterr().out
+    assert "Prob001_zero" in out and "pass@1" in out
+
+
+def test_earl_eval_cli_rejects_bad_k(capsys):
+    assert main(["eval", "--model", "x", "--problems", "rtl:2", "--n", "2", "--k", "1,5"]) == 2
+    assert "--k" in capsys.readouterr().err
+
+
+def test_ablation_summary_reports_per_seed_and_mean():
+    from pipelines.ablation import summary
+    from pipelines.evaluate import ProblemResult
+
+    def res(flags):
+        return EvalResult("rl", "m", 1, [1], [ProblemResult(str(i), 1, int(f), [f], [0.0]) for i, f in
+                                              enumerate(flags)])
+    sft = res([True, False, False, False])
+    results = {"earl": {0: res([True, True, False, False]), 1: res([True, True, True, False])},
+               "none": {0: res([False, False, False, False]), 1: res([True, False, False, False])}}
+    text = summary(load_config(TINY), sft, results)
+    assert "| 0 | earl | 50.0% | +25.0% | 1 | 0 |" in text
+    assert "| 0 | none | 0.0% | -25.0% | 0 | 1 |" in text
+    assert "| earl | 62.5% | 17.7% | +37.5% |" in text
+    assert "| none | 12.5% | 17.7% | -12.5% |" in text
