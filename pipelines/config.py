@@ -61,7 +61,7 @@ class DataSource:
     path: str | None = None
     hf: str | None = None             # HF dataset name or local dir loaded with `datasets.load_dataset`
     hf_split: str = "train"
-    generator: str | None = None      # rtl
+    generator: str | None = None      # rtl (Verilog) | security (security repair)
     n: int | None = None              # generator: how many; path/hf: keep the first n
     seed: int = 0
     split: str = "train"              # generator split (train | test) - disjoint task streams
@@ -79,6 +79,7 @@ class DataConfig:
     eval: DataSource | None = None
     prompt_format: str = "plain"      # plain (prompt text, completion = module) | chat (user message)
     system_prompt: str | None = None  # chat format only
+    task: str | None = None           # verilog | security-repair; default: from the generator, else verilog
 
 
 @dataclass
@@ -336,6 +337,7 @@ def validate(cfg: PipelineConfig) -> PipelineConfig:
     if cfg.model.name_or_path == "tiny" and cfg.model.tiny:
         from pipelines.tiny import TinyConfig
         check_fields(TinyConfig, cfg.model.tiny, "model.tiny")
+    _validate_task(cfg)
     if cfg.data.prompt_format not in ("plain", "chat"):
         raise ConfigError(f"data.prompt_format: expected plain or chat, got {cfg.data.prompt_format!r}")
     if not cfg.rewards and any(s.kind in ("rl", "eval") for s in cfg.stages.values()):
@@ -348,6 +350,23 @@ def _validate_launch(launch: dict[str, Any]) -> None:
         return
     from pipelines.launch import LaunchConfig
     check_fields(LaunchConfig, launch, "launch")
+
+
+def _validate_task(cfg: PipelineConfig) -> None:
+    """data.task must be a known kind, and every generator source must produce that kind."""
+    from pipelines.data import GENERATORS, TASK_KINDS, task_kind
+    if cfg.data.task is not None and cfg.data.task not in TASK_KINDS:
+        raise ConfigError(f"data.task: expected one of {list(TASK_KINDS)}, got {cfg.data.task!r}")
+    sources = {"data.train": cfg.data.train, "data.eval": cfg.data.eval,
+               **{f"stages.{n}.data": s.data for n, s in cfg.stages.items()}}
+    gens = {k: s.generator for k, s in sources.items() if s is not None and s.generator in GENERATORS}
+    kinds = {k: task_kind(sources[k]).name for k in gens}
+    want = cfg.data.task or next(iter(kinds.values()), "verilog")
+    for key, kind in kinds.items():
+        if kind != want:
+            raise ConfigError(f"{key}.generator: {gens[key]!r} makes {kind} tasks, but "
+                              + (f"data.task is {want!r}" if cfg.data.task else f"other sources make {want}"))
+    cfg.data.task = want            # resolved once: path sources (a JSONL) are read as this kind
 
 
 def _validate_source(src: DataSource, key: str) -> None:

@@ -1,39 +1,192 @@
-"""Problems for a stage: load a `DataSource` into `Problem` records, then into a TRL-ready `Dataset`.
+"""Problems for a stage: load a `DataSource` into task records, then into a TRL-ready `Dataset`.
 
-Formats are adapters at the edge: JSONL / VerilogEval / RTLLM folders go through
-rewards.verilog.loaders, HF datasets through `datasets`, generators through pipelines/tasks.
-Dataset rows carry every Problem field as a column, so TRL hands them to the reward unchanged.
+A task kind (`TASK_KINDS`) is the one place that knows a record type: how to load it, its prompt, its
+SFT target, the reward columns, and (optionally) how eval reads the reward's per-sample details.
+Verilog (`Problem`, the default) and security repair (`SecurityTask`) are the kinds. Formats are
+adapters at the edge: JSONL / VerilogEval / RTLLM folders go through rewards.verilog.loaders,
+security JSONL through rewards.security.tasks, HF datasets through `datasets`, generators through
+pipelines/tasks. Dataset rows carry the reward's columns, so TRL hands them to the reward unchanged.
 """
 from __future__ import annotations
 
 import json
 import re
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from pipelines.config import DataConfig, DataSource
 from rewards.verilog.problems import Problem
 
-GENERATORS = {"rtl": "pipelines.tasks.rtlgen"}
+GENERATORS = {"rtl": "pipelines.tasks.rtlgen", "security": "pipelines.tasks.secgen"}
 
 
-def load_source(src: DataSource) -> list[Problem]:
-    """Read or generate the problems a source names; raises ValueError naming the source."""
+@dataclass(frozen=True)
+class TaskKind:
+    """What the pipeline needs to know about one kind of task record (records all have an ``id``)."""
+    name: str
+    record_type: type
+    generators: tuple[str, ...]                              # GENERATORS keys that produce this kind
+    read_path: Callable[[Path], list]                        # a file or folder -> records
+    from_row: Callable[[dict[str, Any], str], Any]           # an HF row (JSON strings decoded) -> record
+    prompt_text: Callable[[Any], str]
+    completion_text: Callable[[Any], str]                    # the SFT target
+    reward_columns: Callable[[list], list[dict[str, Any]]]   # records -> the reward's columns, one row each
+    # eval: (record, the first reward's detail record) -> {"passed", "stage", ...}; None: the detail's
+    # "stage" == "pass" decides, else the reward threshold
+    judge: Callable[[Any, dict[str, Any]], dict[str, Any]] | None = None
+    metrics: Callable[[list[dict[str, Any]]], dict[str, Any]] | None = None   # judged samples -> metrics
+
+
+# --------------------------------------------------------------------------- verilog (Problem)
+
+
+def _verilog_read(path: Path) -> list[Problem]:
+    from rewards.verilog.loaders import load_problems
+    return list(load_problems(path))
+
+
+def _verilog_from_row(row: dict[str, Any], where: str) -> Problem:
+    return Problem.from_dict({k: v for k, v in row.items() if v is not None or k in ("id",)}, where)
+
+
+def _verilog_prompt(p: Problem) -> str:
+    return p.prompt if p.prompt else p.spec
+
+
+def _verilog_completion(p: Problem) -> str:
+    """The reference with its module renamed to what the candidate must define."""
+    if p.meta.get("solution"):                  # generators ship the canonical completion
+        return str(p.meta["solution"])
+    if not p.reference:
+        raise ValueError(f"problem {p.id}: SFT needs a reference solution (field `reference`)")
+    return re.sub(rf"\bmodule\s+{re.escape(p.ref_module)}\b", f"module {p.top_module}", p.reference, count=1)
+
+
+def _verilog_columns(problems: list[Problem]) -> list[dict[str, Any]]:
+    """Every Problem field (dicts stay dicts; Arrow fills keys missing in a row with None, which the
+    reward drops). Arrow cannot hold an empty struct; rewards treat a missing `files` column as no files."""
+    with_files = any(p.files for p in problems)
+    rows = []
+    for p in problems:
+        row = {"id": p.id, "spec": p.spec, "testbench": p.testbench, "top_module": p.top_module,
+               "reference": p.reference, "ref_module": p.ref_module, "harness": p.harness, "meta": p.meta}
+        if with_files:
+            row["files"] = p.files
+        rows.append(row)
+    return rows
+
+
+# --------------------------------------------------------------------------- security repair (SecurityTask)
+
+
+def _security_read(path: Path):
+    from rewards.security.tasks import read_tasks
+    if path.is_dir():
+        raise ValueError(f"security tasks: expected a JSONL file, got folder {path}")
+    return read_tasks(path)
+
+
+def _security_from_row(row: dict[str, Any], where: str):
+    from dataclasses import fields
+
+    from rewards.security.tasks import SecurityTask
+    if "func_src_before" in row:
+        return SecurityTask.from_sven(row, where)
+    known = {f.name for f in fields(SecurityTask)}
+    extra = set(row) - known - {"completion"}             # to_dataset_rows adds `completion`
+    if extra:
+        raise ValueError(f"{where}: unknown security task field(s) {sorted(extra)}; known: {sorted(known)}")
+    row = {k: v for k, v in row.items() if k in known and v not in (None, "")}
+    return SecurityTask.from_dict(row, where)
+
+
+def _security_prompt(t) -> str:
+    return t.prompt_text()
+
+
+def _security_completion(t) -> str:
+    from rewards.security.findings import normalize_source
+    if not t.reference:
+        raise ValueError(f"security task {t.id}: SFT needs a reference fix (field `reference`)")
+    return normalize_source(t.reference).strip() + "\n"
+
+
+def _security_columns(tasks: list) -> list[dict[str, Any]]:
+    from rewards.security.scoring import task_row
+    return [task_row(t) for t in tasks]
+
+
+def _security_judge(task, detail: dict[str, Any]) -> dict[str, Any]:
+    """scoring.result_row on the reward's RepairScore record; `passed` = secure and correct."""
+    from rewards.security.reward import RepairScore
+    from rewards.security.scoring import result_row
+    row = result_row(task, RepairScore(**detail))
+    row.pop("details")
+    return row
+
+
+def _security_metrics(samples: list[dict[str, Any]]) -> dict[str, Any]:
+    from rewards.security.scoring import security_eval_metrics
+    return {k: round(v, 4) if isinstance(v, float) else v for k, v in security_eval_metrics(samples).items()}
+
+
+def _security_type() -> type:
+    from rewards.security.tasks import SecurityTask
+    return SecurityTask
+
+
+TASK_KINDS: dict[str, TaskKind] = {
+    "verilog": TaskKind("verilog", Problem, ("rtl",), _verilog_read, _verilog_from_row, _verilog_prompt,
+                        _verilog_completion, _verilog_columns),
+    "security-repair": TaskKind("security-repair", _security_type(), ("security",), _security_read,
+                                _security_from_row, _security_prompt, _security_completion, _security_columns,
+                                _security_judge, _security_metrics),
+}
+
+
+def task_kind(src: DataSource | None = None, task: str | None = None) -> TaskKind:
+    """The kind `task` names; else the one whose generator `src` uses; else verilog."""
+    if task is not None:
+        if task not in TASK_KINDS:
+            raise ValueError(f"unknown task {task!r}; available: {sorted(TASK_KINDS)}")
+        return TASK_KINDS[task]
+    gen = src.generator if src is not None else None
+    return next((k for k in TASK_KINDS.values() if gen in k.generators), TASK_KINDS["verilog"])
+
+
+def kind_of(record: Any) -> TaskKind:
+    for k in TASK_KINDS.values():
+        if isinstance(record, k.record_type):
+            return k
+    raise TypeError(f"not a task record: {type(record).__name__}")
+
+
+# --------------------------------------------------------------------------- loading
+
+
+def load_source(src: DataSource, task: str | None = None) -> list:
+    """Read or generate the records a source names (of kind `task`, else inferred from the generator);
+    raises ValueError naming the source."""
+    kind = task_kind(src, task)
     if src.generator:
+        if task is not None and src.generator in GENERATORS and src.generator not in kind.generators:
+            raise ValueError(f"generator {src.generator!r} does not produce {kind.name} tasks "
+                             f"(its generators: {list(kind.generators)})")
         problems = _generate(src)
     elif src.path:
         path = Path(src.path).expanduser()
         if not path.exists():
             raise ValueError(f"data source path not found: {path}")
         if path.is_dir() and ((path / "dataset_info.json").is_file() or (path / "state.json").is_file()):
-            problems = _from_hf_rows(_load_hf_disk(path), str(path))
+            problems = _from_hf_rows(_load_hf_disk(path), str(path), kind)
         else:
-            from rewards.verilog.loaders import load_problems
-            problems = list(load_problems(path))
+            problems = kind.read_path(path)
     else:
         import datasets
         rows = datasets.load_dataset(src.hf, split=src.hf_split)
-        problems = _from_hf_rows(rows, f"hf:{src.hf}")
+        problems = _from_hf_rows(rows, f"hf:{src.hf}", kind)
     if src.n is not None and not src.generator:
         problems = problems[: src.n]
     if not problems:
@@ -47,12 +200,11 @@ def _load_hf_disk(path: Path):
     return ds["train"] if isinstance(ds, datasets.DatasetDict) else ds
 
 
-def _from_hf_rows(rows, where: str) -> list[Problem]:
+def _from_hf_rows(rows, where: str, kind: TaskKind) -> list:
     out = []
     for i, row in enumerate(rows):
         row = {k: _maybe_json(v) for k, v in dict(row).items()}
-        out.append(Problem.from_dict({k: v for k, v in row.items() if v is not None or k in ("id",)},
-                                     f"{where} row {i}"))
+        out.append(kind.from_row(row, f"{where} row {i}"))
     return out
 
 
@@ -65,7 +217,7 @@ def _maybe_json(v: Any) -> Any:
     return v
 
 
-def _generate(src: DataSource) -> list[Problem]:
+def _generate(src: DataSource) -> list:
     import importlib
     if src.generator not in GENERATORS:
         raise ValueError(f"unknown generator {src.generator!r}; available: {sorted(GENERATORS)}")
@@ -76,17 +228,13 @@ def _generate(src: DataSource) -> list[Problem]:
 # --------------------------------------------------------------------------- prompts and rows
 
 
-def prompt_text(p: Problem) -> str:
-    return p.prompt if p.prompt else p.spec
+def prompt_text(p: Any) -> str:
+    return kind_of(p).prompt_text(p)
 
 
-def completion_text(p: Problem) -> str:
-    """The SFT target: the reference with its module renamed to what the candidate must define."""
-    if p.meta.get("solution"):                  # generators ship the canonical completion
-        return str(p.meta["solution"])
-    if not p.reference:
-        raise ValueError(f"problem {p.id}: SFT needs a reference solution (field `reference`)")
-    return re.sub(rf"\bmodule\s+{re.escape(p.ref_module)}\b", f"module {p.top_module}", p.reference, count=1)
+def completion_text(p: Any) -> str:
+    """The SFT target (Verilog: the reference with its module renamed; security: the reference fix)."""
+    return kind_of(p).completion_text(p)
 
 
 def format_prompt(text: str, data_cfg: DataConfig) -> str | list[dict[str, str]]:
@@ -96,29 +244,22 @@ def format_prompt(text: str, data_cfg: DataConfig) -> str | list[dict[str, str]]
     return text
 
 
-def _row(p: Problem, data_cfg: DataConfig, with_files: bool) -> dict[str, Any]:
-    row = {"id": p.id, "spec": p.spec, "testbench": p.testbench, "top_module": p.top_module,
-           "reference": p.reference, "ref_module": p.ref_module, "harness": p.harness, "meta": p.meta,
-           "prompt": format_prompt(prompt_text(p), data_cfg)}
-    if with_files:      # Arrow cannot hold an empty struct; rewards treat a missing column as no files
-        row["files"] = p.files
-    return row
+def reward_rows(problems: list, data_cfg: DataConfig) -> list[dict[str, Any]]:
+    """One row per record: the kind's reward columns plus `prompt`."""
+    if not problems:
+        return []
+    kind = kind_of(problems[0])
+    return [{**cols, "prompt": format_prompt(kind.prompt_text(p), data_cfg)}
+            for p, cols in zip(problems, kind.reward_columns(problems))]
 
 
-def reward_rows(problems: list[Problem], data_cfg: DataConfig) -> list[dict[str, Any]]:
-    """One row per problem: `prompt` plus every Problem field as a reward column (dicts stay dicts;
-    Arrow fills keys missing in a row with None, which the reward drops)."""
-    with_files = any(p.files for p in problems)
-    return [_row(p, data_cfg, with_files) for p in problems]
-
-
-def rl_dataset(problems: list[Problem], data_cfg: DataConfig):
-    """GRPO rows: `prompt` plus every Problem field as a reward column."""
+def rl_dataset(problems: list, data_cfg: DataConfig):
+    """GRPO rows: `prompt` plus the reward's columns."""
     import datasets
     return datasets.Dataset.from_list(reward_rows(problems, data_cfg))
 
 
-def sft_dataset(problems: list[Problem], data_cfg: DataConfig):
+def sft_dataset(problems: list, data_cfg: DataConfig):
     """SFT rows in TRL's prompt-completion form (loss on the completion only)."""
     import datasets
     rows = []

@@ -2,6 +2,8 @@
 
 Scoring goes through the same reward callables training uses (rewards.registry.compose), so "passes in
 eval" and "rewarded in RL" can never drift apart. Results are records: one per problem, written as JSON.
+A task kind with a `judge` (security repair) reads pass/fail from the reward's detail records and adds
+its own metrics (secure@1, ...); "passed" is then its notion of correct (secure and correct).
 """
 from __future__ import annotations
 
@@ -14,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from pipelines.config import DataConfig, EvalSettings, ModelConfig, RewardEntry
-from pipelines.data import format_prompt, prompt_text, reward_rows
+from pipelines.data import format_prompt, kind_of, prompt_text, reward_rows
 from rewards.metrics import pass_at_k
 from rewards.verilog.problems import Problem
 
@@ -29,6 +31,7 @@ class ProblemResult:
     stages: list[str] = field(default_factory=list)    # furthest stage each sample reached, when known
     samples: list[str] = field(default_factory=list)
     errors: int = 0                                     # samples the reward could not score (None)
+    details: list[dict] = field(default_factory=list)  # per-sample judged records (task kinds with a judge)
 
     def pass_at(self, k: int) -> float:
         return pass_at_k(self.n, self.correct, k)
@@ -43,13 +46,19 @@ class EvalResult:
     problems: list[ProblemResult]
     wall_s: float = 0.0
     settings: dict[str, Any] = field(default_factory=dict)
+    metrics: dict[str, Any] = field(default_factory=dict)   # task metrics (security: secure@1, ...)
 
     @property
     def pass_at_k(self) -> dict[int, float]:
         return {k: sum(p.pass_at(k) for p in self.problems) / len(self.problems) for k in self.k}
 
     def to_dict(self) -> dict[str, Any]:
-        return {**asdict(self), "pass_at_k": {str(k): v for k, v in self.pass_at_k.items()}}
+        d = {**asdict(self), "pass_at_k": {str(k): v for k, v in self.pass_at_k.items()}}
+        if not self.metrics:                 # kinds without a judge write the same JSON as before
+            d.pop("metrics")
+            for p in d["problems"]:
+                p.pop("details")
+        return d
 
     def save(self, path: str | Path) -> Path:
         path = Path(path)
@@ -68,7 +77,9 @@ class EvalResult:
         ks = ", ".join(f"pass@{k} = {v:.1%}" for k, v in self.pass_at_k.items())
         errors = sum(p.errors for p in self.problems)
         note = f"; WARNING: {errors} samples unscored (reward error, counted as failures)" if errors else ""
-        return f"{self.label}: {ks} over {len(self.problems)} problems (n={self.n}){note}"
+        extra = "".join(f", {k} = {v:.1%}" if k.endswith("@1") else f", {k} = {v:.3f}"
+                        for k, v in self.metrics.items() if isinstance(v, float) and not math.isnan(v))
+        return f"{self.label}: {ks}{extra} over {len(self.problems)} problems (n={self.n}){note}"
 
     def table(self, limit: int | None = None) -> str:
         """Per-problem markdown table: samples, correct, pass@k, how far failing samples got."""
@@ -177,8 +188,9 @@ def generate_vllm(model_path: str, problems: list[Problem], ev: EvalSettings, mo
 
 def score(problems: list[Problem], samples: list[list[str]], reward_entries: Sequence[RewardEntry],
           data_cfg: DataConfig, threshold: float = 1.0, chunk: int = 256) -> list[ProblemResult]:
-    """Score every sample through the composed rewards. A sample passes when the first reward reports
-    stage "pass" (when it keeps `last_details`), else when the weighted reward >= threshold."""
+    """Score every sample through the composed rewards. A sample passes as the task kind's judge says
+    (on the first reward's `last_details`), else when the first reward reports stage "pass" (when it
+    keeps `last_details`), else when the weighted reward >= threshold."""
     from rewards.registry import compose
     funcs, weights = compose([asdict(r) for r in reward_entries])
     rows = reward_rows(problems, data_cfg)
@@ -186,6 +198,7 @@ def score(problems: list[Problem], samples: list[list[str]], reward_entries: Seq
     totals: list[float] = []
     stages: list[str] = []
     missing: list[bool] = []
+    details: list[dict | None] = []
     for c in range(0, len(flat), chunk):
         part = flat[c:c + chunk]
         cols = {k: [rows[i][k] for i, _ in part] for k in rows[0] if k != "prompt"}
@@ -195,6 +208,7 @@ def score(problems: list[Problem], samples: list[list[str]], reward_entries: Seq
             completions = [[{"role": "assistant", "content": s}] for s in completions]
         part_total = [0.0] * len(part)
         part_stage = [""] * len(part)
+        part_details: list[dict | None] = [None] * len(part)
         for j, (fn, w) in enumerate(zip(funcs, weights)):
             vals = fn(prompts, completions, **cols)
             if j == 0:
@@ -202,19 +216,29 @@ def score(problems: list[Problem], samples: list[list[str]], reward_entries: Seq
             for t, v in enumerate(vals):
                 part_total[t] += w * (v or 0.0)
             if j == 0:
-                details = _details(fn, len(part))
-                if details:
-                    part_stage = [str(d.get("stage", "")) if isinstance(d, dict) else "" for d in details]
+                got = _details(fn, len(part))
+                if got:
+                    part_stage = [str(d.get("stage", "")) if isinstance(d, dict) else "" for d in got]
+                    part_details = [d if isinstance(d, dict) and v is not None else None
+                                    for d, v in zip(got, vals)]
         totals += part_total
         stages += part_stage
+        details += part_details
+    judge = kind_of(problems[0]).judge if problems else None
     results = []
     pos = 0
     for p, ss in zip(problems, samples):
         r = totals[pos:pos + len(ss)]
         st = stages[pos:pos + len(ss)]
-        passed = [s == "pass" for s in st] if all(st) else [v >= threshold - 1e-9 for v in r]
+        judged: list[dict] = []
+        if judge is not None:
+            judged = [judge(p, d) if d is not None else {"passed": False, "stage": "error", "reason": "unscored"}
+                      for d in details[pos:pos + len(ss)]]
+            passed, st = [bool(j["passed"]) for j in judged], [str(j["stage"]) for j in judged]
+        else:
+            passed = [s == "pass" for s in st] if all(st) else [v >= threshold - 1e-9 for v in r]
         results.append(ProblemResult(p.id, len(ss), sum(passed), passed, [round(v, 4) for v in r],
-                                     st if all(st) else [], list(ss), sum(missing[pos:pos + len(ss)])))
+                                     st if all(st) else [], list(ss), sum(missing[pos:pos + len(ss)]), judged))
         pos += len(ss)
     return results
 
@@ -235,4 +259,7 @@ def evaluate(model_path: str, problems: list[Problem], ev: EvalSettings, rewards
     gen = generate_vllm if ev.backend == "vllm" else generate_hf
     samples = gen(model_path, problems, ev, model_cfg, data_cfg, seed)
     results = score(problems, samples, rewards, data_cfg, ev.pass_threshold)
-    return EvalResult(label, str(model_path), ev.n, list(ev.k), results, round(time.time() - t0, 1), asdict(ev))
+    kind = kind_of(problems[0])
+    metrics = kind.metrics([d for r in results for d in r.details]) if kind.metrics else {}
+    return EvalResult(label, str(model_path), ev.n, list(ev.k), results, round(time.time() - t0, 1), asdict(ev),
+                      metrics)

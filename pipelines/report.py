@@ -1,5 +1,6 @@
 """Run report: plots of the RL curves (reward, pass rate, entropy, gated fraction vs step) and report.md
-with stage times, held-out pass@k per model and paired fail->pass / pass->fail counts."""
+with stage times, held-out pass@k (and task metrics such as secure@1) per model and paired fail->pass /
+pass->fail counts."""
 from __future__ import annotations
 
 import itertools
@@ -66,6 +67,20 @@ def write_plots(rows: list[dict[str, Any]], out_dir: Path, stage: str) -> list[P
     return paths
 
 
+def _metrics_table(results: list) -> list[str]:
+    """The task's own metrics per model (security: secure@1, secure_and_correct@1, similarity)."""
+    names = [k for k, v in next((r.metrics for r in results if r.metrics), {}).items() if isinstance(v, float)]
+    if not names:
+        return []
+    out = ["", "| model | " + " | ".join(names) + " |", "|---|" + "---|" * len(names)]
+    for r in results:
+        cells = [r.metrics.get(k) for k in names]
+        out.append(f"| {r.label} | " + " | ".join("" if not isinstance(v, float) else
+                                                  f"{v:.1%}" if k.endswith("@1") else f"{v:.3f}"
+                                                  for k, v in zip(names, cells)) + " |")
+    return out
+
+
 def write_report(run) -> Path:
     """Write <run>/report.md (and plots/) from the run folder's state, metrics and eval results."""
     from pipelines.evaluate import EvalResult, paired
@@ -91,6 +106,7 @@ def write_report(run) -> Path:
         for r in results:
             lines.append(f"| {r.label} | {len(r.problems)} | {r.n} | "
                          + " | ".join(f"{r.pass_at_k.get(k, float('nan')):.1%}" for k in ks) + " |")
+        lines += _metrics_table(results)
         for a, b in itertools.pairwise(results):
             c = paired(a, b)
             lines.append(f"\n{a.label} → {b.label}: {c['up']} fail→pass, {c['down']} pass→fail "

@@ -34,8 +34,9 @@ def tiny_chat(tmp_path_factory) -> str:
 
 def swapped(path: Path, model: str, run_dir: Path):
     raw_cfg = load_config(path)
+    gen = "security" if raw_cfg.data.task == "security-repair" else "rtl"    # the config's task kind
     overrides = [f"model.name_or_path={model}", "model.dtype=float32", "model.attn_implementation=null",
-                 "data.train={generator: rtl, n: 8, seed: 0, split: train}", f"run.run_dir={run_dir}"]
+                 f"data.train={{generator: {gen}, n: 8, seed: 0, split: train}}", f"run.run_dir={run_dir}"]
     for name, stage in raw_cfg.stages.items():
         if stage.kind in ("sft", "rl"):
             overrides += [f"stages.{name}.trainer.bf16=false", f"stages.{name}.data=null"]

@@ -19,7 +19,7 @@ from rewards.security.tasks import (
 )
 
 REPO = Path(__file__).resolve().parents[1]
-BUNDLED = REPO / "pipelines" / "data" / "security_tasks.jsonl"
+BUNDLED = REPO / "pipelines" / "tasks" / "security_tasks.jsonl"
 
 
 def test_sven_rows_map_onto_tasks_with_line_index_ids(tmp_path: Path) -> None:

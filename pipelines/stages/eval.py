@@ -1,5 +1,6 @@
 """Eval stage: score the current model (and any earlier stages' models listed in `eval.models`) on the
-held-out problems; writes eval/<label>.json and prints pass@k plus paired fail->pass / pass->fail counts."""
+held-out problems; writes eval/<label>.json and prints pass@k (plus the task's metrics, e.g. secure@1)
+and paired fail->pass / pass->fail counts."""
 from __future__ import annotations
 
 import itertools
@@ -14,7 +15,7 @@ def run(ctx: StageContext) -> dict[str, Any]:
     if not is_main():            # under a multi-process launcher rank 0 evaluates; the others are done
         return {}
     cfg, ev = ctx.cfg, ctx.stage.settings
-    problems = load_source(ctx.stage.data or cfg.data.eval)
+    problems = load_source(ctx.stage.data or cfg.data.eval, cfg.data.task)
     targets = [(m, ctx.finals[m]) for m in ev.models]
     current = next((k for k, v in ctx.finals.items() if v == ctx.model_path), "base")
     if current not in ev.models:
@@ -32,6 +33,8 @@ def run(ctx: StageContext) -> dict[str, Any]:
         results.append(res)
     summary: dict[str, Any] = {"pass_at_k": {r.label: {str(k): round(v, 4) for k, v in r.pass_at_k.items()}
                                              for r in results}}
+    if any(r.metrics for r in results):
+        summary["metrics"] = {r.label: r.metrics for r in results}
     for a, b in itertools.pairwise(results):
         cmp = paired(a, b)
         print(f"[earl] {a.label} -> {b.label}: {cmp['up']} fail->pass, {cmp['down']} pass->fail "

@@ -55,7 +55,7 @@ def build_trainer(ctx: StageContext):
     funcs, _weights = compose([vars(r) for r in cfg.rewards])
     ctx.out_dir.mkdir(parents=True, exist_ok=True)
     funcs[0] = DataOrderRecorder(funcs[0], ctx.out_dir / "data_order.jsonl")
-    problems = load_source(ctx.stage.data or cfg.data.train)
+    problems = load_source(ctx.stage.data or cfg.data.train, cfg.data.task)
     return EARLGRPOTrainer(
         model=load_model(ctx.model_path, cfg.model),
         reward_funcs=funcs,

@@ -12,7 +12,7 @@ def build_trainer(ctx: StageContext):
     from trl import SFTTrainer
     cfg = ctx.cfg
     args = trainer_args(cfg, ctx.name, ctx.stage, ctx.run)
-    problems = load_source(ctx.stage.data or cfg.data.train)
+    problems = load_source(ctx.stage.data or cfg.data.train, cfg.data.task)
     tokenizer = load_tokenizer(tokenizer_path(ctx.model_path, cfg.model), padding_side="right")
     return SFTTrainer(
         model=load_model(ctx.model_path, cfg.model),
