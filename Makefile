@@ -19,7 +19,7 @@ export TORCH_EXTENSIONS_DIR := $(CURDIR)/.cache/torch_extensions
 export HF_HUB_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: help setup setup-test test test-fast lint bench train train-security train-ds eval score slurm clean
+.PHONY: help setup setup-test test test-fast lint bench train train-security train-ds ablation eval score slurm clean
 
 help:  ## list targets
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk -F':.*?## ' '{printf "  %-16s %s\n", $$1, $$2}'
@@ -67,6 +67,9 @@ train-security: setup  ## security-repair pipeline on the bundled default
 
 train-ds: setup  ## the same pipeline under DeepSpeed (LAUNCHER=zero2|zero3, NPROC=2)
 	$(EARL) train --config $(CONFIG) --launcher $(LAUNCHER) --num-processes $(NPROC)
+
+ablation: setup  ## EARL gate vs none at equal budget, 3 seeds (RUN_DIR=<run whose SFT model to reuse>)
+	$(PY) -m pipelines.ablation --config $(CONFIG) $(if $(RUN_DIR),--sft-run $(RUN_DIR),) --seeds 0 1 2 --out runs/ablation
 
 eval: setup  ## evaluate a checkpoint: make eval MODEL=runs/.../final PROBLEMS=...
 	$(EARL) eval --model $(MODEL) --problems $(PROBLEMS)

@@ -8,7 +8,10 @@ import sys
 def add_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", required=True, help="checkpoint folder or hub id (e.g. runs/X/stages/rl/final)")
     parser.add_argument("--problems", required=True,
-                        help="JSONL, VerilogEval folder, RTLLM folder, or generator spec rtl:N[:seed[:split]]")
+                        help="JSONL, VerilogEval folder, RTLLM folder, SVEN/security JSONL (with --task "
+                             "security-repair), or a generator spec rtl:N[:seed[:split]] / security:N[:seed[:split]]")
+    parser.add_argument("--task", choices=["verilog", "security-repair"], default=None,
+                        help="task kind (default: from the generator spec, else verilog)")
     parser.add_argument("--n", type=int, default=1, help="samples per problem")
     parser.add_argument("--k", default="1", help="comma-separated k values for pass@k (each <= n)")
     parser.add_argument("--temperature", type=float, default=None, help="default 0 (greedy) for n=1, else 0.8")
@@ -20,17 +23,27 @@ def add_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--prompt-format", choices=["plain", "chat"], default=None,
                         help="default: chat when the tokenizer has a chat template, else plain")
     parser.add_argument("--dtype", default="auto")
-    parser.add_argument("--reward", default="verilog_functional", help="reward name from the registry")
+    parser.add_argument("--reward", default=None,
+                        help="reward name from the registry (default: verilog_functional, or security_repair "
+                             "for --task security-repair)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default=None, help="write eval.json and table.md here")
 
 
+GENERATOR_SPECS = ("rtl", "security")
+DEFAULT_REWARD = {"verilog": "verilog_functional", "security-repair": "security_repair"}
+
+
 def _source(spec: str):
     from pipelines.config import DataSource
-    if spec.startswith("rtl:"):
-        parts = spec.split(":")[1:]
-        return DataSource(generator="rtl", n=int(parts[0]), seed=int(parts[1]) if len(parts) > 1 else 0,
-                          split=parts[2] if len(parts) > 2 else "heldout")
+    gen, _, rest = spec.partition(":")
+    if gen in GENERATOR_SPECS and rest:
+        parts = rest.split(":")
+        try:
+            return DataSource(generator=gen, n=int(parts[0]), seed=int(parts[1]) if len(parts) > 1 else 0,
+                              split=parts[2] if len(parts) > 2 else "heldout")
+        except ValueError:
+            raise ValueError(f"generator spec {spec!r}: expected {gen}:N[:seed[:split]]") from None
     return DataSource(path=spec)
 
 
@@ -45,7 +58,7 @@ def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from pipelines.config import DataConfig, EvalSettings, ModelConfig, RewardEntry
-    from pipelines.data import load_source
+    from pipelines.data import load_source, task_kind
     from pipelines.evaluate import evaluate
     try:
         ks = [int(k) for k in args.k.split(",") if k.strip()]
@@ -61,7 +74,9 @@ def run(args: argparse.Namespace) -> int:
         print("earl eval: --temperature 0 (greedy) with --n > 1 gives identical samples", file=sys.stderr)
         return 2
     try:
-        problems = load_source(_source(args.problems))
+        src = _source(args.problems)
+        task = task_kind(src, args.task).name
+        problems = load_source(src, task)
     except (ValueError, OSError) as exc:
         print(f"earl eval: --problems: {exc}", file=sys.stderr)
         return 2
@@ -70,7 +85,7 @@ def run(args: argparse.Namespace) -> int:
                       limit=args.limit)
     model_cfg = ModelConfig(name_or_path=args.model, dtype=args.dtype)
     data_cfg = DataConfig(prompt_format=_prompt_format(args.model, args.prompt_format))
-    res = evaluate(args.model, problems, ev, [RewardEntry(name=args.reward)], model_cfg, data_cfg,
+    res = evaluate(args.model, problems, ev, [RewardEntry(name=args.reward or DEFAULT_REWARD[task])], model_cfg, data_cfg,
                    label=Path(args.model).name, seed=args.seed)
     print(res.table())
     print(res.summary())
