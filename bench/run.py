@@ -29,7 +29,7 @@ def discover() -> list[str]:
 def _header() -> str:
     try:
         commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True,
-                                text=True).stdout.strip()
+                                text=True, check=False).stdout.strip()
     except OSError:
         commit = "?"
     return (f"# Benchmarks\n\nWritten by `make bench` ({time.strftime('%Y-%m-%d')}, commit {commit}, "

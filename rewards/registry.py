@@ -12,9 +12,10 @@ import importlib
 import inspect
 import logging
 import math
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from importlib.metadata import entry_points
-from typing import Any, Callable, Sequence
+from typing import Any
 
 log = logging.getLogger(__name__)
 
@@ -134,9 +135,9 @@ class SafeReward:
             log.error("reward %s timed out after %ss on a batch of %d; scoring None", self.__name__,
                       self.timeout_s, n)
             self._pool = cf.ThreadPoolExecutor(max_workers=1)   # abandon the stuck worker
-        except Exception as exc:  # noqa: BLE001 - a reward crash must never kill training
+        except Exception:  # a reward crash must never kill training
             self.failures += 1
-            log.exception("reward %s failed on a batch of %d (%s); scoring None", self.__name__, n, exc)
+            log.exception("reward %s failed on a batch of %d; scoring None", self.__name__, n)
         return [None] * n
 
     def __getattr__(self, item: str) -> Any:     # expose e.g. `last_details` of the wrapped reward

@@ -19,6 +19,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from rewards.jsonl import iter_jsonl
+
 TASKS: dict[str, str] = {
     "verilog": "rewards.verilog.scoring:score_samples",
     "security-repair": "rewards.security.scoring:score_samples",
@@ -100,24 +102,14 @@ def read_samples(path: str | Path) -> list[dict]:
     if not path.is_file():
         raise InputError(f"--samples {path}: no such file")
     samples = []
-    with path.open(encoding="utf-8") as fh:
-        for lineno, line in enumerate(fh, 1):
-            if not line.strip():
-                continue
-            where = f"{path}:{lineno}"
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise InputError(f"{where}: invalid JSON ({exc.msg} at column {exc.colno})") from None
-            if not isinstance(row, dict):
-                raise InputError(f"{where}: expected a JSON object, got {type(row).__name__}")
-            missing = [k for k in ("problem_id", "completion") if k not in row]
-            if missing:
-                raise InputError(f"{where}: missing field(s) {missing} (need problem_id and completion)")
-            if not isinstance(row["completion"], (str, list)):
-                raise InputError(f"{where}: 'completion' must be a string or a list of chat messages, "
-                                 f"got {type(row['completion']).__name__}")
-            samples.append({**row, "problem_id": str(row["problem_id"]), "_where": where})
+    for where, row in iter_jsonl(path, error=InputError):
+        missing = [k for k in ("problem_id", "completion") if k not in row]
+        if missing:
+            raise InputError(f"{where}: missing field(s) {missing} (need problem_id and completion)")
+        if not isinstance(row["completion"], (str, list)):
+            raise InputError(f"{where}: 'completion' must be a string or a list of chat messages, "
+                             f"got {type(row['completion']).__name__}")
+        samples.append({**row, "problem_id": str(row["problem_id"]), "_where": where})
     if not samples:
         raise InputError(f"--samples {path}: no samples")
     return samples

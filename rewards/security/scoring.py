@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from rewards.jsonl import match_samples
 from rewards.security.reward import RepairScore, SecurityRepairReward
 from rewards.security.tasks import SecurityTask, read_tasks
 
@@ -27,7 +28,7 @@ def score_samples(problems_path: str, samples: list[dict], *, workers: int | Non
         options.setdefault("workers", workers)
     reward = SecurityRepairReward(**options)
     tasks = {t.id: t for t in read_tasks(problems_path)}
-    matched = _match(tasks, samples)
+    matched = match_samples(tasks, samples, "tasks")
     scores = reward.score_batch([task_row(t) for t in matched], [s.get("completion") for s in samples],
                                 progress=progress)
     return [result_row(t, s, references) for t, s in zip(matched, scores)]
@@ -68,20 +69,6 @@ def _stage(score: RepairScore) -> str:
     if score.reason.startswith("tests_"):
         return "tests"
     return "secure" if score.secure else "insecure"
-
-
-def _match(tasks: dict[str, SecurityTask], samples: Sequence[dict]) -> list[SecurityTask]:
-    out = []
-    for i, s in enumerate(samples):
-        where = s.get("_where", f"sample {i}")
-        pid = s.get("problem_id")
-        if pid is None:
-            raise ValueError(f"{where}: missing 'problem_id'")
-        if str(pid) not in tasks:
-            near = ", ".join(sorted(tasks)[:5])
-            raise ValueError(f"{where}: unknown problem id {pid!r} ({len(tasks)} tasks loaded, e.g. {near})")
-        out.append(tasks[str(pid)])
-    return out
 
 
 def security_eval_metrics(results: Sequence[dict]) -> dict[str, float | int]:

@@ -14,6 +14,7 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from rewards.jsonl import iter_jsonl
 from rewards.security.findings import normalize_source
 
 CWE_NAMES = {
@@ -96,25 +97,12 @@ def build_prompt(task: SecurityTask) -> str:
 
 def read_tasks(path: str | Path) -> list[SecurityTask]:
     """Canonical or SVEN JSONL; a row without ``id`` gets its 0-based line index (of non-blank lines)."""
-    path = Path(path)
     out: list[SecurityTask] = []
-    with path.open(encoding="utf-8") as fh:
-        index = 0
-        for lineno, line in enumerate(fh, 1):
-            if not line.strip():
-                continue
-            where = f"{path}:{lineno}"
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise ValueError(f"{where}: invalid JSON ({exc.msg})") from None
-            if not isinstance(row, dict):
-                raise ValueError(f"{where}: expected a JSON object, got {type(row).__name__}")  # noqa: TRY004
-            if "func_src_before" in row:
-                out.append(SecurityTask.from_sven(row, where, default_id=str(index)))
-            else:
-                out.append(SecurityTask.from_dict({**row, "id": row.get("id", index)}, where))
-            index += 1
+    for index, (where, row) in enumerate(iter_jsonl(path)):
+        if "func_src_before" in row:
+            out.append(SecurityTask.from_sven(row, where, default_id=str(index)))
+        else:
+            out.append(SecurityTask.from_dict({**row, "id": row.get("id", index)}, where))
     return out
 
 

@@ -6,9 +6,12 @@ a problem are the same thing and the trainer can pass the fields to the reward a
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
+
+from rewards.jsonl import iter_jsonl
 
 
 @dataclass
@@ -28,7 +31,7 @@ class Problem:
         return json.dumps(asdict(self), ensure_ascii=False)
 
     @classmethod
-    def from_dict(cls, row: dict[str, Any], where: str = "<row>") -> "Problem":
+    def from_dict(cls, row: dict[str, Any], where: str = "<row>") -> Problem:
         known = {f.name for f in fields(cls)}
         missing = [k for k in ("id", "spec", "testbench") if k not in row]
         if missing:
@@ -43,21 +46,7 @@ class Problem:
 
 def read_jsonl(path: str | Path) -> list[Problem]:
     """Read canonical JSONL; a malformed line raises naming file and line number."""
-    path = Path(path)
-    out: list[Problem] = []
-    with path.open(encoding="utf-8") as fh:
-        for lineno, line in enumerate(fh, 1):
-            if not line.strip():
-                continue
-            where = f"{path}:{lineno}"
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise ValueError(f"{where}: invalid JSON ({exc.msg})") from None
-            if not isinstance(row, dict):
-                raise ValueError(f"{where}: expected a JSON object, got {type(row).__name__}")
-            out.append(Problem.from_dict(row, where))
-    return out
+    return [Problem.from_dict(row, where) for where, row in iter_jsonl(path)]
 
 
 def write_jsonl(problems: Iterable[Problem], path: str | Path) -> Path:

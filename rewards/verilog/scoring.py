@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from rewards.jsonl import match_samples
 from rewards.verilog.problems import Problem
 from rewards.verilog.reward import VerilogReward, VerilogScore, reference_candidate
 
@@ -24,7 +25,7 @@ def score_samples(problems_path: str, samples: list[dict], *, workers: int | Non
     references = bool(options.pop("references", False))
     options = {k: v for k, v in options.items() if v is not None}
     reward = VerilogReward(problems_path, workers=workers, **options)
-    problems = _match(reward.problems, samples)
+    problems = match_samples(reward.problems, samples, "problems")
     try:
         scores = reward.score_batch(problems, [s.get("completion") for s in samples], progress=progress)
     finally:
@@ -48,20 +49,6 @@ def check_references(problems: Sequence[Problem], **config: Any) -> dict[str, Ve
     finally:
         reward.close()
     return {s.problem_id: s for s in scores}
-
-
-def _match(problems: dict[str, Problem], samples: list[dict]) -> list[Problem]:
-    out = []
-    for i, s in enumerate(samples):
-        where = s.get("_where", f"sample {i}")
-        pid = s.get("problem_id")
-        if pid is None:
-            raise ValueError(f"{where}: missing 'problem_id'")
-        if str(pid) not in problems:
-            near = ", ".join(sorted(problems)[:5])
-            raise ValueError(f"{where}: unknown problem id {pid!r} ({len(problems)} problems loaded, e.g. {near})")
-        out.append(problems[str(pid)])
-    return out
 
 
 def _row(score: VerilogScore, references: bool) -> dict:
