@@ -39,3 +39,14 @@ def sven_dir(shared_data: Path) -> Path:
     if not path.is_dir():
         pytest.skip(f"{path} missing")
     return path
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """On a shared 2-core box, torch's spinning intra-op threads make a tiny model ~10x slower; tests that
+    train the tiny model opt in with ``pytestmark = pytest.mark.usefixtures("one_torch_thread")``."""
+    import torch
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
