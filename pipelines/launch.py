@@ -115,6 +115,22 @@ def is_launched(env: dict[str, str] | None = None) -> bool:
     return "LOCAL_RANK" in env or env.get("EARL_LAUNCHED") == "1"
 
 
+def shutdown_distributed() -> None:
+    """Barrier, then tear the process group down before the interpreter exits.
+
+    Left alive, gloo/NCCL threads are destroyed during interpreter shutdown and a rank can die with
+    "terminate called without an active exception" (SIGABRT) after its work is saved, turning a finished
+    run into a failed launch. A no-op in a plain single process.
+    """
+    try:
+        import torch.distributed as dist
+    except ImportError:
+        return
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()
+
+
 def add_launch_arguments(parser: argparse.ArgumentParser) -> None:
     """The flags `maybe_relaunch` reads; `earl train` adds them to its sub-parser."""
     g = parser.add_argument_group("multi-process launch (DeepSpeed / DDP through accelerate)")

@@ -157,6 +157,8 @@ def main(argv: list[str] | None = None) -> int:
     trainer.save_model(str(out / "final"))
     if trainer.accelerator.is_main_process:
         tok.save_pretrained(str(out / "final"))
+    from pipelines.launch import shutdown_distributed
+    shutdown_distributed()
     return 0
 
 

@@ -43,6 +43,8 @@ def run(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         print(f"earl train: config error: {exc}", file=sys.stderr)
         return 2
+    from pipelines.launch import shutdown_distributed
+    shutdown_distributed()  # success path only: a barrier after one rank failed would hang the others
     print(f"[earl] run folder: {run_folder.root}")
     return 0
 
