@@ -77,8 +77,8 @@ def run_ablation(config: str, seeds: list[int], out: str | Path, sft_run: str | 
     for seed in seeds:
         for arm in arms:
             rl = copy.deepcopy(raw["stages"]["rl"])
-            if arm == "none":
-                rl["gating"] = None
+            if arm == "none":   # only the gate differs: other gating options (negative_weight) stay
+                rl["gating"] = {**(rl.get("gating") or {}), "granularity": "none"}
             base_arm = copy.deepcopy(base)
             base_arm.model.name_or_path = sft_model
             cfg = _stages_cfg(base_arm, {"rl": rl, "eval": ev}, seed=seed, run_dir=str(out / f"{arm}-seed{seed}"),

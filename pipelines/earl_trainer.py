@@ -10,6 +10,8 @@ Built on TRL 1.16 through its own extension points, not a fork:
   stays TRL's.
 * ``kl_scope="gated"``: on dropped tokens the reference log-prob is replaced by the current (detached)
   log-prob, which makes both the k3 KL estimate and its gradient exactly zero there.
+* ``negative_weight`` < 1 scales negative advantages after TRL computed them (per-group normalisation
+  unchanged), so the gate and the loss see them as TRL would.
 * ``granularity="none"`` leaves TRL's path untouched (the hook is not called): the loss is TRL's GRPO loss.
 
 Logged each step under ``earl/``: mean entropy, gated fraction, mean entropy of kept and of dropped
@@ -82,6 +84,15 @@ class EARLGRPOTrainer(GRPOTrainer):
         self._token_seen: Counter = Counter()
         self._token_kept: Counter = Counter()
         self.last_top_gated_tokens: list[dict] = []
+
+    # ---- advantages: TRL's, negative ones optionally scaled -------------------------------------------
+    def _generate_and_score_completions(self, inputs):
+        out = super()._generate_and_score_completions(inputs)
+        w = float(self.gating.negative_weight)
+        if w != 1.0 and "advantages" in out:
+            adv = out["advantages"]
+            out["advantages"] = torch.where(adv < 0, adv * w, adv)
+        return out
 
     # ---- loss: TRL's, with the gate plugged into its entropy-mask hook --------------------------------
     def _compute_loss(self, model, inputs):

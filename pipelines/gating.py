@@ -38,12 +38,17 @@ class GatingConfig:
     ``normalize="selected"`` (default) divides the gated loss by the number of *kept* tokens, so the step
     size per kept token matches ungated GRPO; ``"all"`` divides by all tokens like TRL's
     ``top_entropy_quantile``, which shrinks the effective step by about ρ.
+
+    ``negative_weight`` < 1 scales the advantages of below-group-mean samples: pushing down every token of
+    a failed sample also pushes down the tokens it shares with passing ones (the copied port list), which a
+    small policy turns into copy errors; at 0 only passing samples pull (sharpening, like rejection sampling).
     """
     granularity: str = "batch"          # batch | response | threshold | none
     top_ratio: float = 0.2              # ρ: fraction of tokens kept (batch, response)
     threshold: float | None = None      # τ in nats (threshold)
     normalize: str = "selected"         # selected | all
     kl_scope: str = "all"               # all | gated: tokens the KL (beta > 0) term applies to
+    negative_weight: float = 1.0        # scale of negative advantages (1 = GRPO; 0 = learn from passing samples only)
     entropy_chunk_size: int = 256       # tokens per chunk for entropy computed outside TRL's fused head (earl entropy)
     log_top_tokens: int = 20            # how many most-gated token strings to report per logging step
 
@@ -60,6 +65,8 @@ class GatingConfig:
         if self.granularity == "threshold" and bad_tau:
             raise ValueError("gating.threshold: granularity 'threshold' needs a finite threshold >= 0 "
                              f"(nats), got {self.threshold!r}")
+        if not 0.0 <= float(self.negative_weight) <= 1.0:
+            raise ValueError(f"gating.negative_weight: must be in [0, 1], got {self.negative_weight!r}")
         if int(self.entropy_chunk_size) < 1:
             raise ValueError(f"gating.entropy_chunk_size: must be >= 1, got {self.entropy_chunk_size!r}")
         if int(self.log_top_tokens) < 0:

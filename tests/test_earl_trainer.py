@@ -219,3 +219,19 @@ def test_stale_or_missing_details_are_skipped(base_model, tok, tmp_path):
     trainer._log_reward_stages(4)
     m = trainer._metrics["train"]
     assert m["stages/staged/pass_rate"] == [0.25] and m["stages/staged/format"] == [0.25]
+
+
+@pytest.mark.parametrize("weight", [0.0, 0.25])
+def test_negative_weight_scales_only_negative_advantages(base_model, tok, tmp_path, weight):
+    trainer = make(EARLGRPOTrainer, copy.deepcopy(base_model), tok, tmp_path,
+                   gating=GatingConfig(negative_weight=weight), max_completion_length=12)
+    rows = [{"prompt": p} for p in tiny_dataset(1)["prompt"]] * 4         # one group of 4 generations
+    out = trainer._generate_and_score_completions(rows)
+    raw = torch.tensor(list(trainer._logs["advantages"])[-4:])                # TRL's own, before scaling
+    assert (raw < 0).any() and (raw > 0).any(), "length_reward spreads the group"
+    torch.testing.assert_close(out["advantages"], torch.where(raw < 0, raw * weight, raw))
+
+
+def test_negative_weight_is_validated():
+    with pytest.raises(ValueError, match="gating.negative_weight"):
+        GatingConfig(negative_weight=1.5)
