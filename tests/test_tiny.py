@@ -111,3 +111,17 @@ def test_same_seed_same_weights_other_seed_differs(tmp_path):
     assert (a / "model.safetensors").read_bytes() != (c / "model.safetensors").read_bytes()
     with pytest.raises(TypeError):
         build_tiny(cache_dir=tmp_path / "d", hidden=3)  # a misspelt option is an error, not ignored
+
+
+def test_security_corpus_tokenizer_halves_python_length():
+    from pipelines.tiny import corpus, train_tokenizer
+    python = corpus(40, seed=3, kinds="security")
+    rtl_tok = train_tokenizer(corpus(300, kinds="rtl"), 640)
+    sec_tok = train_tokenizer(corpus(300, kinds="security"), 640)
+    n_rtl = sum(len(rtl_tok(t).input_ids) for t in python)
+    n_sec = sum(len(sec_tok(t).input_ids) for t in python)
+    assert n_sec < 0.7 * n_rtl, (n_sec, n_rtl)
+    assert sec_tok.decode(sec_tok(python[0]).input_ids, skip_special_tokens=True) == python[0]
+    assert TinyConfig(corpus="rtl+security").key() != TinyConfig().key()
+    with pytest.raises(ValueError, match="model.tiny.corpus"):
+        TinyConfig(corpus="cobol")
