@@ -21,6 +21,11 @@ from rewards.metrics import pass_at_k
 from rewards.verilog.problems import Problem
 
 
+def format_metric(name: str, value: float) -> str:
+    """A task metric as printed and reported: rates (`...@1`) as percentages, the rest to 3 decimals."""
+    return f"{value:.1%}" if name.endswith("@1") else f"{value:.3f}"
+
+
 @dataclass
 class ProblemResult:
     id: str
@@ -77,7 +82,7 @@ class EvalResult:
         ks = ", ".join(f"pass@{k} = {v:.1%}" for k, v in self.pass_at_k.items())
         errors = sum(p.errors for p in self.problems)
         note = f"; WARNING: {errors} samples unscored (reward error, counted as failures)" if errors else ""
-        extra = "".join(f", {k} = {v:.1%}" if k.endswith("@1") else f", {k} = {v:.3f}"
+        extra = "".join(f", {k} = {format_metric(k, v)}"
                         for k, v in self.metrics.items() if isinstance(v, float) and not math.isnan(v))
         return f"{self.label}: {ks}{extra} over {len(self.problems)} problems (n={self.n}){note}"
 

@@ -69,14 +69,14 @@ def write_plots(rows: list[dict[str, Any]], out_dir: Path, stage: str) -> list[P
 
 def _metrics_table(results: list) -> list[str]:
     """The task's own metrics per model (security: secure@1, secure_and_correct@1, similarity)."""
+    from pipelines.evaluate import format_metric
     names = [k for k, v in next((r.metrics for r in results if r.metrics), {}).items() if isinstance(v, float)]
     if not names:
         return []
     out = ["", "| model | " + " | ".join(names) + " |", "|---|" + "---|" * len(names)]
     for r in results:
         cells = [r.metrics.get(k) for k in names]
-        out.append(f"| {r.label} | " + " | ".join("" if not isinstance(v, float) else
-                                                  f"{v:.1%}" if k.endswith("@1") else f"{v:.3f}"
+        out.append(f"| {r.label} | " + " | ".join(format_metric(k, v) if isinstance(v, float) else ""
                                                   for k, v in zip(names, cells)) + " |")
     return out
 

@@ -37,8 +37,7 @@ class TinyConfig:
     max_position_embeddings: int = 512
 
     def __post_init__(self) -> None:
-        parts = self.corpus.split("+")
-        if not parts or any(p not in CORPORA for p in parts):
+        if any(p not in CORPORA for p in self.corpus.split("+")):
             raise ValueError(f"model.tiny.corpus: expected {' | '.join(CORPORA)} or a '+' of them, "
                              f"got {self.corpus!r}")
 
