@@ -122,7 +122,7 @@ def _security_judge(task, detail: dict[str, Any]) -> dict[str, Any]:
     """scoring.result_row on the reward's RepairScore record; `passed` = secure and correct."""
     from rewards.security.reward import RepairScore
     from rewards.security.scoring import result_row
-    row = result_row(task, RepairScore(**detail))
+    row = result_row(task, RepairScore.from_dict(detail))
     row.pop("details")
     return row
 

@@ -15,7 +15,7 @@ Built on TRL 1.16 through its own extension points, not a fork:
 * ``granularity="none"`` leaves TRL's path untouched (the hook is not called): the loss is TRL's GRPO loss.
 
 Logged each step under ``earl/``: mean entropy, gated fraction, mean entropy of kept and of dropped
-tokens; per reward with ``last_details``: fraction of completions per stage and pass rate under
+tokens; per reward that declares ``stages`` and keeps ``last_details``: fraction of completions per stage and pass rate under
 ``stages/<reward>/``; every logging step the most-gated token strings go to the log and to
 ``<output_dir>/earl_gated_tokens.jsonl``.
 """
@@ -37,7 +37,6 @@ from pipelines.gating import GateStats, GatingConfig, entropy_gate, gate_stats, 
 
 log = logging.getLogger(__name__)
 
-STAGES = ("none", "format", "syntax", "compile", "simulate", "pass")
 PER_SEQUENCE_LOSSES = ("grpo", "sapo", "luspo")    # TRL losses normalised per sequence
 
 
@@ -151,27 +150,29 @@ class EARLGRPOTrainer(GRPOTrainer):
         return rewards
 
     def _log_reward_stages(self, n: int) -> None:
-        """Fraction of completions per stage and pass rate, from each reward's ``last_details`` if it has one."""
+        """Fraction of completions per stage and pass rate, for each reward that declares its stage
+        vocabulary (``stages``, in order of progress, the last one = pass) and keeps ``last_details``."""
         mode = "train" if self.model.training else "eval"
         for func, name in zip(self.reward_funcs, self.reward_func_names):
             try:
-                details = getattr(func, "last_details", None)
+                details, stages = getattr(func, "last_details", None), getattr(func, "stages", None)
             except Exception:  # noqa: BLE001 - a wrapper's __getattr__ may raise anything
-                details = None
-            if details is None:
+                details = stages = None
+            if details is None or not stages:
                 continue
-            counts = torch.zeros(len(STAGES) + 1)          # last slot: unknown stage names
+            stages = tuple(str(s) for s in stages)
+            counts = torch.zeros(len(stages) + 1)          # last slot: unknown stage names
             if isinstance(details, list) and len(details) == n:   # stale or failed calls are skipped
                 for d in details:
                     stage = d.get("stage") if isinstance(d, dict) else None
-                    counts[STAGES.index(stage) if stage in STAGES else len(STAGES)] += 1
+                    counts[stages.index(stage) if stage in stages else len(stages)] += 1
             counts = self.accelerator.reduce(counts.to(self.accelerator.device), reduction="sum").cpu()
             total = float(counts.sum())
             if total == 0:
                 continue
-            for stage, c in zip(STAGES, counts[:-1].tolist()):
+            for stage, c in zip(stages, counts[:-1].tolist()):
                 self._metrics[mode][f"stages/{name}/{stage}"].append(c / total)
-            self._metrics[mode][f"stages/{name}/pass_rate"].append(float(counts[STAGES.index("pass")]) / total)
+            self._metrics[mode][f"stages/{name}/pass_rate"].append(float(counts[len(stages) - 1]) / total)
 
     def top_gated_tokens(self, n: int | None = None) -> list[dict]:
         """Most often kept token strings since the last logging step: token, kept, seen, kept_rate."""

@@ -80,6 +80,7 @@ def length_reward(prompts, completions, **kwargs):
 class StagedReward:
     """A reward that keeps ``last_details`` like rewards.verilog.reward.VerilogReward."""
     __name__ = "staged"
+    stages = ("none", "format", "syntax", "compile", "simulate", "pass")
 
     def __init__(self):
         self.last_details: list[dict] = []

@@ -221,6 +221,29 @@ def test_stale_or_missing_details_are_skipped(base_model, tok, tmp_path):
     assert m["stages/staged/pass_rate"] == [0.25] and m["stages/staged/format"] == [0.25]
 
 
+def test_stage_vocabulary_is_the_rewards_own(base_model, tok, tmp_path):
+    """The security reward's stages are not Verilog's: its records are counted in its own vocabulary, its last
+    stage is the pass rate; a reward with details but no declared vocabulary logs no stages."""
+    from pipelines.tasks.secgen import generate
+    from rewards.security.reward import SecurityRepairReward
+    from rewards.security.scoring import task_row
+
+    task = generate(1, seed=0, split="train")[0]
+    security = SecurityRepairReward()
+    undeclared = StagedReward()
+    undeclared.stages = None
+    trainer = make(EARLGRPOTrainer, copy.deepcopy(base_model), tok, tmp_path, gating=GatingConfig())
+    trainer.reward_funcs, trainer.reward_func_names = [security, undeclared], ["security_repair", "undeclared"]
+    columns = {k: [v] * 4 for k, v in task_row(task).items()}
+    assert security(["p"] * 4, [task.reference, task.reference, task.vulnerable, "def ("], **columns)[0] > 0.5
+    undeclared(["p"] * 4, ["a"] * 4)
+    trainer._log_reward_stages(4)
+    m = trainer._metrics["train"]
+    assert m["stages/security_repair/pass_rate"] == [0.5] and m["stages/security_repair/secure"] == [0.5]
+    assert m["stages/security_repair/format"] == [0.25] and m["stages/security_repair/syntax"] == [0.25]
+    assert not any(k.startswith("stages/undeclared") for k in m)
+
+
 @pytest.mark.parametrize("weight", [0.0, 0.25])
 def test_negative_weight_scales_only_negative_advantages(base_model, tok, tmp_path, weight):
     trainer = make(EARLGRPOTrainer, copy.deepcopy(base_model), tok, tmp_path,

@@ -36,6 +36,9 @@ from rewards.security.functional import FunctionalConfig, TestOutcome, TestRunne
 from rewards.security.similarity import similarity
 
 log = logging.getLogger(__name__)
+# How far a sample got (``RepairScore.stage``), in order of progress; the last one is a passing repair.
+STAGES = ("syntax", "format", "insecure", "tests", "secure")
+
 _FENCE_RE = re.compile(r"```(?:python|py|python3)?[ \t]*\n(.*?)(?:```|$)", re.DOTALL)
 
 
@@ -93,8 +96,25 @@ class RepairScore:
     tests: dict | None = None
     flags: list[str] = field(default_factory=list)     # shrunk, swallows_exceptions, original_clean
 
+    @property
+    def stage(self) -> str:
+        """How far the sample got, one of ``STAGES``: the stage counts of `earl score` and the trainer."""
+        if self.reason == "syntax_error":
+            return "syntax"
+        if self.reason in {"function_missing", "stub", "no_op"}:
+            return "format"
+        if self.reason.startswith("tests_"):
+            return "tests"
+        return "secure" if self.secure else "insecure"
+
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        return {**asdict(self), "stage": self.stage}
+
+    @classmethod
+    def from_dict(cls, record: dict[str, Any]) -> RepairScore:
+        """Inverse of ``to_dict`` (the derived ``stage`` is recomputed, not stored)."""
+        names = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in record.items() if k in names})
 
 
 def extract_code(completion: Any) -> str:
@@ -196,6 +216,7 @@ class SecurityRepairReward:
     """
 
     __name__ = "security_repair"
+    stages = STAGES          # the vocabulary of detail records' ``stage``, in order of progress; last = pass
 
     def __init__(self, **config: Any):
         self.config = SecurityRewardConfig.from_kwargs(**config)

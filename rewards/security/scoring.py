@@ -53,22 +53,12 @@ def result_row(task: SecurityTask, score: RepairScore, references: bool = False)
         reason = "insecure: " + ", ".join(left[:6]) + (" ..." if len(left) > 6 else "")
     row = {"problem_id": task.id, "vul_type": task.vul_type, "reward": score.reward, "secure": score.secure,
            "tests_passed": score.passed, "passed": bool(score.secure and correct and score.reason == "ok"),
-           "similarity": round(score.similarity, 4), "reason": reason, "stage": _stage(score),
+           "similarity": round(score.similarity, 4), "reason": reason, "stage": score.stage,
            "details": score.to_dict()}
     if references:
         row["unsupported"] = not row["passed"]
     return row
 
-
-def _stage(score: RepairScore) -> str:
-    """How far a sample got, for `earl score`'s stage counts."""
-    if score.reason in {"syntax_error"}:
-        return "syntax"
-    if score.reason in {"function_missing", "stub", "no_op"}:
-        return "format"
-    if score.reason.startswith("tests_"):
-        return "tests"
-    return "secure" if score.secure else "insecure"
 
 
 def security_eval_metrics(results: Sequence[dict]) -> dict[str, float | int]:

@@ -122,6 +122,8 @@ def reference_candidate(problem: Problem) -> str:
 class VerilogReward:
     """TRL-compatible functional reward for Verilog completions (see the module docstring)."""
 
+    stages = STAGES          # the vocabulary of detail records' ``stage``, in order of progress; last = pass
+
     def __init__(self, problems: str | Path | Sequence[Problem] | None = None, **config: Any):
         self.config = VerilogRewardConfig.from_kwargs(**config)
         self.__name__ = "verilog_functional"
