@@ -15,9 +15,9 @@ Built on TRL 1.16 through its own extension points, not a fork:
 * ``granularity="none"`` leaves TRL's path untouched (the hook is not called): the loss is TRL's GRPO loss.
 
 Logged each step under ``earl/``: mean entropy, gated fraction, mean entropy of kept and of dropped
-tokens; per reward that declares ``stages`` and keeps ``last_details``: fraction of completions per stage and pass rate under
-``stages/<reward>/``; every logging step the most-gated token strings go to the log and to
-``<output_dir>/earl_gated_tokens.jsonl``.
+tokens; per reward that declares ``stages`` and keeps ``last_details``: fraction of completions per
+stage and pass rate under ``stages/<reward>/``; every logging step the most-gated token strings go to
+the log and to ``<output_dir>/earl_gated_tokens.jsonl``.
 """
 from __future__ import annotations
 

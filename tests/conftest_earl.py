@@ -8,6 +8,8 @@ from pathlib import Path
 
 import torch
 
+from rewards.verilog.reward import STAGES as VERILOG_STAGES
+
 VERILOG = """\
 module TopModule(input a, input b, output out);
   assign out = a & b;
@@ -80,7 +82,7 @@ def length_reward(prompts, completions, **kwargs):
 class StagedReward:
     """A reward that keeps ``last_details`` like rewards.verilog.reward.VerilogReward."""
     __name__ = "staged"
-    stages = ("none", "format", "syntax", "compile", "simulate", "pass")
+    stages = VERILOG_STAGES
 
     def __init__(self):
         self.last_details: list[dict] = []

@@ -36,6 +36,7 @@ from rewards.security.functional import FunctionalConfig, TestOutcome, TestRunne
 from rewards.security.similarity import similarity
 
 log = logging.getLogger(__name__)
+
 # How far a sample got (``RepairScore.stage``), in order of progress; the last one is a passing repair.
 STAGES = ("syntax", "format", "insecure", "tests", "secure")
 

@@ -60,7 +60,6 @@ def result_row(task: SecurityTask, score: RepairScore, references: bool = False)
     return row
 
 
-
 def security_eval_metrics(results: Sequence[dict]) -> dict[str, float | int]:
     """secure@1, secure-and-correct@1 and mean similarity over result rows (one sample per task is
     @1; with several samples per task each counts, i.e. the mean over samples = unbiased @1).
