@@ -89,6 +89,19 @@ def test_holdout_by_names_keeps_a_port_name_set_unseen():
     assert len({p.meta["names"] for p in train}) == HELDOUT_NAMES  # every other set is used
 
 
+def test_phrasings_restrict_the_spec_wording():
+    some = generate(300, seed=0, families="basic", phrasings=[0, 1])
+    assert {p.meta["phrasing"] for p in some} == {0, 1}
+    assert {p.meta["phrasing"] for p in generate(300, seed=0, families="basic")} == {0, 1, 2}
+    assert [p.prompt for p in generate(50, seed=3)] == [p.prompt for p in generate(50, seed=3, phrasings=None)]
+    with pytest.raises(ValueError, match="phrasings must be"):
+        generate(3, phrasings=[])
+    with pytest.raises(ValueError, match="no variant of family 'fsm' has them"):
+        generate(3, families=["fsm"], phrasings=[2])
+    third = generate(200, seed=0, families="basic", phrasings=[2])   # comparators: only some variants have one
+    assert {p.meta["phrasing"] for p in third} == {2} and {p.meta["family"] for p in third} >= {"comparator"}
+
+
 def test_variety_well_beyond_ten_thousand_prompts():
     problems = generate(12000, seed=5)
     assert len({p.prompt for p in problems}) == 12000
@@ -117,6 +130,8 @@ def test_gen_tasks_command(tmp_path, capsys):
     assert "wrote 20 heldout tasks" in capsys.readouterr().out
     assert earl(["gen-tasks", "--n", "2", "--families", "adder,bogus", "--out", str(out)]) == 2
     assert "bogus" in capsys.readouterr().err
+    assert earl(["gen-tasks", "--n", "30", "--families", "basic", "--phrasings", "2", "--out", str(out)]) == 0
+    assert {p.meta["phrasing"] for p in read_jsonl(out)} == {2}
 
 
 def _sample_across_families(n_per_family: int = 6) -> list[Problem]:

@@ -18,7 +18,16 @@ def add_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--families", default=None,
                         help=f"a preset ({', '.join(PRESETS)}) or a comma-separated subset of: "
                              f"{','.join(FAMILIES)}")
+    parser.add_argument("--phrasings", default=None, type=_indices,
+                        help="comma-separated spec wordings to draw, e.g. 0,1 (default: all)")
     parser.add_argument("--out", required=True, help="output JSONL path")
+
+
+def _indices(text: str) -> list[int]:
+    try:
+        return [int(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
 
 
 def run(args: argparse.Namespace) -> int:
@@ -27,7 +36,7 @@ def run(args: argparse.Namespace) -> int:
 
     try:
         problems = generate(args.n, seed=args.seed, split=args.split, holdout=args.holdout,
-                            families=args.families)
+                            families=args.families, phrasings=args.phrasings)
     except ValueError as exc:
         print(f"earl gen-tasks: {exc}", file=sys.stderr)
         return 2

@@ -633,13 +633,16 @@ def _check_names(design: Design) -> None:
 
 
 def generate(n: int, seed: int = 0, split: str = "train", holdout: str = "prompt",
-             families: str | list[str] | None = None) -> list[Problem]:
+             families: str | list[str] | None = None, phrasings: list[int] | None = None) -> list[Problem]:
     """``n`` distinct tasks for ``split``; deterministic in (n, seed, split, holdout, families).
 
     families: None (all), a preset name from PRESETS, a comma-separated string or a list.
 
     holdout="prompt": the split is a hash of the prompt text (disjoint by text, same distribution).
     holdout="names": held-out tasks alone use the last port-name set, so names are never seen in training.
+    phrasings: which spec wordings to draw (indices into each family's phrasings; None = all). E.g. an SFT
+    set with reference solutions for wordings [0, 1] while RL prompts (verified by testbenches alone) use
+    them all: the situation where tests are cheaper to come by than written solutions.
     """
     if split not in SPLITS:
         raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
@@ -650,6 +653,7 @@ def generate(n: int, seed: int = 0, split: str = "train", holdout: str = "prompt
     if not isinstance(seed, int):
         raise ValueError(f"seed must be an integer, got {seed!r}")  # noqa: TRY004 - a config error
     fams = resolve_families(families)
+    allowed = _check_phrasings(phrasings)
     if holdout == "names":
         name_ids = [HELDOUT_NAMES] if split == "heldout" else list(range(HELDOUT_NAMES))
     else:
@@ -671,7 +675,15 @@ def generate(n: int, seed: int = 0, split: str = "train", holdout: str = "prompt
             continue
         names = rng.choice(name_ids)
         design = FAMILIES[fam](rng, NAME_SETS[names])
-        phrasing = rng.randrange(len(design.phrasings))
+        choices = [i for i in range(len(design.phrasings)) if allowed is None or i in allowed]
+        if not choices:           # this variant has fewer wordings; another draw of the family may have it
+            misses[fam] += 1
+            if misses[fam] >= MAX_MISSES and not any(p.meta["family"] == fam for p in out):
+                raise ValueError(f"phrasings {sorted(allowed or ())}: no variant of family {fam!r} has them "
+                                 f"(it has {len(design.phrasings)} phrasings, indices 0-{len(design.phrasings) - 1})")
+            order.append(fam)
+            continue
+        phrasing = rng.choice(choices)
         prompt = spec_text(design, phrasing)
         if prompt in seen or (holdout == "prompt" and split_of(prompt) != split):
             misses[fam] += 1
@@ -683,6 +695,15 @@ def generate(n: int, seed: int = 0, split: str = "train", holdout: str = "prompt
         out.append(_problem(design, prompt, f"rtlgen-{split}-{seed}-{len(out):05d}-{fam}",
                             rng.randrange(1, 2**31 - 1), split, names, phrasing))
     return out
+
+
+def _check_phrasings(phrasings: list[int] | None) -> set[int] | None:
+    if phrasings is None:
+        return None
+    if (not isinstance(phrasings, (list, tuple)) or not phrasings
+            or not all(isinstance(i, int) and not isinstance(i, bool) and i >= 0 for i in phrasings)):
+        raise ValueError(f"phrasings must be a non-empty list of phrasing indices (ints >= 0), got {phrasings!r}")
+    return set(phrasings)
 
 
 def _problem(design: Design, prompt: str, pid: str, tb_seed: int, split: str, names: int,
