@@ -30,7 +30,7 @@ needs_iverilog = pytest.mark.skipif(shutil.which("iverilog") is None, reason="iv
 
 # A few steps of everything; RL checkpoints every step so a kill always has one to resume from.
 SMALL = [
-    "data.train.n=24", "data.eval.n=4",
+    "data.train.n=24", "data.eval.n=4", "stages.rl.data.n=24",
     "stages.sft.trainer.max_steps=2", "stages.sft.trainer.per_device_train_batch_size=8",
     "stages.sft.trainer.logging_steps=1",
     "stages.rl.trainer.max_steps=3", "stages.rl.trainer.per_device_train_batch_size=8",
