@@ -93,7 +93,6 @@ def test_phrasings_restrict_the_spec_wording():
     some = generate(300, seed=0, families="basic", phrasings=[0, 1])
     assert {p.meta["phrasing"] for p in some} == {0, 1}
     assert {p.meta["phrasing"] for p in generate(300, seed=0, families="basic")} == {0, 1, 2}
-    assert [p.prompt for p in generate(50, seed=3)] == [p.prompt for p in generate(50, seed=3, phrasings=None)]
     with pytest.raises(ValueError, match="phrasings must be"):
         generate(3, phrasings=[])
     with pytest.raises(ValueError, match="no variant of family 'fsm' has them"):

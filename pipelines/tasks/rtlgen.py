@@ -634,7 +634,7 @@ def _check_names(design: Design) -> None:
 
 def generate(n: int, seed: int = 0, split: str = "train", holdout: str = "prompt",
              families: str | list[str] | None = None, phrasings: list[int] | None = None) -> list[Problem]:
-    """``n`` distinct tasks for ``split``; deterministic in (n, seed, split, holdout, families).
+    """``n`` distinct tasks for ``split``; deterministic in (n, seed, split, holdout, families, phrasings).
 
     families: None (all), a preset name from PRESETS, a comma-separated string or a list.
 
