@@ -4,6 +4,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from pipelines.commands import comma_ints
+
 
 def add_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", required=True, help="checkpoint folder or hub id (e.g. runs/X/stages/rl/final)")
@@ -61,7 +63,7 @@ def run(args: argparse.Namespace) -> int:
     from pipelines.data import load_source, task_kind
     from pipelines.evaluate import evaluate
     try:
-        ks = [int(k) for k in args.k.split(",") if k.strip()]
+        ks = comma_ints(args.k)
     except ValueError:
         print(f"earl eval: --k: expected comma-separated integers, got {args.k!r}", file=sys.stderr)
         return 2

@@ -5,6 +5,8 @@ import argparse
 import sys
 from collections import Counter
 
+from pipelines.commands import comma_ints
+
 
 def add_parser(parser: argparse.ArgumentParser) -> None:
     from pipelines.tasks.rtlgen import FAMILIES, HOLDOUT_MODES, PRESETS, SPLITS
@@ -25,7 +27,7 @@ def add_parser(parser: argparse.ArgumentParser) -> None:
 
 def _indices(text: str) -> list[int]:
     try:
-        return [int(x) for x in text.split(",") if x.strip()]
+        return comma_ints(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
 

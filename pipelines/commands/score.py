@@ -19,6 +19,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from pipelines.commands import comma_ints
 from rewards.jsonl import iter_jsonl
 
 TASKS: dict[str, str] = {
@@ -88,7 +89,7 @@ def _run(args: argparse.Namespace) -> int:
 
 def parse_ks(text: str) -> list[int]:
     try:
-        ks = sorted({int(k) for k in text.split(",") if k.strip()})
+        ks = sorted(set(comma_ints(text)))
     except ValueError:
         raise InputError(f"--k expects comma-separated integers like 1,5,10, got {text!r}") from None
     if not ks or ks[0] < 1:
