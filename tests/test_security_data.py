@@ -76,6 +76,20 @@ def test_generator_is_deterministic_split_and_varied() -> None:
         generate(1, split="test")
 
 
+def test_variants_option_draws_only_those_ways_of_writing_the_flaw() -> None:
+    """SFT fixes for variants [0, 1], RL prompts with all: the unseen ways must never reach SFT data."""
+    some = generate(600, seed=0, variants=[0, 1])
+    assert {t.meta["variant"] for t in some} == {0, 1}
+    assert {t.meta["template"] for t in some} == {t.key for t in TEMPLATES}      # one-variant templates too
+    late = generate(200, seed=0, variants=[2])
+    by_template = {t.meta["template"]: t.meta["variant"] for t in late}
+    assert by_template["sql_delete"] == 2 and by_template["path_write"] == 0    # has no variant 2: keeps 0
+    assert max(t.meta["variant"] for t in generate(600, seed=0)) == 3           # default: all variants
+    for bad in ([], [-1], "0,1", [True]):
+        with pytest.raises(ValueError, match="variants must be"):
+            generate(5, variants=bad)
+
+
 def test_bundled_file_is_the_generators_heldout_set() -> None:
     tasks = read_tasks(BUNDLED)
     assert len(tasks) >= 100 and all(t.tests and t.reference and t.meta["split"] == "heldout" for t in tasks)

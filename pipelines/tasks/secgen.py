@@ -546,13 +546,13 @@ assert $fn(b'{"b": [1, 2]}') == {"b": [1, 2]}
 TEMPLATE_KEYS = [t.key for t in TEMPLATES]
 
 
-def render(t: Template_, rng: random.Random) -> SecurityTask:
-    """One task from template ``t`` with names and variant drawn from ``rng``."""
+def render(t: Template_, rng: random.Random, variants: set[int] | None = None) -> SecurityTask:
+    """One task from template ``t`` with names and variant (one of ``variants``, None = any) drawn from ``rng``."""
     subs = {k: rng.choice(NAMES[k]) for k in NAMES}
     if subs["path"] == subs["base"]:
         subs["path"] = "name_" + subs["path"]
     subs["fn"] = rng.choice(t.fn_names)
-    variant = rng.randrange(len(t.variants))
+    variant = rng.choice([v for v in range(len(t.variants)) if variants is None or v in variants])
     subs["body"] = Template(t.variants[variant]).substitute(subs)
     fill: Callable[[str], str] = lambda text: Template(text).substitute(subs).strip() + "\n"
     task = SecurityTask(id="", vulnerable=fill(t.vulnerable), vul_type=t.cwe, reference=fill(t.fixed),
@@ -567,12 +567,19 @@ def split_of(prompt: str) -> str:
     return "heldout" if h % HELDOUT_SHARE == 0 else "train"
 
 
-def generate(n: int, seed: int = 0, split: str = "train", templates: list[str] | None = None) -> list[SecurityTask]:
-    """``n`` distinct tasks of ``split`` (fewer if the name space runs out), round-robin over templates."""
+def generate(n: int, seed: int = 0, split: str = "train", templates: list[str] | None = None,
+             variants: list[int] | None = None) -> list[SecurityTask]:
+    """``n`` distinct tasks of ``split`` (fewer if the name space runs out), round-robin over templates.
+
+    variants: which ways of writing the vulnerable line to draw (indices into each template's variants;
+    None = all; a template without any of them keeps its first). E.g. an SFT set with reference fixes for
+    variants [0, 1] while RL prompts (judged by the checkers and tests alone) use them all.
+    """
     if split not in SPLITS:
         raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
     if n < 0:
         raise ValueError(f"n must be >= 0, got {n}")
+    allowed = _check_variants(variants)
     chosen = [t for t in TEMPLATES if templates is None or t.key in templates]
     unknown = sorted(set(templates or []) - set(TEMPLATE_KEYS))
     if unknown:
@@ -583,7 +590,7 @@ def generate(n: int, seed: int = 0, split: str = "train", templates: list[str] |
     misses = 0
     while len(out) < n and misses < MAX_ATTEMPTS_PER_TASK * max(1, len(chosen)):
         t = chosen[len(out) % len(chosen)] if misses == 0 else rng.choice(chosen)
-        task = render(t, rng)
+        task = render(t, rng, allowed if allowed is None or allowed & set(range(len(t.variants))) else {0})
         if task.prompt in seen or split_of(task.prompt) != split:
             misses += 1
             continue
@@ -593,6 +600,15 @@ def generate(n: int, seed: int = 0, split: str = "train", templates: list[str] |
         task.meta["split"] = split
         out.append(task)
     return out
+
+
+def _check_variants(variants: list[int] | None) -> set[int] | None:
+    if variants is None:
+        return None
+    if (not isinstance(variants, (list, tuple)) or not variants
+            or not all(isinstance(i, int) and not isinstance(i, bool) and i >= 0 for i in variants)):
+        raise ValueError(f"variants must be a non-empty list of variant indices (ints >= 0), got {variants!r}")
+    return set(variants)
 
 
 def one_per_template(seed: int = 0) -> list[SecurityTask]:
