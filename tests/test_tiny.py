@@ -125,3 +125,14 @@ def test_security_corpus_tokenizer_halves_python_length():
     assert TinyConfig(corpus="rtl+security").key() != TinyConfig().key()
     with pytest.raises(ValueError, match="model.tiny.corpus"):
         TinyConfig(corpus="cobol")
+
+
+def test_untied_embeddings_option_gives_a_separate_output_layer(tmp_path):
+    small = {"corpus_tasks": 200, "vocab_size": 520}
+    tied = transformers.AutoModelForCausalLM.from_pretrained(build_tiny(cache_dir=tmp_path / "a", **small))
+    untied_dir = build_tiny(cache_dir=tmp_path / "b", tie_word_embeddings=False, **small)
+    untied = transformers.AutoModelForCausalLM.from_pretrained(untied_dir)
+    assert tied.lm_head.weight.data_ptr() == tied.get_input_embeddings().weight.data_ptr()
+    assert untied.lm_head.weight.data_ptr() != untied.get_input_embeddings().weight.data_ptr()
+    assert not torch.equal(untied.lm_head.weight, untied.get_input_embeddings().weight)   # saved and reloaded
+    assert TinyConfig(tie_word_embeddings=False).key() != TinyConfig().key()
