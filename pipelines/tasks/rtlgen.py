@@ -14,6 +14,7 @@ import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from pipelines.tasks.options import index_set
 from rewards.verilog.problems import Problem
 
 SAMPLES = 200
@@ -653,7 +654,7 @@ def generate(n: int, seed: int = 0, split: str = "train", holdout: str = "prompt
     if not isinstance(seed, int):
         raise ValueError(f"seed must be an integer, got {seed!r}")  # noqa: TRY004 - a config error
     fams = resolve_families(families)
-    allowed = _check_phrasings(phrasings)
+    allowed = index_set(phrasings, "phrasings", "phrasing")
     if holdout == "names":
         name_ids = [HELDOUT_NAMES] if split == "heldout" else list(range(HELDOUT_NAMES))
     else:
@@ -695,15 +696,6 @@ def generate(n: int, seed: int = 0, split: str = "train", holdout: str = "prompt
         out.append(_problem(design, prompt, f"rtlgen-{split}-{seed}-{len(out):05d}-{fam}",
                             rng.randrange(1, 2**31 - 1), split, names, phrasing))
     return out
-
-
-def _check_phrasings(phrasings: list[int] | None) -> set[int] | None:
-    if phrasings is None:
-        return None
-    if (not isinstance(phrasings, (list, tuple)) or not phrasings
-            or not all(isinstance(i, int) and not isinstance(i, bool) and i >= 0 for i in phrasings)):
-        raise ValueError(f"phrasings must be a non-empty list of phrasing indices (ints >= 0), got {phrasings!r}")
-    return set(phrasings)
 
 
 def _problem(design: Design, prompt: str, pid: str, tb_seed: int, split: str, names: int,

@@ -14,6 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from string import Template
 
+from pipelines.tasks.options import index_set
 from rewards.security.tasks import SecurityTask, build_prompt
 
 SPLITS = ("train", "heldout")
@@ -579,7 +580,7 @@ def generate(n: int, seed: int = 0, split: str = "train", templates: list[str] |
         raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
     if n < 0:
         raise ValueError(f"n must be >= 0, got {n}")
-    allowed = _check_variants(variants)
+    allowed = index_set(variants, "variants", "variant")
     chosen = [t for t in TEMPLATES if templates is None or t.key in templates]
     unknown = sorted(set(templates or []) - set(TEMPLATE_KEYS))
     if unknown:
@@ -600,15 +601,6 @@ def generate(n: int, seed: int = 0, split: str = "train", templates: list[str] |
         task.meta["split"] = split
         out.append(task)
     return out
-
-
-def _check_variants(variants: list[int] | None) -> set[int] | None:
-    if variants is None:
-        return None
-    if (not isinstance(variants, (list, tuple)) or not variants
-            or not all(isinstance(i, int) and not isinstance(i, bool) and i >= 0 for i in variants)):
-        raise ValueError(f"variants must be a non-empty list of variant indices (ints >= 0), got {variants!r}")
-    return set(variants)
 
 
 def one_per_template(seed: int = 0) -> list[SecurityTask]:
