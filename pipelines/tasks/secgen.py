@@ -548,12 +548,13 @@ TEMPLATE_KEYS = [t.key for t in TEMPLATES]
 
 
 def render(t: Template_, rng: random.Random, variants: set[int] | None = None) -> SecurityTask:
-    """One task from template ``t`` with names and variant (one of ``variants``, None = any) drawn from ``rng``."""
+    """One task from template ``t`` with names and variant drawn from ``rng``: one of ``variants`` (None = any;
+    a template with none of them keeps its first)."""
     subs = {k: rng.choice(NAMES[k]) for k in NAMES}
     if subs["path"] == subs["base"]:
         subs["path"] = "name_" + subs["path"]
     subs["fn"] = rng.choice(t.fn_names)
-    variant = rng.choice([v for v in range(len(t.variants)) if variants is None or v in variants])
+    variant = rng.choice([v for v in range(len(t.variants)) if variants is None or v in variants] or [0])
     subs["body"] = Template(t.variants[variant]).substitute(subs)
     fill: Callable[[str], str] = lambda text: Template(text).substitute(subs).strip() + "\n"
     task = SecurityTask(id="", vulnerable=fill(t.vulnerable), vul_type=t.cwe, reference=fill(t.fixed),
@@ -591,7 +592,7 @@ def generate(n: int, seed: int = 0, split: str = "train", templates: list[str] |
     misses = 0
     while len(out) < n and misses < MAX_ATTEMPTS_PER_TASK * max(1, len(chosen)):
         t = chosen[len(out) % len(chosen)] if misses == 0 else rng.choice(chosen)
-        task = render(t, rng, allowed if allowed is None or allowed & set(range(len(t.variants))) else {0})
+        task = render(t, rng, allowed)
         if task.prompt in seen or split_of(task.prompt) != split:
             misses += 1
             continue
