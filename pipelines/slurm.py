@@ -5,9 +5,11 @@ The script is plain text a user can read and keep (`earl submit --dry-run`). Cho
 - One srun task per node runs `accelerate launch`; the machine rank ($SLURM_NODEID) is expanded INSIDE
   each task (in the batch shell it is 0 everywhere), the main address comes from `scontrol show hostnames`,
   ranks meet through c10d rendezvous.
-- Preemption / time limit: `--signal=B:USR1@<grace>` reaches the batch shell, whose trap marks the run and
-  calls `scontrol requeue`; the restarted job finds `<run>/config.yaml` and runs `earl train --resume <run>`,
-  so finished stages are skipped and the running one continues from its last checkpoint.
+- Preemption / time limit: `--signal=B:USR1@<grace>` reaches the batch shell, whose trap writes
+  `<run>/stop-requested` (pipelines.preemption): every rank saves a checkpoint at the end of the step it is
+  in and exits. The trap waits for that (up to the grace period less a margin), then calls `scontrol
+  requeue`; the restarted job finds `<run>/config.yaml` and runs `earl train --resume <run>`, so finished
+  stages are skipped and the running one continues from the checkpoint just saved: no step is redone.
 - The run folder is derived from the job name (default `earl-<config stem>`), so every restart of the job
   agrees on it without any state outside the file system.
 """
@@ -22,6 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from pipelines.launch import PROJECT_ROOT, LaunchError, config_file
+from pipelines.preemption import STOP_FILE
 
 _TIME_RE = re.compile(r"^(\d+-)?\d{1,2}(:\d{2}){0,2}$|^\d+$")
 _NAME_RE = re.compile(r"^[A-Za-z0-9_.+-]+$")
@@ -141,6 +144,11 @@ def _accelerate_cmd(job: SlurmJob, program: str) -> str:
     return " ".join(parts) + " " + program
 
 
+def _stop_wait_s(job: SlurmJob) -> int:
+    """How long the trap waits for the ranks' checkpoint: the grace period less a margin for the requeue."""
+    return max(1, job.signal_grace_s - 15)
+
+
 def render_train_script(job: SlurmJob) -> str:
     """A preemption-safe multi-node `earl train` batch script (see module docstring)."""
     job.validate()
@@ -159,9 +167,13 @@ def render_train_script(job: SlurmJob) -> str:
         'export MAIN_ADDR=$(scontrol show hostnames "$SLURM_JOB_NODELIST" | head -n 1)',
         f"export MAIN_PORT=$(( {job.main_process_port} + SLURM_JOB_ID % 1000 ))",
         "",
+        f'rm -f "$RUN_DIR/{STOP_FILE}"  # a stop request is for the job that got it, not its restart',
+        'SRUN_PID=""',
         "requeue() {  # USR1 from --signal before the time limit, or `scancel --signal=USR1 --batch`",
-        '  echo "[earl] $(date +%T) job $SLURM_JOB_ID got USR1: requeueing; the restart resumes $RUN_DIR"',
+        '  echo "[earl] $(date +%T) job $SLURM_JOB_ID got USR1: checkpointing, then requeueing; the restart resumes $RUN_DIR"',
         '  echo "$(date +%s) $SLURM_JOB_ID ${SLURM_RESTART_COUNT:-0}" >> "$RUN_DIR/preemptions.log"',
+        f'  touch "$RUN_DIR/{STOP_FILE}"  # every rank saves at the end of its current step and exits',
+        f"  for _ in $(seq {_stop_wait_s(job)}); do kill -0 \"$SRUN_PID\" 2>/dev/null || break; sleep 1; done",
         '  scontrol requeue "$SLURM_JOB_ID"',
         "}",
         "trap requeue USR1",

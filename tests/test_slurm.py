@@ -1,8 +1,12 @@
 """`earl submit` against a real single-node Slurm (tests/slurm_cluster.py starts munged, slurmctld, slurmd).
 
-The slow test submits a tiny SFT -> RL pipeline on 2 DeepSpeed ZeRO-2 processes, preempts it mid-RL the way the time limit does (USR1 to
-the batch shell, whose trap requeues the job) and asserts the restarted job resumed: SFT not redone, RL
-continued from its checkpoint and ended at the configured global step, metrics logged once per step.
+The slow test submits a tiny SFT -> RL pipeline on 2 DeepSpeed ZeRO-2 processes, preempts it mid-RL the way
+the time limit does (USR1 to the batch shell, whose trap asks the ranks to checkpoint, then requeues the
+job) and asserts the restarted job resumed: SFT not redone, RL continued from the checkpoint saved on the
+signal and ended at the configured global step, metrics logged once per step.
+
+No timing: a weight-0 reward plugin (tests/helpers/hold.py) holds RL step 3 until the stop request exists,
+so the signal always lands mid-step-3, whatever the load.
 """
 from __future__ import annotations
 
@@ -19,6 +23,7 @@ from pipelines.slurm import SlurmJob, SubmitError, render_array_script, render_t
 
 ROOT = Path(__file__).resolve().parents[1]
 RL_STEPS = 6
+HOLD_AFTER = 2          # completed RL steps when the test preempts (checkpoint-2 exists, step 3 is held)
 
 MINI_CONFIG = """\
 # A pipeline small enough for a test: tiny model, 3 SFT steps, {rl} RL steps checkpointed every 2.
@@ -31,6 +36,8 @@ data:
   train: {{generator: rtl, n: 64, seed: 0, split: train}}
 rewards:
   - name: verilog_functional
+  - {{name: "tests.helpers.hold:HoldAtStep", weight: 0.0,
+     kwargs: {{step: {hold}, marker: "{marker}", release: "{release}"}}}}
 stages:
   sft:
     trainer: {{max_steps: 3, per_device_train_batch_size: 8, learning_rate: 1.0e-3, max_length: 256,
@@ -150,8 +157,9 @@ def _wait_for(path_glob: Path, pattern: str, timeout: float, cluster, job_id: in
 @pytest.mark.slurm
 def test_submit_runs_pipeline_and_resumes_after_requeue(slurm, tmp_path):
     cfg = tmp_path / "mini.yaml"
-    cfg.write_text(MINI_CONFIG.format(out=tmp_path / "runs", rl=RL_STEPS))
-    run_dir, logs = tmp_path / "run", tmp_path / "logs"
+    run_dir, logs, held = tmp_path / "run", tmp_path / "logs", tmp_path / "held"
+    cfg.write_text(MINI_CONFIG.format(out=tmp_path / "runs", rl=RL_STEPS, hold=HOLD_AFTER, marker=held,
+                                      release=run_dir / "stop-requested"))
     # the whole stack: sbatch -> srun -> accelerate launch -> 2 DeepSpeed ZeRO-2 ranks -> earl train
     sub = _earl("submit", "--config", str(cfg), "--nodes", "1", "--gpus-per-node", "0", "--procs-per-node", "2",
                 "--launcher", "zero2",
@@ -161,20 +169,25 @@ def test_submit_runs_pipeline_and_resumes_after_requeue(slurm, tmp_path):
     job_id = int(sub.stdout.split()[-1])
     assert (logs / "earl-mini.sbatch").is_file(), "the submitted script is kept beside the logs"
 
-    # preempt mid-RL exactly as the time limit would: USR1 to the batch shell -> trap -> scontrol requeue
-    _wait_for(run_dir / "stages" / "rl" / "checkpoints", "checkpoint-2", 240, slurm, job_id)
+    # preempt mid-RL exactly as the time limit would: USR1 to the batch shell -> trap -> stop request ->
+    # the ranks save checkpoint-3 and exit -> scontrol requeue. The held step cannot end before the signal.
+    _wait_for(tmp_path, held.name, 240, slurm, job_id)
     sig = subprocess.run(["scancel", "--signal=USR1", "--batch", str(job_id)], env=slurm.env,
                          capture_output=True, text=True, check=False)
     assert sig.returncode == 0, sig.stderr
 
     info = slurm.wait_job(job_id, timeout=300)
     log = "\n".join(p.read_text() for p in logs.glob("*.out"))
+    print(log[-8000:])                   # shown by pytest when an assertion below fails
     assert info["JobState"] == "COMPLETED", f"{info}\n{log[-3000:]}"
     assert int(info.get("Restarts", "0")) >= 1, f"the job must have been requeued once: {info}"
-    assert "got USR1: requeueing" in log and "restart 1" in log
+    assert "got USR1: checkpointing, then requeueing" in log and "restart 1" in log
     assert f"--resume {run_dir}" in log, "the restart must resume the same run folder"
     assert "stage sft: done already, skipping" in log, "a finished stage must not be redone"
-    assert "stage rl: resuming from" in log
+    saved = run_dir / "stages" / "rl" / "checkpoints" / f"checkpoint-{HOLD_AFTER + 1}"
+    assert f"stage rl: resuming from {saved} (step {HOLD_AFTER + 1})" in log, \
+        "the restart resumes from the checkpoint saved on the signal, not the last periodic one"
+    assert "stopped at step 3 (stop-requested)" in log
 
     state = json.loads((run_dir / "state.json").read_text())
     assert state["stages"]["sft"]["status"] == "done" and state["stages"]["rl"]["status"] == "done"

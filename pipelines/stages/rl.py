@@ -15,7 +15,7 @@ from pipelines.data import load_source, rl_dataset
 from pipelines.earl_trainer import EARLGRPOTrainer
 from pipelines.gating import GatingConfig
 from pipelines.modeling import load_model, load_tokenizer, peft_config, save_final, tokenizer_path
-from pipelines.runner import StageContext, metrics_callback, trainer_args
+from pipelines.runner import StageContext, trainer_args
 from rewards.registry import compose
 
 
@@ -63,13 +63,13 @@ def build_trainer(ctx: StageContext):
         train_dataset=rl_dataset(problems, cfg.data),
         processing_class=load_tokenizer(tokenizer_path(ctx.model_path, cfg.model), padding_side="left"),
         peft_config=peft_config(cfg.model.lora),
-        callbacks=[metrics_callback(ctx.run, ctx.name)],
+        callbacks=ctx.callbacks(),
         gating=GatingConfig(**(ctx.stage.gating or {"granularity": "none"})),
     )
 
 
 def run(ctx: StageContext) -> dict[str, Any]:
     trainer = build_trainer(ctx)
-    trainer.train(resume_from_checkpoint=ctx.resume_from)
+    ctx.fit(trainer)
     final = save_final(trainer, ctx.run.final_dir(ctx.name), trainer.processing_class)
     return {"model": str(final), "global_step": trainer.state.global_step}

@@ -5,7 +5,7 @@ from typing import Any
 
 from pipelines.data import load_source, sft_dataset
 from pipelines.modeling import load_model, load_tokenizer, peft_config, save_final, tokenizer_path
-from pipelines.runner import StageContext, metrics_callback, trainer_args
+from pipelines.runner import StageContext, trainer_args
 
 
 def build_trainer(ctx: StageContext):
@@ -20,13 +20,13 @@ def build_trainer(ctx: StageContext):
         train_dataset=sft_dataset(problems, cfg.data),
         processing_class=tokenizer,
         peft_config=peft_config(cfg.model.lora),
-        callbacks=[metrics_callback(ctx.run, ctx.name)],
+        callbacks=ctx.callbacks(),
     )
 
 
 def run(ctx: StageContext) -> dict[str, Any]:
     trainer = build_trainer(ctx)
-    out = trainer.train(resume_from_checkpoint=ctx.resume_from)
+    out = ctx.fit(trainer)
     final = save_final(trainer, ctx.run.final_dir(ctx.name), trainer.processing_class)
     return {"model": str(final), "global_step": trainer.state.global_step,
             "train_loss": round(float(out.training_loss), 4)}
