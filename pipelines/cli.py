@@ -1,12 +1,21 @@
 """The `earl` command line: a thin dispatcher over ``pipelines.commands.<name>`` modules.
 
 Command modules are imported lazily so `earl --help` and `earl score` stay fast (no torch import).
+
+Errors a user can fix (bad config, missing file, unreadable data: ValueError / OSError and their kin)
+print as one line naming the command, exit code 2; `--debug` or EARL_DEBUG=1 shows the traceback
+instead. Ctrl-C exits 130 with no traceback.
 """
 from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
+
+from pipelines.preemption import EXIT_INTERRUPTED
+
+EXIT_USAGE = 2
 
 # sub-command -> (module, one-line help). Order is the order shown in --help.
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -29,6 +38,8 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
         prog="earl",
         description="RL fine-tuning of code LLMs on verifiable rewards (entropy-gated GRPO).",
     )
+    parser.add_argument("--debug", action="store_true",
+                        help="show the traceback of an error instead of one line (or set EARL_DEBUG=1)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     wanted = None
     if argv:
@@ -48,7 +59,27 @@ def main(argv: list[str] | None = None) -> int:
     if not args.command:
         parser.print_help()
         return 0
-    return int(_load(args.command).run(args) or 0)
+    debug = args.debug or os.environ.get("EARL_DEBUG", "") not in ("", "0")
+    try:
+        return int(_load(args.command).run(args) or 0)
+    except KeyboardInterrupt:
+        if debug:
+            raise
+        print(f"earl {args.command}: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except (ValueError, OSError) as exc:
+        if debug:
+            raise
+        print(f"earl {args.command}: error: {one_line(exc)} (--debug for the traceback)", file=sys.stderr)
+        return EXIT_USAGE
+
+
+def one_line(exc: BaseException) -> str:
+    """An exception as one line: its message (its type when it has none), newlines folded."""
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    if isinstance(exc, OSError) and exc.filename and str(exc.filename) not in text:
+        text = f"{exc.filename}: {text}"
+    return text
 
 
 if __name__ == "__main__":

@@ -6,8 +6,10 @@ trainer sections against TRL's `SFTConfig` / `GRPOConfig` fields (names and type
 """
 from __future__ import annotations
 
+import copy
 import dataclasses
 import functools
+import os
 import types
 import typing
 from dataclasses import dataclass, field
@@ -266,7 +268,12 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     path, _, value = text.partition("=")
     if not path.strip():
         raise ConfigError(f"override {text!r}: empty key")
-    return path.strip().split("."), yaml.safe_load(value) if value.strip() else None
+    try:
+        parsed = yaml.safe_load(value) if value.strip() else None
+    except yaml.YAMLError as exc:
+        where = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise ConfigError(f"override {text!r}: the value is not valid YAML ({where})") from None
+    return path.strip().split("."), parsed
 
 
 def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
@@ -284,6 +291,47 @@ def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]
             node = nxt
         node[keys[-1]] = value
     return raw
+
+
+# Counts and rates TRL would take silently (max_steps=-5 trains epochs) or reject late with a traceback.
+# field -> (lowest allowed, inclusive?, what it is); max_steps also takes TRL's -1 = "use num_train_epochs".
+TRAINER_RANGES: dict[str, tuple[float, bool, str]] = {
+    "max_steps": (1, True, "a step count"),
+    "num_train_epochs": (0, False, "an epoch count"),
+    "learning_rate": (0, False, "a learning rate"),
+    "per_device_train_batch_size": (1, True, "a batch size"),
+    "per_device_eval_batch_size": (1, True, "a batch size"),
+    "gradient_accumulation_steps": (1, True, "a step count"),
+    "num_generations": (2, True, "GRPO needs at least 2 completions per prompt"),
+    "max_completion_length": (1, True, "a token count"),
+    "max_prompt_length": (1, True, "a token count"),
+    "max_length": (1, True, "a token count"),
+    "save_steps": (0, False, "a step interval"),
+    "logging_steps": (0, False, "a step interval"),
+    "save_total_limit": (1, True, "a checkpoint count"),
+    "temperature": (0, False, "a sampling temperature"),
+    "beta": (0, True, "a KL coefficient"),
+    "warmup_ratio": (0, True, "a ratio"),
+    "weight_decay": (0, True, "a rate"),
+    "max_grad_norm": (0, True, "a norm"),
+    "epsilon": (0, True, "a clip range"),
+    "num_iterations": (1, True, "an iteration count"),
+    "steps_per_generation": (1, True, "a step count"),
+}
+
+
+def check_ranges(values: dict[str, Any], key: str, ranges: dict[str, tuple[float, bool, str]]) -> None:
+    """Reject a number below its field's bound, naming the key (None = the library's default)."""
+    for name, (low, inclusive, what) in ranges.items():
+        v = values.get(name)
+        if v is None or isinstance(v, bool) or not isinstance(v, (int, float)):
+            continue
+        if name == "max_steps" and v == -1:
+            continue
+        if v < low or (v == low and not inclusive):
+            bound = f">= {low}" if inclusive else f"> {low}"
+            extra = " (or -1: train num_train_epochs)" if name == "max_steps" else ""
+            raise ConfigError(f"{key}.{name}: must be {bound}{extra}, got {v} ({what})")
 
 
 def _trl_config_class(kind: str) -> type:
@@ -311,6 +359,7 @@ def validate(cfg: PipelineConfig) -> PipelineConfig:
                               f"(a stage named otherwise needs an explicit kind)")
         if stage.kind in ("sft", "rl"):
             stage.trainer = check_fields(_trl_config_class(stage.kind), stage.trainer, f"{key}.trainer")
+            check_ranges(stage.trainer, f"{key}.trainer", TRAINER_RANGES)
             if stage.data is None and cfg.data.train is None:
                 raise ConfigError(f"{key}.data: stage {name} needs training data (data.train or {key}.data)")
         elif stage.trainer:
@@ -375,6 +424,14 @@ def _validate_source(src: DataSource, key: str) -> None:
         raise ConfigError(f"{key}: give exactly one of path, hf, generator (got {given or 'none'})")
     if src.generator and not src.n:
         raise ConfigError(f"{key}.n: a generator source needs n (how many problems)")
+    if src.n is not None and src.n < 1:
+        raise ConfigError(f"{key}.n: must be >= 1, got {src.n}")
+
+
+EVAL_RANGES: dict[str, tuple[float, bool, str]] = {
+    "temperature": (0, True, "a sampling temperature"), "max_new_tokens": (1, True, "a token count"),
+    "batch_size": (1, True, "a batch size"), "limit": (1, True, "a problem count"),
+}
 
 
 def _validate_eval(stage: StageConfig, cfg: PipelineConfig, name: str) -> None:
@@ -386,6 +443,9 @@ def _validate_eval(stage: StageConfig, cfg: PipelineConfig, name: str) -> None:
         raise ConfigError(f"{key}.backend: expected hf or vllm, got {ev.backend!r}")
     if ev.n < 1:
         raise ConfigError(f"{key}.n: need at least one sample per problem")
+    check_ranges(dataclasses.asdict(ev), key, EVAL_RANGES)
+    if not 0 < ev.top_p <= 1:
+        raise ConfigError(f"{key}.top_p: must be in (0, 1], got {ev.top_p}")
     bad = [k for k in ev.k if k < 1 or k > ev.n]
     if bad:
         raise ConfigError(f"{key}.k: pass@{bad[0]} needs 1 <= k <= n (n={ev.n})")
@@ -395,6 +455,30 @@ def _validate_eval(stage: StageConfig, cfg: PipelineConfig, name: str) -> None:
     for m in ev.models:
         if m not in earlier:
             raise ConfigError(f"{key}.models: {m!r} is not a stage before {name} (earlier: {earlier})")
+
+
+def _local(path: str | None) -> str | None:
+    """`path` made absolute when it names something on this disk (hub ids and `tiny` stay as they are)."""
+    if not path or not os.path.exists(os.path.expanduser(path)):
+        return path
+    return os.path.abspath(os.path.expanduser(path))
+
+
+def absolute_paths(cfg: PipelineConfig) -> PipelineConfig:
+    """A copy whose local paths are absolute: the config a run folder keeps, valid from any directory."""
+    cfg = copy.deepcopy(cfg)
+    cfg.run.output_dir = os.path.abspath(os.path.expanduser(cfg.run.output_dir))
+    if cfg.run.run_dir:
+        cfg.run.run_dir = os.path.abspath(os.path.expanduser(cfg.run.run_dir))
+    if cfg.model.name_or_path != "tiny":
+        cfg.model.name_or_path = _local(cfg.model.name_or_path) or cfg.model.name_or_path
+    cfg.model.tokenizer = _local(cfg.model.tokenizer)
+    for src in [cfg.data.train, cfg.data.eval, *(s.data for s in cfg.stages.values())]:
+        if src is not None:
+            src.path = _local(src.path)
+            if src.hf:
+                src.hf = _local(src.hf)
+    return cfg
 
 
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None,

@@ -194,6 +194,33 @@ def load_source(src: DataSource, task: str | None = None) -> list:
     return problems
 
 
+def check_source(src: DataSource, task: str | None = None) -> None:
+    """Fail now if `src` cannot be read: paths and datasets are loaded, generators draw two tasks."""
+    if src.generator:
+        from dataclasses import replace
+        load_source(replace(src, n=min(src.n or 2, 2)), task)
+    else:
+        load_source(src, task)
+
+
+SPEC_HELP = ("a JSONL file, a VerilogEval or RTLLM folder, an HF `save_to_disk` folder, or a generator spec "
+             + " / ".join(f"{g}:N[:seed[:split]]" for g in GENERATORS))
+
+
+def source_from_spec(spec: str) -> DataSource:
+    """A command line's problem set: a path, or a generator spec ``rtl:300:0:heldout`` (split default
+    heldout: what a command evaluates on)."""
+    gen, _, rest = spec.partition(":")
+    if gen in GENERATORS and rest and not Path(spec).exists():
+        parts = rest.split(":")
+        try:
+            return DataSource(generator=gen, n=int(parts[0]), seed=int(parts[1]) if len(parts) > 1 else 0,
+                              split=parts[2] if len(parts) > 2 else "heldout")
+        except ValueError:
+            raise ValueError(f"generator spec {spec!r}: expected {gen}:N[:seed[:split]]") from None
+    return DataSource(path=spec)
+
+
 def _load_hf_disk(path: Path):
     import datasets
     ds = datasets.load_from_disk(str(path))

@@ -6,6 +6,7 @@ final checkpoint is a plain folder the next stage loads through here.
 from __future__ import annotations
 
 import os
+import re
 import time
 from pathlib import Path
 from typing import Any
@@ -45,6 +46,54 @@ def build_tiny(out_dir: str | Path, tiny_kwargs: dict[str, Any]) -> Path:
         raise ValueError(f"model.tiny: {exc} (fields of pipelines.tiny.TinyConfig)") from None
     done.touch()
     return out_dir
+
+
+_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
+
+
+def check_model_path(name: str) -> str:
+    """Fail in a second, with a reason, where loading would fail late or retry for a minute offline:
+    a local model folder needs config.json; a hub id must be in the local cache or on a reachable hub."""
+    path = Path(os.path.expanduser(name))
+    if path.exists():
+        if not (path / "config.json").is_file():
+            raise ValueError(f"{name} is not a model folder (no config.json in it; a run's models are "
+                             "<run>/stages/<stage>/final)")
+        return str(path)
+    if not _HUB_ID.match(name) or name.startswith((".", "/", "~")):
+        raise ValueError(f"{name} does not exist (neither a local folder nor a hub id like "
+                         "Qwen/Qwen2.5-Coder-7B-Instruct)")
+    from huggingface_hub import try_to_load_from_cache
+    if isinstance(try_to_load_from_cache(name, "config.json"), str):
+        return name
+    if os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes", "on"):
+        raise ValueError(f"{name} is neither a local folder nor in the Hugging Face cache, and HF_HUB_OFFLINE "
+                         "is set (download it on a machine with access: `hf download NAME`)")
+    return _check_on_hub(name)
+
+
+def check_tokenizer_path(name: str) -> str:
+    """A local folder must hold a tokenizer (else transformers guesses and asks for sentencepiece)."""
+    path = Path(os.path.expanduser(name))
+    if path.is_dir() and not any((path / f).is_file() for f in ("tokenizer.json", "tokenizer_config.json")):
+        raise ValueError(f"{name} holds no tokenizer (tokenizer.json / tokenizer_config.json); give --tokenizer")
+    return name
+
+
+def _check_on_hub(name: str) -> str:
+    from huggingface_hub import model_info
+    from huggingface_hub.errors import GatedRepoError, RepositoryNotFoundError
+    try:
+        model_info(name, timeout=10)
+    except GatedRepoError:
+        return name                                   # exists; loading says what access it needs
+    except RepositoryNotFoundError:
+        raise ValueError(f"{name}: no such model on the Hugging Face hub (and no local folder of that name)") \
+            from None
+    except Exception as exc:  # noqa: BLE001 - the transport's error class varies by hub version: unreachable
+        raise ValueError(f"{name} is neither a local folder nor in the Hugging Face cache, and the hub cannot "
+                         f"be reached ({type(exc).__name__}); pre-download it or give a local path") from None
+    return name
 
 
 def resolve_model_path(name_or_path: str) -> str:

@@ -12,6 +12,10 @@ Run folder layout::
     <run>/tensorboard/<name>/  the same metrics for TensorBoard
     <run>/eval/<label>.json    per-problem results of each evaluated model
     <run>/report.md, plots/    written when the run ends
+    <run>/stop-requested       present = save a checkpoint at the next step end and stop (pipelines.preemption)
+
+Paths in state.json are relative to the run folder, and the config written there holds absolute data
+and model paths, so `earl train --resume RUN` works from any directory and after the folder moved.
 """
 from __future__ import annotations
 
@@ -24,7 +28,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from pipelines.config import ConfigError, PipelineConfig, StageConfig, load_config
+from pipelines.config import ConfigError, PipelineConfig, StageConfig, absolute_paths, load_config
+from pipelines.preemption import Preempted, StopRequest, stop_callback
 
 log = logging.getLogger(__name__)
 
@@ -37,7 +42,7 @@ class RunFolder:
     """Paths and the resumable state of one run."""
 
     def __init__(self, root: str | Path):
-        self.root = Path(root)
+        self.root = Path(root).expanduser().absolute()
         self.config_path = self.root / "config.yaml"
         self.state_path = self.root / "state.json"
         self.metrics_path = self.root / "metrics.jsonl"
@@ -55,6 +60,17 @@ class RunFolder:
         if self.state_path.is_file():
             return json.loads(self.state_path.read_text())
         return {"stages": {}}
+
+    def relative(self, path: str | Path) -> str:
+        """A path inside the run folder as written to state.json (relative to it); others unchanged."""
+        p = Path(path).expanduser().absolute()
+        return str(p.relative_to(self.root)) if p.is_relative_to(self.root) else str(path)
+
+    def resolve(self, path: str) -> str:
+        """A state.json path back to one the process can open (a hub id stays as it is)."""
+        if Path(path).is_absolute() or not (self.root / path).exists():
+            return path
+        return str(self.root / path)
 
     def save_state(self, state: dict[str, Any]) -> None:
         if not is_main():
@@ -94,10 +110,26 @@ class StageContext:
     model_path: str
     resume_from: str | None = None
     finals: dict[str, str] = field(default_factory=dict)   # finished stages -> final model path
+    stop: StopRequest | None = None                         # the run's stop flag (signals, stop file)
+    _stop_cb: Any = field(default=None, init=False, repr=False)
 
     @property
     def out_dir(self) -> Path:
         return self.run.stage_dir(self.name)
+
+    def callbacks(self) -> list:
+        """What every trainer stage gets: metrics to the run folder, and stop-on-request."""
+        self._stop_cb = stop_callback(self.stop or StopRequest(self.run.root))
+        return [metrics_callback(self.run, self.name), self._stop_cb]
+
+    def fit(self, trainer) -> Any:
+        """trainer.train(), resuming where the run left off; raises Preempted when it stopped on request
+        (the checkpoint is saved, the stage stays unfinished)."""
+        out = trainer.train(resume_from_checkpoint=self.resume_from)
+        cb = self._stop_cb
+        if cb is not None and cb.stopped_at is not None and trainer.state.global_step < trainer.state.max_steps:
+            raise Preempted(self.name, cb.stopped_at, self.run.last_checkpoint(self.name), cb.reason)
+        return out
 
 
 # --------------------------------------------------------------------------- trainer arguments
@@ -172,6 +204,14 @@ def _stage_module(kind: str):
     return importlib.import_module(f"pipelines.stages.{kind}")
 
 
+class RunInterrupted(Exception):
+    """Ctrl-C during a run: the folder is resumable from its last checkpoint."""
+
+    def __init__(self, run: RunFolder):
+        self.run = run
+        super().__init__(f"interrupted; resume with: earl train --resume {run.root}")
+
+
 def new_run_folder(cfg: PipelineConfig) -> RunFolder:
     if cfg.run.run_dir:
         root = Path(cfg.run.run_dir)
@@ -190,6 +230,42 @@ def check_trainers(cfg: PipelineConfig, run: RunFolder) -> None:
             trainer_args(cfg, name, stage, run)
 
 
+def check_sources(cfg: PipelineConfig) -> None:
+    """Load (generators: draw a few of) every data source a stage will read, naming the key on failure."""
+    from pipelines.data import check_source
+    sources = {"data.train": cfg.data.train, "data.eval": cfg.data.eval,
+               **{f"stages.{n}.data": s.data for n, s in cfg.stages.items()}}
+    for key, src in sources.items():
+        if src is not None:
+            try:
+                check_source(src, cfg.data.task)
+            except (ValueError, OSError) as exc:
+                raise ConfigError(f"{key}: {exc}") from None
+
+
+def check_writable(root: Path) -> None:
+    """The run folder's nearest existing ancestor must take a new file: fail now, not after SFT."""
+    probe = root
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    if not probe.is_dir() or not os.access(probe, os.W_OK | os.X_OK):
+        raise ConfigError(f"run.output_dir: cannot write the run folder {root} ({probe} is not a writable folder)")
+
+
+def preflight(cfg: PipelineConfig, run: RunFolder) -> None:
+    """Everything that can be checked before any work: TRL configs, model path, data, output folder.
+    `earl train --dry-run` runs exactly this."""
+    from pipelines.modeling import check_model_path
+    check_trainers(cfg, run)
+    if cfg.model.name_or_path != "tiny":
+        try:
+            check_model_path(cfg.model.name_or_path)
+        except ValueError as exc:
+            raise ConfigError(f"model.name_or_path: {exc}") from None
+    check_sources(cfg)
+    check_writable(run.root)
+
+
 def base_model_path(cfg: PipelineConfig, run: RunFolder) -> str:
     if cfg.model.name_or_path == "tiny":
         from pipelines.modeling import build_tiny
@@ -198,46 +274,24 @@ def base_model_path(cfg: PipelineConfig, run: RunFolder) -> str:
 
 
 def train(cfg: PipelineConfig, run: RunFolder | None = None) -> RunFolder:
-    """Run every unfinished stage of `cfg`; `run` given = resume that folder."""
+    """Run every unfinished stage of `cfg`; `run` given = resume that folder.
+    Raises Preempted (a stop was asked for; checkpoint saved) or RunInterrupted (Ctrl-C)."""
     fresh = run is None
     run = run or new_run_folder(cfg)
-    check_trainers(cfg, run)                     # before anything is written
+    preflight(cfg, run)                          # before anything is written
     run.root.mkdir(parents=True, exist_ok=True)
     if fresh and is_main():
-        run.config_path.write_text(cfg.to_yaml())
-    state = run.load_state()
-    state.setdefault("stages", {})
-    state.setdefault("started", time.time())
-    model = state.get("base_model") or base_model_path(cfg, run)
-    state["base_model"] = model
-    run.save_state(state)
-    finals: dict[str, str] = {}
-    for name, stage in cfg.stages.items():
-        st = state["stages"].get(name, {})
-        if st.get("status") == "done":
-            print(f"[earl] stage {name}: done already, skipping")
-            if st.get("model"):
-                model = finals[name] = st["model"]
-            continue
-        resume_from = run.last_checkpoint(name) if st.get("status") == "running" else None
-        if st.get("status") == "running":        # interrupted: its later log lines are redone
-            step = int(Path(resume_from).name.split("-")[-1]) if resume_from else 0
-            run.truncate_metrics(name, step)
-            print(f"[earl] stage {name}: resuming from {resume_from or 'the start'} (step {step})")
-        state["stages"][name] = {**st, "status": "running", "kind": stage.kind}
-        run.save_state(state)
-        ctx = StageContext(cfg, name, stage, run, model, resume_from, dict(finals))
-        t0 = time.time()
-        print(f"[earl] stage {name} ({stage.kind}) from {model}")
-        result = _stage_module(stage.kind).run(ctx) or {}
-        wall = time.time() - t0
-        state["stages"][name] = {"status": "done", "kind": stage.kind, "wall_s": round(wall, 1), **result}
-        run.save_state(state)
-        if result.get("model"):
-            model = finals[name] = result["model"]
-        print(f"[earl] stage {name}: done in {wall:.0f}s")
-    state["finished"] = time.time()
-    run.save_state(state)
+        run.config_path.write_text(absolute_paths(cfg).to_yaml())
+    stop = StopRequest(run.root)
+    stop.clear_file()
+    try:
+        with stop:
+            _run_stages(cfg, run, stop)
+    except KeyboardInterrupt:
+        raise RunInterrupted(run) from None
+    except Preempted as exc:
+        exc.run_root = run.root
+        raise
     if is_main():
         from pipelines.report import write_report
         report = write_report(run)
@@ -245,12 +299,55 @@ def train(cfg: PipelineConfig, run: RunFolder | None = None) -> RunFolder:
     return run
 
 
-def resume(run_dir: str | Path, overrides: list[str] | None = None) -> RunFolder:
-    """Continue a run: finished stages are skipped; the unfinished one restarts from its last checkpoint."""
+def _run_stages(cfg: PipelineConfig, run: RunFolder, stop: StopRequest) -> None:
+    state = run.load_state()
+    state.setdefault("stages", {})
+    state.setdefault("started", time.time())
+    model = run.resolve(state["base_model"]) if state.get("base_model") else base_model_path(cfg, run)
+    state["base_model"] = run.relative(model)
+    run.save_state(state)
+    finals: dict[str, str] = {}
+    for name, stage in cfg.stages.items():
+        st = state["stages"].get(name, {})
+        if st.get("status") == "done":
+            print(f"[earl] stage {name}: done already, skipping")
+            if st.get("model"):
+                model = finals[name] = run.resolve(st["model"])
+            continue
+        if stop.reason:                          # asked to stop between stages: nothing to save
+            raise Preempted(name, 0, run.last_checkpoint(name), stop.reason)
+        resume_from = run.last_checkpoint(name) if st.get("status") == "running" else None
+        if st.get("status") == "running":        # interrupted: its later log lines are redone
+            step = int(Path(resume_from).name.split("-")[-1]) if resume_from else 0
+            run.truncate_metrics(name, step)
+            print(f"[earl] stage {name}: resuming from {resume_from or 'the start'} (step {step})")
+        state["stages"][name] = {**st, "status": "running", "kind": stage.kind}
+        run.save_state(state)
+        ctx = StageContext(cfg, name, stage, run, model, resume_from, dict(finals), stop)
+        t0 = time.time()
+        print(f"[earl] stage {name} ({stage.kind}) from {model}")
+        result = _stage_module(stage.kind).run(ctx) or {}
+        wall = time.time() - t0
+        if result.get("model"):
+            model = finals[name] = result["model"]
+            result = {**result, "model": run.relative(result["model"])}
+        state["stages"][name] = {"status": "done", "kind": stage.kind, "wall_s": round(wall, 1), **result}
+        run.save_state(state)
+        print(f"[earl] stage {name}: done in {wall:.0f}s")
+    state["finished"] = time.time()
+    run.save_state(state)
+
+
+def resume(run_dir: str | Path, overrides: list[str] | None = None, dry_run: bool = False) -> RunFolder | None:
+    """Continue a run: finished stages are skipped; the unfinished one restarts from its last checkpoint.
+    dry_run: only check that it could (`earl train --resume RUN --dry-run`)."""
     run = RunFolder(run_dir)
     if not run.config_path.is_file():
         raise ConfigError(f"--resume {run_dir}: no config.yaml there (not a run folder)")
     cfg = load_config(run.config_path, overrides)
+    if dry_run:
+        preflight(cfg, run)
+        return None
     if overrides and is_main():
-        run.config_path.write_text(cfg.to_yaml())
+        run.config_path.write_text(absolute_paths(cfg).to_yaml())
     return train(cfg, run)

@@ -131,3 +131,80 @@ def test_cli_dry_run_prints_resolved_config(capsys):
     assert main(["train", "--config", str(TINY), "--dry-run", "stages.rl.trainer.max_steps=5"]) == 0
     printed = yaml.safe_load(capsys.readouterr().out)
     assert printed["stages"]["rl"]["trainer"]["max_steps"] == 5
+
+
+# --------------------------------------------------------------------------- validation up front (#13)
+
+
+@pytest.mark.parametrize("override, key", [
+    ("stages.rl.trainer.max_steps=-5", "stages.rl.trainer.max_steps"),      # TRL would train 3 epochs
+    ("stages.rl.trainer.max_steps=0", "stages.rl.trainer.max_steps"),
+    ("stages.sft.trainer.learning_rate=-1e-4", "stages.sft.trainer.learning_rate"),
+    ("stages.rl.trainer.learning_rate=0", "stages.rl.trainer.learning_rate"),
+    ("stages.sft.trainer.per_device_train_batch_size=0", "stages.sft.trainer.per_device_train_batch_size"),
+    ("stages.rl.trainer.num_generations=1", "stages.rl.trainer.num_generations"),
+    ("stages.rl.trainer.temperature=0", "stages.rl.trainer.temperature"),
+    ("stages.rl.trainer.beta=-0.1", "stages.rl.trainer.beta"),
+    ("data.train.n=0", "data.train.n"),
+    ("stages.eval.settings.max_new_tokens=0", "stages.eval.settings.max_new_tokens"),
+    ("stages.eval.settings.top_p=1.5", "stages.eval.settings.top_p"),
+])
+def test_negative_or_zero_counts_and_rates_name_the_key(override, key):
+    with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
+        load_config(TINY, [override])
+
+
+def test_max_steps_minus_one_keeps_trl_meaning():
+    assert load_config(TINY, ["stages.rl.trainer.max_steps=-1"]).stages["rl"].trainer["max_steps"] == -1
+
+
+def test_override_with_invalid_yaml_is_one_line_naming_it(capsys):
+    rc = main(["train", "--config", str(TINY), "--dry-run", "stages.rl.trainer.max_steps=[1"])
+    err = capsys.readouterr().err
+    assert rc == 2 and "max_steps=[1" in err and "not valid YAML" in err
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("override, needle", [
+    ("stages.rl.trainer.num_generations=7", "GRPOConfig rejected"),     # needs the TRL config built
+    ("data.eval.path=/nonexistent/heldout.jsonl", "data.eval"),          # data resolved, not just named
+    ("model.name_or_path=/nonexistent/model", "model.name_or_path"),
+    ("data.train.options={phrasings: [9]}", "data.train"),              # generator options drawn once
+])
+def test_dry_run_checks_what_the_run_would(override, needle, capsys):
+    rc = main(["train", "--config", str(TINY), "--dry-run", override])
+    err = capsys.readouterr().err
+    assert rc == 2, err
+    assert needle in err and "Traceback" not in err
+
+
+def test_missing_eval_data_fails_before_sft(tmp_path, capsys):
+    run_dir = tmp_path / "run"
+    rc = main(["train", "--config", str(TINY), "--run-dir", str(run_dir), "data.eval.path=missing.jsonl",
+               "data.eval.generator=null"])
+    assert rc == 2 and "data.eval" in capsys.readouterr().err
+    assert not run_dir.exists(), "checked before the run folder (and SFT) starts"
+
+
+def test_read_only_output_dir_is_reported_up_front(tmp_path, capsys):
+    import os
+    if os.geteuid() == 0:              # root writes anywhere: make the parent a file instead
+        (tmp_path / "file").write_text("")
+        out = tmp_path / "file" / "runs"
+    else:
+        (tmp_path / "ro").mkdir(mode=0o555)
+        out = tmp_path / "ro" / "runs"
+    rc = main(["train", "--config", str(TINY), "--dry-run", f"run.output_dir={out}"])
+    err = capsys.readouterr().err
+    assert rc == 2 and "run.output_dir" in err and "Traceback" not in err
+
+
+def test_run_folder_config_holds_absolute_paths(tmp_path, monkeypatch):
+    from pipelines.config import absolute_paths
+    (tmp_path / "data.jsonl").write_text("")
+    monkeypatch.chdir(tmp_path)
+    cfg = load_config(TINY, ["data.eval.path=data.jsonl", "data.eval.generator=null", "run.output_dir=runs"])
+    fixed = absolute_paths(cfg)
+    assert fixed.data.eval.path == str(tmp_path / "data.jsonl")
+    assert fixed.run.output_dir == str(tmp_path / "runs")
+    assert fixed.model.name_or_path == "tiny" and cfg.data.eval.path == "data.jsonl", "a copy; tiny kept"

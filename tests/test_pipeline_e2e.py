@@ -43,6 +43,22 @@ SMALL = [
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
+def hold_rewards(*holds: tuple[int, Path]) -> str:
+    """An override adding weight-0 rewards that hold RL after `step` completed steps until the process is
+    asked to stop (tests/helpers/hold.py): the test acts mid-run without racing the trainer."""
+    extra = [{"name": "tests.helpers.hold:HoldAtStep", "weight": 0.0, "kwargs": {"step": s, "marker": str(m)}}
+             for s, m in holds]
+    return "rewards=" + json.dumps([{"name": "verilog_functional"}, *extra])
+
+
+def wait_for(marker: Path, proc: subprocess.Popen, timeout: float = 600) -> None:
+    deadline = time.time() + timeout
+    while not marker.exists():
+        assert proc.poll() is None, f"the run ended (rc {proc.returncode}) before reaching {marker.name}"
+        assert time.time() < deadline, f"no {marker.name} within {timeout} s"
+        time.sleep(0.2)
+
+
 @pytest.fixture(scope="module")
 def small_run(tmp_path_factory) -> RunFolder:
     """One uninterrupted sft -> rl -> eval run, shared by the assertions below."""
@@ -102,18 +118,14 @@ def _checkpoint_steps(run_dir: Path) -> list[int]:
 @needs_iverilog
 @pytest.mark.slow
 def test_sigkill_mid_rl_then_resume_matches_uninterrupted(small_run, tmp_path):
-    run_dir = tmp_path / "killed"
+    run_dir, held = tmp_path / "killed", tmp_path / "held"
     cmd = [sys.executable, "-m", "pipelines.cli", "train", "--config", str(TINY), "--run-dir", str(run_dir),
-           *SMALL, "stages.eval.settings.models=[]"]
+           *SMALL, "stages.eval.settings.models=[]", hold_rewards((1, held))]
     env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
     proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             start_new_session=True)
     try:
-        deadline = time.time() + 600
-        while not _checkpoint_steps(run_dir):
-            assert proc.poll() is None, "the run ended before it could be killed mid-RL"
-            assert time.time() < deadline, "no RL checkpoint within 10 minutes"
-            time.sleep(0.2)
+        wait_for(held, proc)              # RL step 2 is held: checkpoint-1 exists, nothing later can
     finally:
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
@@ -121,8 +133,7 @@ def test_sigkill_mid_rl_then_resume_matches_uninterrupted(small_run, tmp_path):
     state = run.load_state()
     assert state["stages"]["sft"]["status"] == "done"
     assert state["stages"]["rl"]["status"] == "running", "killed mid-RL"
-    killed_at = max(_checkpoint_steps(run_dir))
-    assert killed_at < 3
+    assert _checkpoint_steps(run_dir) == [1]
 
     resumed = subprocess.run([sys.executable, "-m", "pipelines.cli", "train", "--resume", str(run_dir)],
                              check=False, cwd=REPO, env=env, capture_output=True, text=True, timeout=900)
@@ -143,6 +154,61 @@ def test_sigkill_mid_rl_then_resume_matches_uninterrupted(small_run, tmp_path):
     # metrics hold each RL step exactly once (the redone steps replaced, not duplicated)
     steps = [r["step"] for r in run.read_metrics("rl") if "reward" in r]
     assert steps == [1, 2, 3]
+
+
+@needs_iverilog
+@pytest.mark.slow
+def test_ctrl_c_then_sigterm_then_resume_from_another_directory(small_run, tmp_path):
+    """Ctrl-C: exit 130 and the resume hint. SIGTERM (a scheduler's warning): the step in progress ends,
+    its checkpoint is saved (save_steps is too large to have saved one), exit 75. Both resume, from a
+    directory other than the one the run started in (state.json paths are run-folder relative)."""
+    start, elsewhere = tmp_path / "start", tmp_path / "elsewhere"
+    start.mkdir()
+    elsewhere.mkdir()
+    run_dir = start / "rel" / "run"
+    sigint_at, sigterm_at = tmp_path / "held-0", tmp_path / "held-1"
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "pipelines.cli", "train", "--config", str(TINY), "--run-dir", "rel/run",
+           *SMALL, "stages.rl.trainer.save_steps=100", "stages.eval.settings.models=[]",
+           hold_rewards((0, sigint_at), (1, sigterm_at))]
+
+    def run_until(marker: Path, sig: int, *argv: str, cwd: Path) -> subprocess.CompletedProcess:
+        proc = subprocess.Popen(list(argv), cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                text=True, start_new_session=True)
+        try:
+            wait_for(marker, proc)
+            proc.send_signal(sig)
+            out, err = proc.communicate(timeout=600)
+        finally:
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGKILL)
+        return subprocess.CompletedProcess(argv, proc.returncode, out, err)
+
+    first = run_until(sigint_at, signal.SIGINT, *cmd, cwd=start)
+    assert first.returncode == 130, first.stderr[-3000:]
+    assert f"interrupted; resume with: earl train --resume {run_dir}" in first.stderr
+    assert "Traceback" not in first.stderr
+    assert _checkpoint_steps(run_dir) == []
+
+    resume = [sys.executable, "-m", "pipelines.cli", "train", "--resume", str(run_dir)]
+    second = run_until(sigterm_at, signal.SIGTERM, *resume, cwd=elsewhere)
+    assert second.returncode == 75, second.stderr[-3000:]
+    assert "stage rl stopped at step 2 (SIGTERM)" in second.stderr
+    assert f"resume with: earl train --resume {run_dir}" in second.stderr
+    assert _checkpoint_steps(run_dir) == [2], "the signal saved the step it interrupted"
+    state = RunFolder(run_dir).load_state()
+    assert state["stages"]["rl"]["status"] == "running"
+    assert state["base_model"] == "base_model" and state["stages"]["sft"]["model"] == "stages/sft/final"
+
+    third = subprocess.run(resume, cwd=elsewhere, env=env, capture_output=True, text=True, timeout=900,
+                           check=False)
+    assert third.returncode == 0, third.stderr[-3000:]
+    assert f"resuming from {run_dir / 'stages' / 'rl' / 'checkpoints' / 'checkpoint-2'} (step 2)" in third.stdout
+    run = RunFolder(run_dir)
+    assert run.load_state()["stages"]["rl"]["global_step"] == 3
+    assert [r["step"] for r in run.read_metrics("rl") if "reward" in r] == [1, 2, 3]
+    ref = read_data_order(small_run.stage_dir("rl") / "data_order.jsonl")
+    assert read_data_order(run.stage_dir("rl") / "data_order.jsonl") == ref, "same problems at every step"
 
 
 # --------------------------------------------------------------------------- evaluation

@@ -17,7 +17,10 @@ def add_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", required=True, help="model folder (or a hub id present in the local cache)")
     parser.add_argument("--tokenizer", default=None, help="tokenizer folder if not beside the model")
     parser.add_argument("--problems", required=True,
-                        help="canonical JSONL, a VerilogEval folder or an RTLLM tree")
+                        help="the problem sets `earl eval` takes: JSONL, a VerilogEval or RTLLM folder, or a "
+                             "generator spec rtl:N[:seed[:split]] / security:N[:seed[:split]]")
+    parser.add_argument("--task", choices=["verilog", "security-repair"], default=None,
+                        help="task kind (default: from the generator spec, else verilog)")
     parser.add_argument("--n", type=int, default=4, help="completions per problem (default 4)")
     parser.add_argument("--out", required=True, help="output folder")
     parser.add_argument("--limit", type=int, default=None, help="use only the first N problems")
@@ -33,19 +36,18 @@ def add_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=0)
 
 
-def load_problem_set(path: str):
-    """Problems via the loaders module when present (folders, RTLLM), else canonical JSONL."""
-    try:
-        from rewards.verilog.loaders import load_problems
-    except ImportError:
-        from rewards.verilog.problems import read_jsonl as load_problems
-    return load_problems(path)
+def load_problem_set(spec: str, task: str | None = None) -> list:
+    """The same problem specs as `earl eval` (pipelines.data.source_from_spec)."""
+    from pipelines.data import load_source, source_from_spec, task_kind
+    src = source_from_spec(spec)
+    return load_source(src, task_kind(src, task).name)
 
 
 def _prompts(problems, tokenizer, fmt: str) -> list[tuple[str, str]]:
+    from pipelines.data import prompt_text
     out = []
     for p in problems:
-        text = p.prompt if p.prompt else p.spec
+        text = prompt_text(p)
         if fmt == "chat":
             if not getattr(tokenizer, "chat_template", None):
                 raise ValueError("--prompt-format chat: the tokenizer has no chat template")
@@ -67,12 +69,17 @@ def _validate(args: argparse.Namespace) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    try:
-        _validate(args)
-        problems = load_problem_set(args.problems)
-    except (ValueError, FileNotFoundError) as exc:
-        print(f"earl entropy: {exc}", file=sys.stderr)
-        return 2
+    from pipelines.modeling import check_model_path, check_tokenizer_path
+    checks = [("", lambda: _validate(args)), ("--model: ", lambda: check_model_path(args.model)),
+              ("--tokenizer: " if args.tokenizer else "--model: ",
+               lambda: check_tokenizer_path(args.tokenizer or args.model)),
+              ("--problems: ", lambda: load_problem_set(args.problems, args.task))]
+    for flag, check in checks:         # cheap checks first; the last one returns the problems
+        try:
+            problems = check()
+        except (ValueError, OSError) as exc:
+            print(f"earl entropy: {flag}{exc}", file=sys.stderr)
+            return 2
     if args.limit:
         problems = problems[: args.limit]
     if not problems:

@@ -32,21 +32,7 @@ def add_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", default=None, help="write eval.json and table.md here")
 
 
-GENERATOR_SPECS = ("rtl", "security")
 DEFAULT_REWARD = {"verilog": "verilog_functional", "security-repair": "security_repair"}
-
-
-def _source(spec: str):
-    from pipelines.config import DataSource
-    gen, _, rest = spec.partition(":")
-    if gen in GENERATOR_SPECS and rest:
-        parts = rest.split(":")
-        try:
-            return DataSource(generator=gen, n=int(parts[0]), seed=int(parts[1]) if len(parts) > 1 else 0,
-                              split=parts[2] if len(parts) > 2 else "heldout")
-        except ValueError:
-            raise ValueError(f"generator spec {spec!r}: expected {gen}:N[:seed[:split]]") from None
-    return DataSource(path=spec)
 
 
 def _prompt_format(model: str, wanted: str | None) -> str:
@@ -60,7 +46,7 @@ def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from pipelines.config import DataConfig, EvalSettings, ModelConfig, RewardEntry
-    from pipelines.data import load_source, task_kind
+    from pipelines.data import load_source, source_from_spec, task_kind
     from pipelines.evaluate import evaluate
     try:
         ks = comma_ints(args.k)
@@ -75,8 +61,14 @@ def run(args: argparse.Namespace) -> int:
     if temperature == 0 and args.n > 1:
         print("earl eval: --temperature 0 (greedy) with --n > 1 gives identical samples", file=sys.stderr)
         return 2
+    from pipelines.modeling import check_model_path
     try:
-        src = _source(args.problems)
+        check_model_path(args.model)
+    except ValueError as exc:
+        print(f"earl eval: --model: {exc}", file=sys.stderr)
+        return 2
+    try:
+        src = source_from_spec(args.problems)
         task = task_kind(src, args.task).name
         problems = load_source(src, task)
     except (ValueError, OSError) as exc:

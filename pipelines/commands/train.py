@@ -1,4 +1,9 @@
-"""`earl train --config configs/X.yaml [key=value ...]` and `earl train --resume RUN_DIR`."""
+"""`earl train --config configs/X.yaml [key=value ...]` and `earl train --resume RUN_DIR`.
+
+Exit codes: 0 done; 2 a config/data/model/output problem found before any work (one line naming the
+key); 75 stopped on request (SIGUSR1/SIGTERM or `<run>/stop-requested`) with a checkpoint saved; 130
+Ctrl-C. Both 75 and 130 leave a run folder that `earl train --resume RUN_DIR` continues.
+"""
 from __future__ import annotations
 
 import argparse
@@ -9,7 +14,9 @@ def add_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", help="YAML pipeline config (configs/*.yaml)")
     parser.add_argument("--resume", metavar="RUN_DIR", help="continue an unfinished run folder")
     parser.add_argument("--run-dir", help="write the run here instead of <run.output_dir>/<name>-<time>")
-    parser.add_argument("--dry-run", action="store_true", help="validate the config, print it resolved, stop")
+    parser.add_argument("--dry-run", action="store_true",
+                        help="check everything a run would (TRL configs, model, data, output folder), print the "
+                             "resolved config, stop")
     parser.add_argument("overrides", nargs="*", metavar="key=value",
                         help="override config keys, e.g. stages.rl.trainer.learning_rate=1e-4")
     from pipelines.launch import add_launch_arguments
@@ -17,7 +24,7 @@ def add_parser(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from pipelines.config import ConfigError, load_config
+    from pipelines.config import ConfigError
     if not args.config and not args.resume:
         print("earl train: give --config CONFIG (a new run) or --resume RUN_DIR", file=sys.stderr)
         return 2
@@ -28,25 +35,45 @@ def run(args: argparse.Namespace) -> int:
         rc = _maybe_relaunch(args)
         if rc is not None:
             return rc
+    from pipelines.preemption import EXIT_INTERRUPTED, EXIT_PREEMPTED, Preempted
+    from pipelines.runner import RunInterrupted, is_main
     try:
-        if args.resume:
-            from pipelines.runner import resume
-            run_folder = resume(args.resume, args.overrides)
-        else:
-            overrides = list(args.overrides) + ([f"run.run_dir={args.run_dir}"] if args.run_dir else [])
-            cfg = load_config(args.config, overrides)
-            if args.dry_run:
-                print(cfg.to_yaml())
-                return 0
-            from pipelines.runner import train
-            run_folder = train(cfg)
+        run_folder = _train(args)
     except ConfigError as exc:
         print(f"earl train: config error: {exc}", file=sys.stderr)
         return 2
+    except RunInterrupted as exc:
+        if is_main():
+            print(f"earl train: {exc}", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except Preempted as exc:
+        from pipelines.launch import shutdown_distributed
+        shutdown_distributed()             # every rank stopped at the same step: safe to tear down
+        if is_main():
+            print(f"[earl] {exc}; resume with: earl train --resume {exc.run_root}", file=sys.stderr)
+        return EXIT_PREEMPTED
+    if run_folder is None:                 # --dry-run
+        return 0
     from pipelines.launch import shutdown_distributed
     shutdown_distributed()  # success path only: a barrier after one rank failed would hang the others
     print(f"[earl] run folder: {run_folder.root}")
     return 0
+
+
+def _train(args: argparse.Namespace):
+    """Run (or resume, or --dry-run check) and return the run folder; None for a dry run."""
+    from pipelines.config import load_config
+    from pipelines.runner import new_run_folder, preflight, resume, train
+    if args.resume:
+        return resume(args.resume, args.overrides, dry_run=args.dry_run)
+    overrides = list(args.overrides) + ([f"run.run_dir={args.run_dir}"] if args.run_dir else [])
+    cfg = load_config(args.config, overrides)
+    if args.dry_run:
+        preflight(cfg, new_run_folder(cfg))
+        print(cfg.to_yaml())
+        print("[earl] dry run: the TRL configs, model, data sources and output folder check out", file=sys.stderr)
+        return None
+    return train(cfg)
 
 
 def _maybe_relaunch(args: argparse.Namespace) -> int | None:
