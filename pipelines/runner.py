@@ -252,6 +252,21 @@ def check_writable(root: Path) -> None:
         raise ConfigError(f"run.output_dir: cannot write the run folder {root} ({probe} is not a writable folder)")
 
 
+def check_rewards(cfg: PipelineConfig) -> None:
+    """Build the rewards once (unknown names, bad kwargs, missing tools such as iverilog fail here)."""
+    if not any(s.kind in ("rl", "eval") for s in cfg.stages.values()):
+        return
+    from rewards.registry import compose
+    try:
+        funcs, _ = compose([vars(r) for r in cfg.rewards])
+    except ValueError as exc:
+        raise ConfigError(f"rewards: {exc}") from None
+    for fn in funcs:
+        close = getattr(fn, "close", None)
+        if callable(close):
+            close()
+
+
 def preflight(cfg: PipelineConfig, run: RunFolder) -> None:
     """Everything that can be checked before any work: TRL configs, model path, data, output folder.
     `earl train --dry-run` runs exactly this."""
@@ -262,6 +277,7 @@ def preflight(cfg: PipelineConfig, run: RunFolder) -> None:
             check_model_path(cfg.model.name_or_path)
         except ValueError as exc:
             raise ConfigError(f"model.name_or_path: {exc}") from None
+    check_rewards(cfg)
     check_sources(cfg)
     check_writable(run.root)
 

@@ -208,3 +208,10 @@ def test_run_folder_config_holds_absolute_paths(tmp_path, monkeypatch):
     assert fixed.data.eval.path == str(tmp_path / "data.jsonl")
     assert fixed.run.output_dir == str(tmp_path / "runs")
     assert fixed.model.name_or_path == "tiny" and cfg.data.eval.path == "data.jsonl", "a copy; tiny kept"
+
+
+def test_non_utf8_config_names_file_and_line(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_bytes(b"run: {name: x}\n# caf\xe9\n")
+    with pytest.raises(ConfigError, match=r"bad\.yaml:2: not UTF-8"):
+        load_config(bad)
