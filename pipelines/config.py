@@ -360,6 +360,9 @@ def validate(cfg: PipelineConfig) -> PipelineConfig:
         if stage.kind in ("sft", "rl"):
             stage.trainer = check_fields(_trl_config_class(stage.kind), stage.trainer, f"{key}.trainer")
             check_ranges(stage.trainer, f"{key}.trainer", TRAINER_RANGES)
+            if "reward_weights" in stage.trainer:
+                raise ConfigError(f"{key}.trainer.reward_weights: set each reward's weight in `rewards:` "
+                                  "(rewards[i].weight), the one place weights are read from")
             if stage.data is None and cfg.data.train is None:
                 raise ConfigError(f"{key}.data: stage {name} needs training data (data.train or {key}.data)")
         elif stage.trainer:

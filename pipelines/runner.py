@@ -152,8 +152,6 @@ def trainer_args(cfg: PipelineConfig, name: str, stage: StageConfig, run: RunFol
     kw.setdefault("use_cpu", not _has_accelerator())
     if cfg.model.dtype == "bfloat16":
         kw.setdefault("bf16", True)
-    if stage.kind == "rl":
-        kw.setdefault("reward_weights", [r.weight for r in cfg.rewards])
     try:
         return cls(**kw)
     except (TypeError, ValueError) as exc:

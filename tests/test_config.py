@@ -215,3 +215,8 @@ def test_non_utf8_config_names_file_and_line(tmp_path):
     bad.write_bytes(b"run: {name: x}\n# caf\xe9\n")
     with pytest.raises(ConfigError, match=r"bad\.yaml:2: not UTF-8"):
         load_config(bad)
+
+
+def test_reward_weights_have_one_home():
+    with pytest.raises(ConfigError, match=r"stages\.rl\.trainer\.reward_weights: .*rewards\[i\]\.weight"):
+        load_config(TINY, ["stages.rl.trainer.reward_weights=[1.0]"])

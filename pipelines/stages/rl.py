@@ -52,7 +52,7 @@ def read_data_order(path: str | Path) -> dict[int, list[str]]:
 def build_trainer(ctx: StageContext):
     cfg = ctx.cfg
     args = trainer_args(cfg, ctx.name, ctx.stage, ctx.run)
-    funcs, _weights = compose([vars(r) for r in cfg.rewards])
+    funcs, weights = compose([vars(r) for r in cfg.rewards])     # the one source of reward weights
     ctx.out_dir.mkdir(parents=True, exist_ok=True)
     funcs[0] = DataOrderRecorder(funcs[0], ctx.out_dir / "data_order.jsonl")
     problems = load_source(ctx.stage.data or cfg.data.train, cfg.data.task)
@@ -65,6 +65,7 @@ def build_trainer(ctx: StageContext):
         peft_config=peft_config(cfg.model.lora),
         callbacks=ctx.callbacks(),
         gating=GatingConfig(**(ctx.stage.gating or {"granularity": "none"})),
+        reward_weights=weights,
     )
 
 
