@@ -21,6 +21,7 @@ from typing import Any
 
 from pipelines.commands import comma_ints
 from rewards.jsonl import iter_jsonl
+from sandboxes.tools import ToolNotFound
 
 TASKS: dict[str, str] = {
     "verilog": "rewards.verilog.scoring:score_samples",
@@ -51,7 +52,7 @@ def add_parser(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     try:
         return _run(args)
-    except InputError as exc:
+    except (InputError, ToolNotFound) as exc:
         print(f"earl score: error: {exc}", file=sys.stderr)
         return 2
 
