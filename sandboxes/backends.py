@@ -175,6 +175,12 @@ def _nsenter() -> str | None:
     return find_program("nsenter")
 
 
+def helper_path(found: str) -> str:
+    """Where to exec a backend helper found on the PATH: its real path, since it may run after the uid
+    drop and SANDBOX_UID may not reach the PATH entry (a 0700 folder of links, say)."""
+    return os.path.realpath(found)
+
+
 _netns_lock = threading.Lock()
 _netns_fd: int | None = None
 _netns_broken = False
@@ -324,6 +330,7 @@ def _probe(backend: str, config: SandboxConfig) -> tuple[bool, str]:
         program = find_program(backend)
         if program is None:
             return False, f"{backend} not found on PATH ({search_path()}; {install_command([backend])})"
+        program = helper_path(program)
         if backend == "bwrap":
             probe_config = SandboxConfig(network=config.network, private_loopback=config.private_loopback)
             return _self_test(lambda w: [*prefix, *bwrap_argv(probe_config, SandboxLimits(), env, w, shared_net,

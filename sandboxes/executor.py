@@ -260,7 +260,7 @@ class Sandbox:
         key = search_path()
         if key not in self._helpers:
             found = require_programs(backends.backend_programs(self.backend), f"backend {self.backend!r}")
-            self._helpers[key] = found.get(self.backend, "")
+            self._helpers[key] = backends.helper_path(found[self.backend]) if found else ""
         return self._helpers[key]
 
     @property
