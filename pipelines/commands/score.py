@@ -156,18 +156,20 @@ def write_results(path: str | Path, samples: list[dict], rows: list[dict]) -> Pa
 
 
 def summarize(rows: list[dict], ks: list[int]) -> dict[str, Any]:
-    """pass@k (unbiased, only for k every problem has samples for) and counts by stage."""
+    """pass@k (unbiased, only for k every problem has samples for) and counts by stage; rows that could
+    not be judged (passed None) are left out of pass@k and counted as `unjudged`."""
     from rewards.metrics import mean_pass_at_k
 
     per_problem: dict[str, list[int]] = defaultdict(lambda: [0, 0])
-    for r in rows:
+    judged = [r for r in rows if r.get("passed") is not None]
+    for r in judged:
         per_problem[r["problem_id"]][0] += 1
         per_problem[r["problem_id"]][1] += bool(r.get("passed"))
     counts = {p: (n, c) for p, (n, c) in per_problem.items()}
     pass_k = {k: mean_pass_at_k(counts, k) for k in ks}
     stages = Counter(str(r.get("stage")) for r in rows)
     return {"samples": len(rows), "problems": len(counts), "passed": sum(bool(r.get("passed")) for r in rows),
-            "pass_at_k": pass_k, "stages": dict(stages)}
+            "pass_at_k": pass_k, "stages": dict(stages), "unjudged": len(rows) - len(judged)}
 
 
 def _formal_counts(rows: list[dict]) -> dict[str, int] | None:
@@ -194,6 +196,11 @@ def print_summary(rows: list[dict], ks: list[int], *, references: bool = False, 
     for st in known:
         table.add_row(f"stage {st}", str(s["stages"][st]))
     console.print(table)
+    unjudged = [r for r in rows if r.get("passed") is None]
+    if unjudged:
+        first = unjudged[0]
+        console.print(f"not judged (reward None, left out of pass@k): {len(unjudged)}, e.g. "
+                      f"{first['problem_id']}: {first.get('reason', '')}", markup=False, highlight=False)
     f = _formal_counts(rows)
     if f:
         console.print(f"formal: {f['checked']} simulation passes checked: {f['equivalent']} proven, "

@@ -54,6 +54,17 @@ def testbench_top(problem: Problem) -> str:
     return "tb" if "tb" in roots else roots[-1]
 
 
+def problem_issue(problem: Problem) -> str | None:
+    """Why no candidate of `problem` can be judged (its samples score None), or None."""
+    if not problem.reference and problem.ref_module in instantiated_modules(problem.testbench or ""):
+        return f"the testbench instantiates {problem.ref_module}, but the problem has no reference"
+    try:
+        testbench_top(problem)
+    except ValueError as exc:
+        return str(exc)
+    return None
+
+
 # ---------------------------------------------------------------------------- the job
 
 @dataclass

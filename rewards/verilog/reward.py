@@ -28,7 +28,13 @@ from typing import Any
 
 from rewards.verilog.cache import EquivalenceCache, cache_key
 from rewards.verilog.extract import _blank_strings, extract_code, module_names, rename_module, strip_comments
-from rewards.verilog.harness import VERILOGEVAL_FLAGS, build_job, first_compile_error, parse_verdict
+from rewards.verilog.harness import (
+    VERILOGEVAL_FLAGS,
+    build_job,
+    first_compile_error,
+    parse_verdict,
+    problem_issue,
+)
 from rewards.verilog.problems import Problem
 from sandboxes.tools import backend_programs, require_programs
 
@@ -296,6 +302,9 @@ class VerilogReward:
         return replace(score, time_s=round(time.perf_counter() - t0, 4))
 
     def _compile_and_simulate(self, problem: Problem, code: str) -> VerilogScore:
+        issue = problem_issue(problem)
+        if issue:
+            return self._result(problem, "format", f"problem cannot be judged: {issue}", error=issue)
         if self.config.syntax_precheck:
             from rewards.verilog.syntax import syntax_error
             err = syntax_error(code)
