@@ -74,6 +74,8 @@ def _run(args: argparse.Namespace) -> int:
         samples = read_samples(args.samples)
     if not args.out and not args.references:
         raise InputError("--out is required")
+    if args.out:
+        check_out(args.out)
     score_fn = getattr(module, TASKS[args.task].split(":")[1])
     options: dict[str, Any] = {"references": True} if args.references else {}
     if args.formal != "off":
@@ -115,6 +117,21 @@ def read_samples(path: str | Path) -> list[dict]:
     if not samples:
         raise InputError(f"--samples {path}: no samples")
     return samples
+
+
+def check_out(out: str) -> None:
+    """Fail before scoring, not after it, when RESULTS cannot be written: a folder, an unwritable file,
+    or a parent folder that cannot be made or written to."""
+    path = Path(out)
+    if out.endswith(("/", os.sep)) or path.is_dir():
+        raise InputError(f"--out {out}: is a directory; give a file name such as {path / 'results.jsonl'}")
+    parent = path.parent
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise InputError(f"--out {out}: cannot create {parent} ({exc.strerror or exc})") from None
+    if not os.access(parent, os.W_OK | os.X_OK) or (path.exists() and not os.access(path, os.W_OK)):
+        raise InputError(f"--out {out}: not writable")
 
 
 def _task_module(task: str) -> Any:
