@@ -30,8 +30,11 @@ class ToolNotFound(RuntimeError):
         self.programs = [programs] if isinstance(programs, str) else list(programs)
         self.program = self.programs[0]
         names = ", ".join(self.programs)
-        what = detail or f"not found on PATH ({search_path()})"
         why = f" ({needed_for})" if needed_for else ""
+        if any(os.sep in p for p in self.programs):
+            super().__init__(f"{names}{why}: {detail or 'no such executable file'}")
+            return
+        what = detail or f"not found on PATH ({search_path()})"
         super().__init__(f"{names}{why}: {what}; install with `make setup` (as root) or "
                          f"`{install_command(self.programs)}`")
 

@@ -123,3 +123,13 @@ def test_safe_reward_lets_a_missing_tool_through(caplog):
         raise ToolNotFound("iverilog", "needed by a test")
     with caplog.at_level(logging.ERROR), pytest.raises(ToolNotFound):
         SafeReward(needs_tool, "needs_tool")(["p"], ["c"])
+
+
+def test_security_reward_checks_its_test_programs(hide):
+    from rewards.security.reward import SecurityRepairReward
+    with pytest.raises(ToolNotFound, match="/no/such/python"):
+        SecurityRepairReward(functional={"python": "/no/such/python"})
+    SecurityRepairReward(run_tests=False, functional={"python": "/no/such/python"})    # no tests, no need
+    hide("bwrap")
+    with pytest.raises(ToolNotFound, match="bwrap.*apt-get install bubblewrap"):
+        SecurityRepairReward(functional={"backend": "bwrap"})

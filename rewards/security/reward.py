@@ -35,7 +35,7 @@ from functools import lru_cache
 from typing import Any
 
 from rewards.security.findings import Finding, normalize_source, parse, scan
-from rewards.security.functional import FunctionalConfig, TestOutcome, TestRunner
+from rewards.security.functional import FunctionalConfig, TestOutcome, TestRunner, python_for_tests
 from rewards.security.similarity import similarity
 
 log = logging.getLogger(__name__)
@@ -251,6 +251,19 @@ class SecurityRepairReward:
         self.config = SecurityRewardConfig.from_kwargs(**config)
         self.last_details: list[dict[str, Any]] = []
         self._runner: TestRunner | None = None
+        self.preflight()
+
+    def preflight(self) -> None:
+        """Cheap check, when built, of the programs the tests need (the interpreter; bwrap or unshare when
+        that backend is asked for): ToolNotFound now, not a batch of failed test runs later."""
+        if not self.config.run_tests:
+            return
+        from sandboxes.tools import ToolNotFound, backend_programs, find_program, require_programs
+        fcfg = self.config.functional
+        require_programs(backend_programs(fcfg.backend), "needed by the security reward's test runs")
+        python, _ = python_for_tests(fcfg)
+        if find_program(python) is None:
+            raise ToolNotFound(python, "the security reward's test interpreter (functional.python)")
 
     # -- TRL entry point ------------------------------------------------------------------------
     def __call__(self, prompts: Sequence[Any], completions: Sequence[Any], **columns: Any) -> list[float | None]:
