@@ -94,8 +94,10 @@ def test_sven_train_scores_every_row(sven_dir: Path) -> None:
     """The shipped SVEN train file has Python 2 rows (104, 122, 131, 134) that used to stop the batch."""
     path = str(sven_dir / "train.jsonl")
     refs = reference_samples(path)
-    rows = score_samples(path, refs, workers=2)
-    assert len(rows) == len(refs)
+    other = {"problem_id": "104", "completion": "def other():\n    return 1\n"}   # parses: judged vs. row 104
+    rows = score_samples(path, [*refs, other], workers=2)
+    assert len(rows) == len(refs) + 1
     assert all(r["passed"] is not None for r in rows)
+    assert rows[-1]["reason"] == "function_missing"
     py2 = {r["problem_id"]: r for r in rows if r["problem_id"] in {"104", "122", "131", "134"}}
     assert len(py2) == 4 and all(r["reward"] is not None and r["reason"] != "syntax_error" for r in py2.values())
