@@ -10,14 +10,15 @@ T = TypeVar("T")
 
 
 def iter_jsonl(path: str | Path, error: type[Exception] = ValueError) -> Iterator[tuple[str, dict[str, Any]]]:
-    """Yield (``file:line``, object) for each non-blank line; a line that is not a JSON object raises
-    ``error`` naming file and line."""
+    """Yield (``file:line``, object) for each non-blank line; a line that is not UTF-8 or not a JSON
+    object raises ``error`` naming file and line (a bare UnicodeDecodeError would say only "utf-8")."""
     path = Path(path)
-    with path.open(encoding="utf-8") as fh:
-        for lineno, line in enumerate(fh, 1):
+    with path.open("rb") as fh:
+        for lineno, raw in enumerate(fh, 1):
+            where = f"{path}:{lineno}"
+            line = _decode(raw, where, error)
             if not line.strip():
                 continue
-            where = f"{path}:{lineno}"
             try:
                 row = json.loads(line)
             except json.JSONDecodeError as exc:
@@ -25,6 +26,14 @@ def iter_jsonl(path: str | Path, error: type[Exception] = ValueError) -> Iterato
             if not isinstance(row, dict):
                 raise error(f"{where}: expected a JSON object, got {type(row).__name__}")
             yield where, row
+
+
+def _decode(raw: bytes, where: str, error: type[Exception]) -> str:
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise error(f"{where}: not valid UTF-8 (byte 0x{raw[exc.start]:02x} at offset {exc.start + 1} of the line); "
+                    "JSONL files must be UTF-8") from None
 
 
 def match_samples(records: Mapping[str, T], samples: Sequence[dict], noun: str = "problems") -> list[T]:

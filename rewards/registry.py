@@ -17,6 +17,8 @@ from dataclasses import dataclass, field
 from importlib.metadata import entry_points
 from typing import Any
 
+from sandboxes.tools import ToolNotFound
+
 log = logging.getLogger(__name__)
 
 RewardFn = Callable[..., list]
@@ -111,7 +113,9 @@ class RewardSpec:
 
 
 class SafeReward:
-    """Wraps a reward so an exception or timeout yields ``None`` (TRL skips it) instead of a crash."""
+    """Wraps a reward so an exception or timeout yields ``None`` (TRL skips it) instead of a crash.
+
+    Except ToolNotFound: a missing program would fail every batch alike, so it stops the run instead."""
 
     def __init__(self, fn: RewardFn, name: str, timeout_s: float | None = None):
         self.fn, self.timeout_s = fn, timeout_s
@@ -135,6 +139,8 @@ class SafeReward:
             log.error("reward %s timed out after %ss on a batch of %d; scoring None", self.__name__,
                       self.timeout_s, n)
             self._pool = cf.ThreadPoolExecutor(max_workers=1)   # abandon the stuck worker
+        except ToolNotFound:
+            raise
         except Exception:  # a reward crash must never kill training
             self.failures += 1
             log.exception("reward %s failed on a batch of %d; scoring None", self.__name__, n)

@@ -26,7 +26,6 @@ from __future__ import annotations
 import functools
 import logging
 import os
-import shutil
 import stat
 import subprocess
 import tempfile
@@ -35,12 +34,19 @@ from collections.abc import Callable
 from pathlib import Path
 
 from sandboxes.limits import SandboxConfig, SandboxLimits
+from sandboxes.tools import (
+    BASE_PATH,
+    backend_programs,
+    find_program,
+    install_command,
+    require_programs,
+    search_path,
+)
 
 log = logging.getLogger(__name__)
 
 SANDBOX_UID = 65534            # "nobody": the uid inside the sandbox, and the one root drops to outside
 BOX = "/box"                   # where the work dir appears inside the sandbox
-BASE_PATH = "/usr/local/bin:/usr/bin:/bin"
 # Host /etc entries a dynamically linked toolchain needs; nothing else of /etc is visible.
 ETC_ENTRIES = ("/etc/ld.so.cache", "/etc/ld.so.conf", "/etc/ld.so.conf.d", "/etc/alternatives",
                "/etc/localtime")
@@ -97,9 +103,8 @@ def is_root() -> bool:
     return os.geteuid() == 0
 
 
-@functools.cache
 def _setpriv() -> str | None:
-    return shutil.which("setpriv")
+    return find_program("setpriv")
 
 
 def untraversable_parent(path: str | Path) -> str | None:
@@ -135,13 +140,14 @@ def drop_prefix(bind_sources: list[str]) -> list[str]:
     """`setpriv` argv that drops root to SANDBOX_UID, or [] when not root or a bind source is unreachable."""
     if not is_root():
         return []
-    if _setpriv() is None:
+    setpriv = _setpriv()
+    if setpriv is None:
         warn_once("nosetpriv", "sandbox: setpriv not found; running as root, so RLIMIT_NPROC (fork bombs) "
                   "is NOT enforced. Install util-linux.")
         return []
     if not can_drop(bind_sources):
         return []
-    return [_setpriv(), f"--reuid={SANDBOX_UID}", f"--regid={SANDBOX_UID}", "--clear-groups", "--"]
+    return [setpriv, f"--reuid={SANDBOX_UID}", f"--regid={SANDBOX_UID}", "--clear-groups", "--"]
 
 
 def launch_prefix(backend: str, config: SandboxConfig, bind_sources: list[str]) -> tuple[list[str], bool, bool]:
@@ -154,19 +160,25 @@ def launch_prefix(backend: str, config: SandboxConfig, bind_sources: list[str]) 
         return [], False, False
     joins = backend != "none" and not (config.network or config.private_loopback)
     netns = shared_netns() if joins else None
-    if netns is None:
+    nsenter = _nsenter() if netns is not None else None
+    if nsenter is None:
         drop = drop_prefix(bind_sources)
         return drop, bool(drop), False
     drop = can_drop(bind_sources)
     ids = [f"--setuid={SANDBOX_UID}", f"--setgid={SANDBOX_UID}"] if drop else []
-    return [_nsenter(), f"--net={netns}", *ids, "--"], drop, True
+    return [nsenter, f"--net={netns}", *ids, "--"], drop, True
 
 
 # ---------------------------------------------------------------- the shared network namespace (root)
 
-@functools.cache
 def _nsenter() -> str | None:
-    return shutil.which("nsenter")
+    return find_program("nsenter")
+
+
+def helper_path(found: str) -> str:
+    """Where to exec a backend helper found on the PATH: its real path, since it may run after the uid
+    drop and SANDBOX_UID may not reach the PATH entry (a 0700 folder of links, say)."""
+    return os.path.realpath(found)
 
 
 _netns_lock = threading.Lock()
@@ -195,7 +207,7 @@ def shared_netns() -> str | None:
 def _make_netns() -> int:
     """Unshare a network namespace in a short-lived helper, hold it by fd, and check that nsenter can
     join it and drop privileges there (the exact flags runs use)."""
-    unshare, nsenter = shutil.which("unshare"), _nsenter()
+    unshare, nsenter = find_program("unshare"), _nsenter()
     if unshare is None or nsenter is None:
         raise RuntimeError("unshare/nsenter not found (util-linux)")
     helper = subprocess.Popen([unshare, "--net", "--", "/bin/sh", "-c", "echo ready; read _"],
@@ -257,10 +269,11 @@ def _root_layout() -> tuple[str, ...]:
 
 
 def bwrap_argv(config: SandboxConfig, limits: SandboxLimits, env: dict[str, str], work: str | Path,
-               shared_net: bool = False) -> list[str]:
+               shared_net: bool = False, program: str = "bwrap") -> list[str]:
     """bwrap command line up to and including `--`; the command follows. `shared_net`: the caller has
-    already joined the shared empty network namespace (launch_prefix), so bwrap keeps it."""
-    args = ["bwrap", "--unshare-all", "--unshare-user", "--uid", str(SANDBOX_UID), "--gid", str(SANDBOX_UID),
+    already joined the shared empty network namespace (launch_prefix), so bwrap keeps it. `program`:
+    bwrap's path as `find_program` resolved it."""
+    args = [program, "--unshare-all", "--unshare-user", "--uid", str(SANDBOX_UID), "--gid", str(SANDBOX_UID),
             "--die-with-parent", "--new-session", "--cap-drop", "ALL", "--hostname", "sandbox",
             *_root_layout()]
     etc = ETC_ENTRIES + (NET_ETC_ENTRIES if config.network else ())
@@ -281,9 +294,9 @@ def bwrap_argv(config: SandboxConfig, limits: SandboxLimits, env: dict[str, str]
     return args + ["--"]
 
 
-def unshare_argv(config: SandboxConfig, shared_net: bool = False) -> list[str]:
+def unshare_argv(config: SandboxConfig, shared_net: bool = False, program: str = "unshare") -> list[str]:
     """util-linux unshare: network/PID/IPC/UTS/user namespaces, but the host file system stays visible."""
-    args = ["unshare", "--user", f"--map-user={SANDBOX_UID}", f"--map-group={SANDBOX_UID}",
+    args = [program, "--user", f"--map-user={SANDBOX_UID}", f"--map-group={SANDBOX_UID}",
             "--pid", "--fork", "--kill-child", "--ipc", "--uts", "--mount", "--mount-proc"]
     if not (config.network or shared_net):
         args.append("--net")
@@ -314,23 +327,27 @@ def _probe(backend: str, config: SandboxConfig) -> tuple[bool, str]:
         prefix, dropped, shared_net = launch_prefix(backend, config, [str(work)] if backend == "bwrap" else [])
         if dropped:
             hand_over(work)
+        program = find_program(backend)
+        if program is None:
+            return False, f"{backend} not found on PATH ({search_path()}; {install_command([backend])})"
+        program = helper_path(program)
         if backend == "bwrap":
-            if shutil.which("bwrap") is None:
-                return False, "bwrap not installed (apt install bubblewrap)"
             probe_config = SandboxConfig(network=config.network, private_loopback=config.private_loopback)
-            return _self_test(lambda w: [*prefix, *bwrap_argv(probe_config, SandboxLimits(), env, w, shared_net),
-                                         *probe_cmd], work)
-        if shutil.which("unshare") is None:
-            return False, "unshare not installed (util-linux)"
-        return _self_test(lambda w: [*prefix, *unshare_argv(config, shared_net), *probe_cmd], work)
+            return _self_test(lambda w: [*prefix, *bwrap_argv(probe_config, SandboxLimits(), env, w, shared_net,
+                                                              program), *probe_cmd], work)
+        return _self_test(lambda w: [*prefix, *unshare_argv(config, shared_net, program), *probe_cmd], work)
 
 
 def choose_backend(config: SandboxConfig) -> str:
     """The backend runs will use: the requested one, or for 'auto' the first that passes a self-test.
 
-    Cached per process. An explicit 'bwrap'/'unshare' that fails raises; 'auto' degrades to 'none'.
+    Cached per process and helper path. An explicit 'bwrap'/'unshare' that is not on the PATH raises
+    ToolNotFound, one that fails its self-test RuntimeError; 'auto' degrades to 'none'.
     """
-    key = (config.backend, config.network, config.private_loopback, os.geteuid())
+    if config.backend in ("bwrap", "unshare"):
+        require_programs(backend_programs(config.backend), f"sandbox backend {config.backend!r}")
+    key = (config.backend, config.network, config.private_loopback, os.geteuid(),
+           find_program("bwrap"), find_program("unshare"))
     reasons: list[str] = []
     with _backend_lock:
         if key in _backend_cache:

@@ -18,6 +18,7 @@ from pathlib import Path
 from sandboxes import backends
 from sandboxes.backends import BASE_PATH, BOX
 from sandboxes.limits import SandboxConfig, SandboxLimits
+from sandboxes.tools import ToolNotFound, find_program, require_programs, search_path
 
 READ_CHUNK = 65536
 # Under RLIMIT_AS an allocation fails rather than the kernel killing the program; these are the ways
@@ -250,20 +251,56 @@ class Sandbox:
             if not os.path.exists(path):
                 raise FileNotFoundError(f"SandboxConfig.ro_binds: {path!r} does not exist")
         self.backend = backends.choose_backend(self.config)
+        self._helpers: dict[str, str] = {}
+        self._programs: dict[tuple[str, str], str] = {}
+        self._helper()
+
+    def _helper(self) -> str:
+        """The backend's program (bwrap, unshare), found by the rule of `program` and cached per PATH."""
+        key = search_path()
+        if key not in self._helpers:
+            found = require_programs(backends.backend_programs(self.backend), f"backend {self.backend!r}")
+            self._helpers[key] = backends.helper_path(found[self.backend]) if found else ""
+        return self._helpers[key]
 
     @property
     def isolated(self) -> bool:
         return self.backend == "bwrap"
 
+    def program(self, name: str, needed_for: str = "") -> str:
+        """Absolute path of program `name` as runs of this sandbox exec it; ToolNotFound when missing.
+
+        Looked up like the backend's helper (`sandboxes.tools.find_program`: the caller's PATH), taking
+        the first hit under what the bwrap box mounts, whatever the backend (so the backend never
+        changes which binary runs; a pyenv shim or venv script, useless in the box, is passed over).
+        Cached per name and PATH."""
+        key = (name, search_path())
+        if key not in self._programs:
+            self._programs[key] = self._locate(name, needed_for)
+        return self._programs[key]
+
+    def _locate(self, name: str, needed_for: str) -> str:
+        path = find_program(name, roots=("/usr", *backends.TOP_DIRS, *self.config.ro_binds))
+        if path is not None:
+            return path
+        elsewhere = find_program(name)
+        if elsewhere is None:
+            raise ToolNotFound(name, needed_for)
+        raise ToolNotFound(name, needed_for, f"found only at {elsewhere}, which the sandbox does not mount "
+                           "(it sees /usr, /bin, /lib* and SandboxConfig.ro_binds)")
+
     def run(self, argv: list[str], workdir: str | Path, *, stdin: bytes | None = None,
             limits: SandboxLimits | None = None, env: dict[str, str] | None = None) -> ExecResult:
         """Run argv with cwd = the work dir (seen inside the sandbox at /box; argv should use relative paths).
-        Only the work dir is writable; private /tmp; /usr, /bin, /lib* read-only; no /home, no project."""
+        Only the work dir is writable; private /tmp; /usr, /bin, /lib* read-only; no /home, no project.
+        A bare program name is resolved by `program` (ToolNotFound when missing)."""
         if not argv or not all(isinstance(a, str) for a in argv):
             raise ValueError(f"Sandbox.run: argv must be a non-empty list of strings, got {argv!r}")
         work = Path(workdir).resolve()
         if not work.is_dir():
             raise FileNotFoundError(f"Sandbox.run: work dir {str(workdir)!r} does not exist or is not a directory")
+        if os.sep not in argv[0]:
+            argv = [self.program(argv[0]), *argv[1:]]
         lim = limits or self.config.limits
         launcher, popen_env, nproc = self._command(work, lim, env or {})
         start = time.monotonic()
@@ -294,11 +331,13 @@ class Sandbox:
             backends.hand_over(work)
         if self.backend == "bwrap":
             inner_env = {"PATH": BASE_PATH, "HOME": BOX, "LANG": "C.UTF-8", "TMPDIR": "/tmp", **env}
-            launcher = [*prefix, *backends.bwrap_argv(self.config, lim, inner_env, work, shared_net)]
+            bwrap = backends.bwrap_argv(self.config, lim, inner_env, work, shared_net, self._helper())
+            launcher = [*prefix, *bwrap]
             return launcher, {"PATH": BASE_PATH}, True
         host_env = {"PATH": BASE_PATH, "HOME": str(work), "LANG": "C.UTF-8", **env}
         if self.backend == "unshare":
-            return [*prefix, *backends.unshare_argv(self.config, shared_net)], host_env, True
+            unshare = backends.unshare_argv(self.config, shared_net, self._helper())
+            return [*prefix, *unshare], host_env, True
         return prefix, host_env, dropped
 
     def _result(self, rc: int, out: _Capped, err: _Capped, timed_out: bool, wall: float,

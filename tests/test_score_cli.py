@@ -119,3 +119,38 @@ def test_earl_score_as_a_subprocess(tmp_path, verilog_eval_dir):
     assert proc.returncode == 0, proc.stderr
     assert json.loads(out.read_text())["passed"] is True
     assert "pass@1" in proc.stdout and "1.0000" in proc.stdout
+
+
+@pytest.mark.parametrize("out", ["{tmp}", "{tmp}/new-folder/", "{tmp}/a-file/results.jsonl"])
+def test_out_is_checked_before_scoring(tmp_path, verilog_eval_dir, capsys, out):
+    """--out DIR used to score everything, then fail writing (IsADirectoryError). The sample names an
+    unknown problem, an error scoring would hit first: the --out error proves the check comes before."""
+    (tmp_path / "a-file").write_text("")
+    samples = _write(tmp_path / "samples.jsonl", [{"problem_id": "Prob999_nope", "completion": "x"}])
+    rc = main(["score", "--problems", str(verilog_eval_dir), "--samples", str(samples),
+               "--out", out.format(tmp=tmp_path)])
+    err = capsys.readouterr().err
+    assert rc == 2 and "--out" in err and "Prob999_nope" not in err
+    assert "is a directory" in err or "cannot create" in err
+    assert not (tmp_path / "new-folder").exists()
+
+
+def test_non_utf8_samples_name_file_and_line(tmp_path, verilog_eval_dir, capsys):
+    samples = tmp_path / "samples.jsonl"
+    samples.write_bytes(b'{"problem_id": "Prob001_zero", "completion": "x"}\n'
+                        b'{"problem_id": "Prob001_zero", "completion": "caf\xe9"}\n')
+    rc = main(["score", "--problems", str(verilog_eval_dir), "--samples", str(samples),
+               "--out", str(tmp_path / "o.jsonl")])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and err.count("\n") == 0
+    assert f"{samples}:2: not valid UTF-8 (byte 0xe9" in err
+
+
+def test_non_utf8_problems_name_file_and_line(tmp_path, capsys):
+    problems = tmp_path / "tasks.jsonl"
+    problems.write_bytes(json.dumps({"id": "a", "vulnerable": "def f():\n    pass\n", "vul_type": "cwe-089"})
+                         .encode() + b"\n\xff\xfe{}\n")
+    rc = main(["score", "--task", "security-repair", "--problems", str(problems), "--references"])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and err.count("\n") == 0
+    assert f"{problems}:2: not valid UTF-8 (byte 0xff" in err

@@ -116,3 +116,32 @@ def test_registry_builds_it_with_kwargs() -> None:
     funcs, weights = compose([{"name": "security_repair", "weight": 2.0, "kwargs": {"syntactic_weight": 0.0}}])
     out = funcs[0](["p"], [FIX], vulnerable=[VULN], func_name=["find_user"])
     assert weights == [2.0] and out == [1.0]
+
+
+BROKEN = "def find_user(conn, name)\n    return conn.execute('%s' % name)\n"   # parses neither as 3 nor 2
+PY2_VULN = textwrap.dedent('''
+    def list_dir(path):
+        print "listing", path
+        return os.popen("ls " + path).read()
+''')
+PY2_FIX = "import subprocess\ndef list_dir(path):\n    print('listing', path)\n" \
+          "    return subprocess.run(['ls', '--', path], capture_output=True, text=True).stdout\n"
+
+
+def test_unparsable_task_scores_none_and_the_batch_goes_on(reward: SecurityRepairReward, caplog) -> None:
+    """One task whose vulnerable code does not parse used to raise out of score_batch (no rewards for
+    anyone); now that row is None with its reason, logged, and the others are scored."""
+    with caplog.at_level("WARNING", logger="rewards.security.reward"):
+        out = reward(["p"] * 3, [FIX, FIX, FIX], vulnerable=[VULN, BROKEN, VULN], id=["a", "bad", "c"],
+                     func_name=["find_user"] * 3)
+    assert out[1] is None and out[0] == out[2] and out[0] > 0.5
+    detail = reward.last_details[1]
+    assert detail["reward"] is None and "does not parse" in detail["error"] and detail["stage"] == "syntax"
+    assert any("'bad'" in r.getMessage() and "not judged" in r.getMessage() for r in caplog.records)
+
+
+def test_python2_task_is_judged_like_bandit_sees_it(reward: SecurityRepairReward) -> None:
+    """SafeCoder/SVEN hold Python 2 functions: the reward's parse converts them as bandit's path does."""
+    score = reward.score({"vulnerable": PY2_VULN, "func_name": "list_dir", "id": "py2"}, PY2_FIX)
+    assert score.error is None and score.reward is not None and score.reward > 0.5
+    assert score.findings_before and score.secure

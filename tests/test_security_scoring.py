@@ -65,3 +65,39 @@ def test_metrics_empty_and_detail_records() -> None:
     m = security_eval_metrics([{"reason": "ok", "secure": True, "passed": False, "similarity": 0.5},
                                {"reason": "stub", "secure": False, "passed": None, "similarity": 0.0}])
     assert m["secure@1"] == 0.5 and m["secure_and_correct@1"] == 0.0 and m["similarity"] == 0.25
+
+
+def test_unjudgeable_task_is_a_null_row_and_the_loader_names_it(tmp_path: Path, caplog) -> None:
+    from pipelines.cli import main
+    ok = {"id": "ok", "vulnerable": "def f(n):\n    return '<b>%s</b>' % n\n", "vul_type": "cwe-079"}
+    bad = {"id": "bad", "vulnerable": "def f(n)\n    return n\n", "vul_type": "cwe-079"}
+    problems = tmp_path / "p.jsonl"
+    problems.write_text(json.dumps(ok) + "\n" + json.dumps(bad) + "\n")
+    fix = "import html\ndef f(n):\n    return '<b>%s</b>' % html.escape(n)\n"
+    samples = tmp_path / "s.jsonl"
+    samples.write_text("".join(json.dumps({"problem_id": i, "completion": fix}) + "\n" for i in ("bad", "ok")))
+    out = tmp_path / "r.jsonl"
+    with caplog.at_level("WARNING", logger="rewards.security.tasks"):
+        rc = main(["score", "--task", "security-repair", "--problems", str(problems), "--samples", str(samples),
+                   "--out", str(out), "--k", "1"])
+    assert rc == 0
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert rows[0]["passed"] is None and rows[0]["reward"] is None and "does not parse" in rows[0]["reason"]
+    assert rows[1]["passed"] is True
+    assert any(f"{problems}:2 (id bad)" in r.getMessage() for r in caplog.records)
+    from pipelines.commands.score import summarize
+    s = summarize(rows, [1])
+    assert s["unjudged"] == 1 and s["pass_at_k"][1] == 1.0      # the unjudged row is not a failure
+
+
+def test_sven_train_scores_every_row(sven_dir: Path) -> None:
+    """The shipped SVEN train file has Python 2 rows (104, 122, 131, 134) that used to stop the batch."""
+    path = str(sven_dir / "train.jsonl")
+    refs = reference_samples(path)
+    other = {"problem_id": "104", "completion": "def other():\n    return 1\n"}   # parses: judged vs. row 104
+    rows = score_samples(path, [*refs, other], workers=2)
+    assert len(rows) == len(refs) + 1
+    assert all(r["passed"] is not None for r in rows)
+    assert rows[-1]["reason"] == "function_missing"
+    py2 = {r["problem_id"]: r for r in rows if r["problem_id"] in {"104", "122", "131", "134"}}
+    assert len(py2) == 4 and all(r["reward"] is not None and r["reason"] != "syntax_error" for r in py2.values())

@@ -67,3 +67,22 @@ def test_errors_name_the_file(tmp_path):
     (rt / "design_description.txt").write_text("d")
     with pytest.raises(FileNotFoundError, match="exactly one verified_"):
         load_problems(tmp_path / "rt")
+
+
+def test_unjudgeable_problems_are_named_and_score_none(tmp_path, caplog):
+    """A bench without a top module, or one comparing to a reference the row lacks, cannot judge any
+    candidate: the loader names it, its samples score None (passed null in `earl score`), others go on."""
+    from rewards.verilog.scoring import score_samples
+    bench = "module tb;\n  RefModule r();\n  TopModule t();\n  initial $display(\"Mismatches: 0 in 1 samples\");\nendmodule\n"
+    rows = [{"id": "no_top", "spec": "", "testbench": "// no module here"},
+            {"id": "no_ref", "spec": "", "testbench": bench}]
+    path = tmp_path / "p.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    with caplog.at_level("WARNING", logger="rewards.verilog.loaders"):
+        problems = load_problems(path)
+    assert len(problems) == 2
+    text = " ".join(r.getMessage() for r in caplog.records)
+    assert "2 of 2 problems cannot be judged" in text and "no_top" in text and "no_ref" in text
+    out = score_samples(str(path), [{"problem_id": pid, "completion": "module TopModule; endmodule"}
+                                    for pid in ("no_top", "no_ref")], workers=1)
+    assert [r["passed"] for r in out] == [None, None] and all(r["reward"] is None for r in out)

@@ -21,6 +21,7 @@ from typing import Any
 
 from pipelines.commands import comma_ints
 from rewards.jsonl import iter_jsonl
+from sandboxes.tools import ToolNotFound
 
 TASKS: dict[str, str] = {
     "verilog": "rewards.verilog.scoring:score_samples",
@@ -51,7 +52,7 @@ def add_parser(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     try:
         return _run(args)
-    except InputError as exc:
+    except (InputError, ToolNotFound) as exc:
         print(f"earl score: error: {exc}", file=sys.stderr)
         return 2
 
@@ -73,6 +74,8 @@ def _run(args: argparse.Namespace) -> int:
         samples = read_samples(args.samples)
     if not args.out and not args.references:
         raise InputError("--out is required")
+    if args.out:
+        check_out(args.out)
     score_fn = getattr(module, TASKS[args.task].split(":")[1])
     options: dict[str, Any] = {"references": True} if args.references else {}
     if args.formal != "off":
@@ -116,6 +119,21 @@ def read_samples(path: str | Path) -> list[dict]:
     return samples
 
 
+def check_out(out: str) -> None:
+    """Fail before scoring, not after it, when RESULTS cannot be written: a folder, an unwritable file,
+    or a parent folder that cannot be made or written to."""
+    path = Path(out)
+    if out.endswith(("/", os.sep)) or path.is_dir():
+        raise InputError(f"--out {out}: is a directory; give a file name such as {path / 'results.jsonl'}")
+    parent = path.parent
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise InputError(f"--out {out}: cannot create {parent} ({exc.strerror or exc})") from None
+    if not os.access(parent, os.W_OK | os.X_OK) or (path.exists() and not os.access(path, os.W_OK)):
+        raise InputError(f"--out {out}: not writable")
+
+
 def _task_module(task: str) -> Any:
     module_name = TASKS[task].split(":")[0]
     try:
@@ -155,18 +173,20 @@ def write_results(path: str | Path, samples: list[dict], rows: list[dict]) -> Pa
 
 
 def summarize(rows: list[dict], ks: list[int]) -> dict[str, Any]:
-    """pass@k (unbiased, only for k every problem has samples for) and counts by stage."""
+    """pass@k (unbiased, only for k every problem has samples for) and counts by stage; rows that could
+    not be judged (passed None) are left out of pass@k and counted as `unjudged`."""
     from rewards.metrics import mean_pass_at_k
 
     per_problem: dict[str, list[int]] = defaultdict(lambda: [0, 0])
-    for r in rows:
+    judged = [r for r in rows if r.get("passed") is not None]
+    for r in judged:
         per_problem[r["problem_id"]][0] += 1
         per_problem[r["problem_id"]][1] += bool(r.get("passed"))
     counts = {p: (n, c) for p, (n, c) in per_problem.items()}
     pass_k = {k: mean_pass_at_k(counts, k) for k in ks}
     stages = Counter(str(r.get("stage")) for r in rows)
     return {"samples": len(rows), "problems": len(counts), "passed": sum(bool(r.get("passed")) for r in rows),
-            "pass_at_k": pass_k, "stages": dict(stages)}
+            "pass_at_k": pass_k, "stages": dict(stages), "unjudged": len(rows) - len(judged)}
 
 
 def _formal_counts(rows: list[dict]) -> dict[str, int] | None:
@@ -193,6 +213,11 @@ def print_summary(rows: list[dict], ks: list[int], *, references: bool = False, 
     for st in known:
         table.add_row(f"stage {st}", str(s["stages"][st]))
     console.print(table)
+    unjudged = [r for r in rows if r.get("passed") is None]
+    if unjudged:
+        first = unjudged[0]
+        console.print(f"not judged (reward None, left out of pass@k): {len(unjudged)}, e.g. "
+                      f"{first['problem_id']}: {first.get('reason', '')}", markup=False, highlight=False)
     f = _formal_counts(rows)
     if f:
         console.print(f"formal: {f['checked']} simulation passes checked: {f['equivalent']} proven, "

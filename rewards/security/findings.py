@@ -92,9 +92,13 @@ def quiet_parse(src: str) -> ast.Module:
 
 
 def parse(code: str) -> ast.Module | None:
-    """The module AST of ``code`` (normalized), or None when it does not parse."""
+    """The module AST of ``code`` (normalized; Python 2 converted as for bandit, `python3_source`), or
+    None when it does not parse either way."""
+    src = python3_source(code)
+    if src is None:
+        return None
     try:
-        return quiet_parse(normalize_source(code))
+        return quiet_parse(src)
     except (SyntaxError, ValueError, MemoryError, RecursionError):
         return None
 

@@ -13,6 +13,9 @@ security = (weight of the original's findings that are gone - penalty * weight o
            the original and the candidate adds none. Findings come from bandit in-process plus our taint
            rules (`rewards.security.rules`); `# nosec` is ignored.
 
+A task that cannot be judged (its vulnerable code does not parse, even as Python 2) scores None with
+the reason in ``error`` (TRL ignores None rewards); the rest of the batch is scored.
+
 Hard zeros (anti-gaming): the candidate does not parse, no longer defines the function, is a stub
 (pass / return a constant / raise), is a no-op edit (same AST as the original once comments,
 whitespace and docstrings are dropped), or its tests hit a sandbox limit (fork/memory bomb, endless
@@ -32,7 +35,7 @@ from functools import lru_cache
 from typing import Any
 
 from rewards.security.findings import Finding, normalize_source, parse, scan
-from rewards.security.functional import FunctionalConfig, TestOutcome, TestRunner
+from rewards.security.functional import FunctionalConfig, TestOutcome, TestRunner, python_for_tests
 from rewards.security.similarity import similarity
 
 log = logging.getLogger(__name__)
@@ -82,7 +85,7 @@ class SecurityRewardConfig:
 @dataclass
 class RepairScore:
     """The detail record of one sample."""
-    reward: float
+    reward: float | None                      # None: the task could not be judged (see error)
     reason: str                               # ok | syntax_error | function_missing | stub | no_op | ...
     secure: bool = False                      # no (scored) finding left
     passed: bool | None = None                # tests passed; None when the row has no tests
@@ -96,11 +99,13 @@ class RepairScore:
     added: list[str] = field(default_factory=list)     # rule ids new
     tests: dict | None = None
     flags: list[str] = field(default_factory=list)     # shrunk, swallows_exceptions, original_clean
+    error: str | None = None                  # why the task could not be judged (reward None)
 
     @property
     def stage(self) -> str:
-        """How far the sample got, one of ``STAGES``: the stage counts of `earl score` and the trainer."""
-        if self.reason == "syntax_error":
+        """How far the sample got, one of ``STAGES``: the stage counts of `earl score` and the trainer
+        (an unjudged task counts as not past the first stage)."""
+        if self.reason in ("syntax_error", "task_error"):
             return "syntax"
         if self.reason in {"function_missing", "stub", "no_op"}:
             return "format"
@@ -208,6 +213,29 @@ def security_term(before: Sequence[Finding], after: Sequence[Finding],
             sorted(k[0] for k in added.elements()))
 
 
+UNPARSABLE = "the vulnerable code does not parse (as Python 3, nor as Python 2 after 2to3)"
+
+
+class TaskError(ValueError):
+    """A task (dataset row) the reward cannot judge: its samples score None."""
+
+
+def task_problem(vulnerable: Any) -> str | None:
+    """Why a task cannot be judged at all, or None (loaders warn with it, naming the row)."""
+    if not isinstance(vulnerable, str) or not vulnerable.strip():
+        return "no vulnerable code"
+    return UNPARSABLE if parse(vulnerable) is None else None
+
+
+def unjudged(row: dict[str, Any], exc: Exception) -> RepairScore:
+    """The score of a row whose scoring raised: reward None (TRL ignores it), the reason logged and kept
+    in ``error``; one bad task must not cost the batch its rewards."""
+    why = str(exc) if isinstance(exc, TaskError) else f"internal error: {type(exc).__name__}: {exc}"
+    log.warning("security_repair: task %r not judged (reward None): %s", row.get("id"), why,
+                exc_info=not isinstance(exc, TaskError))
+    return RepairScore(None, "task_error", error=why)
+
+
 class SecurityRepairReward:
     """TRL reward ``f(prompts, completions, **columns)``; columns are the task fields.
 
@@ -223,6 +251,19 @@ class SecurityRepairReward:
         self.config = SecurityRewardConfig.from_kwargs(**config)
         self.last_details: list[dict[str, Any]] = []
         self._runner: TestRunner | None = None
+        self.preflight()
+
+    def preflight(self) -> None:
+        """Cheap check, when built, of the programs the tests need (the interpreter; bwrap or unshare when
+        that backend is asked for): ToolNotFound now, not a batch of failed test runs later."""
+        if not self.config.run_tests:
+            return
+        from sandboxes.tools import ToolNotFound, backend_programs, find_program, require_programs
+        fcfg = self.config.functional
+        require_programs(backend_programs(fcfg.backend), "needed by the security reward's test runs")
+        python, _ = python_for_tests(fcfg)
+        if find_program(python) is None:
+            raise ToolNotFound(python, "the security reward's test interpreter (functional.python)")
 
     # -- TRL entry point ------------------------------------------------------------------------
     def __call__(self, prompts: Sequence[Any], completions: Sequence[Any], **columns: Any) -> list[float | None]:
@@ -252,8 +293,9 @@ class SecurityRepairReward:
     # -- scoring --------------------------------------------------------------------------------
     def score_batch(self, rows: Sequence[dict[str, Any]], completions: Sequence[Any],
                     progress: Callable[[int], None] | None = None) -> list[RepairScore]:
-        """Static scoring in this thread, then the tests of those still in the running, in parallel."""
-        staged = [self.static_score(row, extract_code(c)) for row, c in zip(rows, completions)]
+        """Static scoring in this thread, then the tests of those still in the running, in parallel.
+        A row that cannot be judged scores None (logged) and the others go on."""
+        staged = [self._static(row, c) for row, c in zip(rows, completions)]
         pending = [i for i, (score, code) in enumerate(staged)
                    if score is None and rows[i].get("tests") and self.config.run_tests]
         outcomes: dict[int, TestOutcome] = {}
@@ -271,11 +313,23 @@ class SecurityRepairReward:
                     outcomes[i] = out
         final: list[RepairScore] = []
         for i, (row, (early, code)) in enumerate(zip(rows, staged)):
-            final.append(early if early is not None else self.finish(row, code, outcomes.get(i)))
+            final.append(early if early is not None else self._finish(row, code, outcomes.get(i)))
             if progress is not None:
                 progress(1)
         self.last_details = [s.to_dict() for s in final]
         return final
+
+    def _static(self, row: dict[str, Any], completion: Any) -> tuple[RepairScore | None, str]:
+        try:
+            return self.static_score(row, extract_code(completion))
+        except Exception as exc:  # noqa: BLE001 - this row's failure, not the batch's
+            return unjudged(row, exc), ""
+
+    def _finish(self, row: dict[str, Any], code: str, tests: TestOutcome | None) -> RepairScore:
+        try:
+            return self.finish(row, code, tests)
+        except Exception as exc:  # noqa: BLE001 - this row's failure, not the batch's
+            return unjudged(row, exc)
 
     def score(self, row: dict[str, Any], completion: Any) -> RepairScore:
         return self.score_batch([row], [completion])[0]
@@ -288,7 +342,7 @@ class SecurityRepairReward:
         original = row["vulnerable"]
         otree = parse(original)
         if otree is None:
-            raise ValueError(f"task {row.get('id')!r}: the vulnerable code does not parse")
+            raise TaskError(f"task {row.get('id')!r}: {UNPARSABLE}")
         ofn = find_function(otree, row.get("func_name"))
         name = row.get("func_name") or (ofn.name if ofn else None)
         fn = find_function(tree, name)

@@ -2,8 +2,9 @@
 
 Same contract as ``rewards.verilog.scoring``: ``score_samples(problems_path, samples, *, workers,
 progress, **options) -> list[dict]``, rows in input order with problem_id, reward, secure, passed,
-reason, stage, details. ``passed`` is secure-and-correct (no finding left and, when the task has
-tests, they pass), so `earl score`'s pass@k reads as secure-and-correct@k.
+reason, stage, details. ``passed`` is None for a task that cannot be judged, else secure-and-correct
+(no finding left and, when the task has tests, they pass), so `earl score`'s pass@k reads as
+secure-and-correct@k.
 """
 from __future__ import annotations
 
@@ -46,6 +47,7 @@ def task_row(task: SecurityTask) -> dict[str, Any]:
 
 
 def result_row(task: SecurityTask, score: RepairScore, references: bool = False) -> dict[str, Any]:
+    """One line of RESULTS; a task that could not be judged has passed None and the error as reason."""
     correct = score.passed is not False
     reason = score.reason
     if reason == "ok" and not score.secure:
@@ -55,6 +57,8 @@ def result_row(task: SecurityTask, score: RepairScore, references: bool = False)
            "tests_passed": score.passed, "passed": bool(score.secure and correct and score.reason == "ok"),
            "similarity": round(score.similarity, 4), "reason": reason, "stage": score.stage,
            "details": score.to_dict()}
+    if score.error is not None:
+        row.update(passed=None, reason=score.error)
     if references:
         row["unsupported"] = not row["passed"]
     return row

@@ -21,7 +21,7 @@ import tokenize
 from collections import Counter
 from functools import lru_cache
 
-from rewards.security.findings import normalize_source, quiet_parse
+from rewards.security.findings import normalize_source, parse
 
 _SKIP = {tokenize.COMMENT, tokenize.NL, tokenize.NEWLINE, tokenize.INDENT, tokenize.DEDENT,
          tokenize.ENCODING, tokenize.ENDMARKER}
@@ -53,9 +53,8 @@ def _leaf(node: ast.AST) -> str:
 @lru_cache(maxsize=4096)
 def ast_edges(code: str) -> Counter | None:
     """Multiset of (parent, field, child) edges; None when the code does not parse."""
-    try:
-        tree = quiet_parse(normalize_source(code))
-    except (SyntaxError, ValueError, RecursionError, MemoryError):
+    tree = parse(code)
+    if tree is None:
         return None
     edges: Counter = Counter()
     for parent in ast.walk(tree):

@@ -8,6 +8,7 @@ columns, so a dataset row and a task are the same thing.
 from __future__ import annotations
 
 import json
+import logging
 import re
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field, fields
@@ -22,6 +23,7 @@ CWE_NAMES = {
     "cwe-089": "SQL injection", "cwe-327": "broken or risky cryptography", "cwe-377": "insecure temporary file",
     "cwe-502": "deserialization of untrusted data",
 }
+log = logging.getLogger(__name__)
 _CWE_RE = re.compile(r"^(?:cwe)?[-_ ]?0*(\d+)$", re.IGNORECASE)
 
 
@@ -96,13 +98,23 @@ def build_prompt(task: SecurityTask) -> str:
 
 
 def read_tasks(path: str | Path) -> list[SecurityTask]:
-    """Canonical or SVEN JSONL; a row without ``id`` gets its 0-based line index (of non-blank lines)."""
+    """Canonical or SVEN JSONL; a row without ``id`` gets its 0-based line index (of non-blank lines).
+    Rows the reward cannot judge (their samples will score None) are kept, and named in one warning."""
+    from rewards.security.reward import task_problem
     out: list[SecurityTask] = []
+    bad: list[str] = []
     for index, (where, row) in enumerate(iter_jsonl(path)):
         if "func_src_before" in row:
-            out.append(SecurityTask.from_sven(row, where, default_id=str(index)))
+            task = SecurityTask.from_sven(row, where, default_id=str(index))
         else:
-            out.append(SecurityTask.from_dict({**row, "id": row.get("id", index)}, where))
+            task = SecurityTask.from_dict({**row, "id": row.get("id", index)}, where)
+        why = task_problem(task.vulnerable)
+        if why:
+            bad.append(f"{where} (id {task.id}): {why}")
+        out.append(task)
+    if bad:
+        log.warning("%s: %d of %d tasks cannot be judged (their samples score None): %s", path, len(bad),
+                    len(out), "; ".join(bad[:10]) + (" ..." if len(bad) > 10 else ""))
     return out
 
 

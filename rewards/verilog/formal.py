@@ -11,7 +11,9 @@ of reference (gold) and candidate (gate) proves equality for every input, or yie
 - X in a reference output is a don't-care, as in VerilogEval's benches; X in the candidate's is not.
 - If SAT times out, yosys' name-matching equiv_simple/equiv_induct may still prove a near-copy.
 - Anything the check cannot decide (timeout, memory, unsupported construct, port mismatch, latch,
-  several clocks, combinational loop, size budget) is `unknown` with a reason; it never raises.
+  several clocks, combinational loop, size budget) is `unknown` with a reason; it never raises,
+  except `ToolNotFound` when yosys is missing (checked when the checker is built: a missing yosys is a
+  setup error, not a stream of "unknown" verdicts).
 
 Yosys runs inside the project sandbox with its own limits; results are cached by content hash.
 See docs/formal.md.
@@ -30,6 +32,8 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
+
+from sandboxes.tools import ToolNotFound
 
 log = logging.getLogger(__name__)
 
@@ -120,16 +124,13 @@ Runner = Callable[[str, dict[str, str], FormalConfig, tuple[str, ...]], YosysRun
 def sandbox_runner(script: str, files: dict[str, str], cfg: FormalConfig,
                    outputs: tuple[str, ...] = ()) -> YosysRun:
     """Run `yosys -s check.ys` in a fresh sandbox work dir holding `files`; return its log and `outputs`."""
-    from sandboxes.limits import SandboxConfig, SandboxLimits
-
-    limits = SandboxLimits(wall_s=cfg.wall_s, cpu_s=max(1, int(cfg.wall_s) + 1),
-                           memory_mb=cfg.memory_mb, max_file_mb=64)
-    box = _sandbox(cfg.sandbox_backend, SandboxConfig, limits)
+    box, limits = _sandbox(cfg)
     with tempfile.TemporaryDirectory(prefix="earl-formal-") as tmp:
         work = Path(tmp)
         for name, text in {**files, "check.ys": script}.items():
             (work / name).write_text(text, encoding="utf-8")
-        res = box.run(["yosys", "-q", "-l", "yosys.log", "-s", "check.ys"], work, limits=limits)
+        yosys = box.program("yosys", YOSYS_NEEDED_FOR)
+        res = box.run([yosys, "-q", "-l", "yosys.log", "-s", "check.ys"], work, limits=limits)
         log_path = work / "yosys.log"
         text = log_path.read_text(encoding="utf-8", errors="replace") if log_path.exists() else ""
         got = {n: (work / n).read_text(encoding="utf-8", errors="replace")
@@ -143,12 +144,25 @@ _SANDBOXES: dict[str, Any] = {}
 _SANDBOX_LOCK = threading.Lock()
 
 
-def _sandbox(backend: str, config_cls: Any, limits: Any) -> Any:
+YOSYS_NEEDED_FOR = "formal equivalence checks (formal: confirm/required)"
+
+
+def _sandbox(cfg: FormalConfig) -> tuple[Any, Any]:
+    """(the shared sandbox of cfg's backend, the limits of one yosys run)."""
     from sandboxes.executor import Sandbox
+    from sandboxes.limits import SandboxConfig, SandboxLimits
+
+    limits = SandboxLimits(wall_s=cfg.wall_s, cpu_s=max(1, int(cfg.wall_s) + 1),
+                           memory_mb=cfg.memory_mb, max_file_mb=64)
     with _SANDBOX_LOCK:
-        if backend not in _SANDBOXES:
-            _SANDBOXES[backend] = Sandbox(config_cls(backend=backend, limits=limits))
-        return _SANDBOXES[backend]
+        if cfg.sandbox_backend not in _SANDBOXES:
+            _SANDBOXES[cfg.sandbox_backend] = Sandbox(SandboxConfig(backend=cfg.sandbox_backend, limits=limits))
+        return _SANDBOXES[cfg.sandbox_backend], limits
+
+
+def preflight(cfg: FormalConfig) -> str:
+    """yosys' path as the sandbox runs it; ToolNotFound (naming yosys and its install) when missing."""
+    return _sandbox(cfg)[0].program("yosys", YOSYS_NEEDED_FOR)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -300,6 +314,8 @@ class FormalChecker:
 
     def __init__(self, config: FormalConfig | None = None, runner: Runner | None = None):
         self.config = config or FormalConfig()
+        if runner is None:
+            preflight(self.config)
         self.runner = runner or sandbox_runner
         self._cache: OrderedDict[str, FormalResult] = OrderedDict()
         self._lock = threading.Lock()
@@ -307,7 +323,8 @@ class FormalChecker:
 
     def check(self, candidate: str, reference: str, *, top: str = "TopModule", ref_top: str = "RefModule",
               reset: str | tuple[str, int] | None = None) -> FormalResult:
-        """Is `candidate`'s module `top` equivalent to `reference`'s `ref_top`? Never raises.
+        """Is `candidate`'s module `top` equivalent to `reference`'s `ref_top`? Never raises (a missing
+        yosys aside: ToolNotFound).
 
         `reset` names the reset port (active high), or gives (port, asserted value); by default it
         is found by name (reset, rst, areset, rst_n, resetn, ...)."""
@@ -327,6 +344,8 @@ class FormalChecker:
             result = self._check(candidate, reference, top, ref_top, reset)
         except FormalError as exc:
             result = FormalResult(UNKNOWN, reason=str(exc))
+        except ToolNotFound:
+            raise
         except Exception as exc:
             log.exception("formal check failed unexpectedly")
             result = FormalResult(UNKNOWN, reason=f"internal error: {type(exc).__name__}: {exc}")

@@ -13,6 +13,7 @@ from __future__ import annotations
 import re
 import secrets
 import shlex
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from rewards.verilog.extract import _blank_strings, module_names, strip_comments
@@ -53,6 +54,17 @@ def testbench_top(problem: Problem) -> str:
     return "tb" if "tb" in roots else roots[-1]
 
 
+def problem_issue(problem: Problem) -> str | None:
+    """Why no candidate of `problem` can be judged (its samples score None), or None."""
+    if not problem.reference and problem.ref_module in instantiated_modules(problem.testbench or ""):
+        return f"the testbench instantiates {problem.ref_module}, but the problem has no reference"
+    try:
+        testbench_top(problem)
+    except ValueError as exc:
+        return str(exc)
+    return None
+
+
 # ---------------------------------------------------------------------------- the job
 
 @dataclass
@@ -73,7 +85,9 @@ def uses_reference(problem: Problem) -> bool:
 
 
 def build_job(problem: Problem, code: str, flags: tuple[str, ...] = VERILOGEVAL_FLAGS,
-              vvp_flags: tuple[str, ...] = ("-n",)) -> Job:
+              vvp_flags: tuple[str, ...] = ("-n",), tools: Mapping[str, str] | None = None) -> Job:
+    """`tools`: the resolved paths of iverilog and vvp (`Sandbox.program`); bare names otherwise."""
+    tools = tools or {}
     tag = "@@EARL" + secrets.token_hex(6) + "@@"
     files: dict[str, str] = {}
     for name, text in (problem.files or {}).items():
@@ -89,9 +103,10 @@ def build_job(problem: Problem, code: str, flags: tuple[str, ...] = VERILOGEVAL_
     else:   # testbench first so its `timescale also covers the design, as in a VCS run of tb + design
         sources = {"testbench.v": tag_testbench(problem.testbench, tag), "design.v": code}
     files.update(sources)
-    compile_cmd = ["iverilog", *flags, "-s", testbench_top(problem), "-o", "sim", *sources]
+    compile_cmd = [tools.get("iverilog", "iverilog"), *flags, "-s", testbench_top(problem), "-o", "sim", *sources]
+    sim_cmd = [tools.get("vvp", "vvp"), *vvp_flags, "sim"]
     script = (f"{shlex.join(compile_cmd)} >compile.log 2>&1\nrc=$?\necho $rc >compile.rc\n"
-              f"[ $rc -eq 0 ] || exit {COMPILE_FAILED_EXIT}\nexec {shlex.join(['vvp', *vvp_flags, 'sim'])}\n")
+              f"[ $rc -eq 0 ] || exit {COMPILE_FAILED_EXIT}\nexec {shlex.join(sim_cmd)}\n")
     return Job(files=files, argv=["/bin/sh", "-c", script], tag=tag)
 
 

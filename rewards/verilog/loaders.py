@@ -8,13 +8,15 @@
 """
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 from rewards.verilog.extract import module_names, rename_module
-from rewards.verilog.harness import instantiated_modules, root_modules
+from rewards.verilog.harness import instantiated_modules, problem_issue, root_modules
 from rewards.verilog.problems import Problem, read_jsonl
 
 _RTLLM_FIXED = {"design_description.txt", "testbench.v"}
+log = logging.getLogger(__name__)
 
 
 def load_problems(path: str | Path) -> list[Problem]:
@@ -36,7 +38,16 @@ def load_problems(path: str | Path) -> list[Problem]:
         raise ValueError(f"{path}: not a problem set (no *_prompt.txt of VerilogEval, no testbench.v "
                          f"of RTLLM, no *.jsonl)")
     _check_unique(problems, path)
+    _warn_unjudgeable(problems, path)
     return problems
+
+
+def _warn_unjudgeable(problems: list[Problem], path: Path) -> None:
+    """One warning naming the problems no candidate can be judged on (kept: their samples score None)."""
+    bad = [f"{p.id}: {why}" for p in problems if (why := problem_issue(p))]
+    if bad:
+        log.warning("%s: %d of %d problems cannot be judged (their samples score None): %s", path, len(bad),
+                    len(problems), "; ".join(bad[:10]) + (" ..." if len(bad) > 10 else ""))
 
 
 def _check_unique(problems: list[Problem], path: Path) -> None:

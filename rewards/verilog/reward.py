@@ -28,13 +28,22 @@ from typing import Any
 
 from rewards.verilog.cache import EquivalenceCache, cache_key
 from rewards.verilog.extract import _blank_strings, extract_code, module_names, rename_module, strip_comments
-from rewards.verilog.harness import VERILOGEVAL_FLAGS, build_job, first_compile_error, parse_verdict
+from rewards.verilog.harness import (
+    VERILOGEVAL_FLAGS,
+    build_job,
+    first_compile_error,
+    parse_verdict,
+    problem_issue,
+)
 from rewards.verilog.problems import Problem
+from sandboxes.tools import backend_programs, require_programs
 
 log = logging.getLogger(__name__)
 
 STAGES = ("none", "format", "syntax", "compile", "simulate", "pass")
 FORMAL_MODES = ("off", "confirm", "required")
+PROGRAMS = ("iverilog", "vvp")      # run for every sample; yosys too when formal is on
+NEEDED_FOR = "needed by the Verilog reward"
 
 # Constructs a candidate design has no business using: file access (reads the bench, writes files),
 # and ending the simulation early (a `$finish` after a few matching samples would fake a pass).
@@ -136,6 +145,20 @@ class VerilogReward:
         self._lock = threading.Lock()
         self._sandbox = self._pool = self._formal = None
         self._column_problems: dict[tuple, Problem] = {}
+        self.tools = self.preflight()
+
+    def preflight(self) -> dict[str, str]:
+        """{program: path} of what scoring runs, resolved once, before any scoring: a missing iverilog,
+        vvp, yosys (formal on) or bwrap (sandbox_backend: bwrap) raises one ToolNotFound naming it,
+        instead of every sample scoring "compile error: iverilog: not found"."""
+        c = self.config
+        formal = ("yosys",) if c.formal != "off" else ()
+        require_programs([*PROGRAMS, *formal, *backend_programs(c.sandbox_backend)], NEEDED_FOR)
+        box = self._get_sandbox()
+        tools = {name: box.program(name, NEEDED_FOR) for name in PROGRAMS}
+        if formal:
+            self._get_formal()
+        return tools
 
     # -- problems ------------------------------------------------------------------------------
 
@@ -279,12 +302,15 @@ class VerilogReward:
         return replace(score, time_s=round(time.perf_counter() - t0, 4))
 
     def _compile_and_simulate(self, problem: Problem, code: str) -> VerilogScore:
+        issue = problem_issue(problem)
+        if issue:
+            return self._result(problem, "format", f"problem cannot be judged: {issue}", error=issue)
         if self.config.syntax_precheck:
             from rewards.verilog.syntax import syntax_error
             err = syntax_error(code)
             if err:
                 return self._result(problem, "format", f"syntax error (pyslang): {err}", compile_error=err)
-        job = build_job(problem, code, self.config.iverilog_flags, self.config.vvp_flags)
+        job = build_job(problem, code, self.config.iverilog_flags, self.config.vvp_flags, self.tools)
         root = self.config.workdir_root
         if root:
             Path(root).mkdir(parents=True, exist_ok=True)
@@ -340,11 +366,8 @@ class VerilogReward:
     def _formal_check(self, problem: Problem, code: str, score: VerilogScore) -> VerilogScore:
         if not problem.reference:
             return replace(score, formal="unknown", reason=score.reason + "; formal: no reference")
-        from rewards.verilog.formal import EQUIVALENT, NOT_EQUIVALENT, FormalChecker, FormalConfig  # lazy
-        with self._lock:
-            if self._formal is None:
-                self._formal = FormalChecker(FormalConfig(sandbox_backend=self.config.sandbox_backend))
-        result = self._formal.check_problem(problem, code)
+        from rewards.verilog.formal import EQUIVALENT, NOT_EQUIVALENT  # lazy
+        result = self._get_formal().check_problem(problem, code)
         why = f"formal: {result.verdict}" + (f" ({result.reason})" if result.reason else "")
         detail = result.to_dict()
         demote = result.verdict == NOT_EQUIVALENT or (self.config.formal == "required" and result.verdict != EQUIVALENT)
@@ -385,6 +408,13 @@ class VerilogReward:
                                        max_output_bytes=c.max_output_bytes)
                 self._sandbox = Sandbox(SandboxConfig(backend=c.sandbox_backend, limits=limits))
             return self._sandbox
+
+    def _get_formal(self) -> Any:
+        from rewards.verilog.formal import FormalChecker, FormalConfig  # lazy: most runs have formal off
+        with self._lock:
+            if self._formal is None:
+                self._formal = FormalChecker(FormalConfig(sandbox_backend=self.config.sandbox_backend))
+            return self._formal
 
     def _map(self, fn: Callable[[Any], VerilogScore], items: list) -> list[VerilogScore]:
         if len(items) <= 1:

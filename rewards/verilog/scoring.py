@@ -2,8 +2,8 @@
 
 Contract shared with rewards/security/scoring.py (the command dispatches on --task):
 ``score_samples(problems_path, samples, *, workers, progress, **options) -> list[dict]`` with rows in
-input order holding at least problem_id, passed, reward, stage, reason, details. A sample may carry
-``_where`` ("file:line") which error messages name.
+input order holding at least problem_id, passed (None: not judged), reward, stage, reason, details.
+A sample may carry ``_where`` ("file:line") which error messages name.
 """
 from __future__ import annotations
 
@@ -52,7 +52,8 @@ def check_references(problems: Sequence[Problem], **config: Any) -> dict[str, Ve
 
 
 def _row(score: VerilogScore, references: bool) -> dict:
-    row = {"problem_id": score.problem_id, "passed": score.passed, "reward": score.reward,
+    passed = None if score.error else score.passed      # an infrastructure failure judged nothing
+    row = {"problem_id": score.problem_id, "passed": passed, "reward": score.reward,
            "stage": score.stage, "reason": score.reason, "details": score.to_dict()}
     if references:
         row["unsupported"] = not score.passed
