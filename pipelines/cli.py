@@ -2,8 +2,7 @@
 
 Command modules are imported lazily so `earl --help` and `earl score` stay fast (no torch import).
 
-Errors a user can fix (bad config, missing file, unreadable data: ValueError / OSError and their kin)
-print as one line naming the command, exit code 2; `--debug` or EARL_DEBUG=1 shows the traceback
+Errors a user can fix (bad config, missing file or program, unreadable data: `USER_ERRORS`) print as one line naming the command, exit code 2; `--debug` or EARL_DEBUG=1 shows the traceback
 instead. Ctrl-C exits 130 with no traceback.
 """
 from __future__ import annotations
@@ -14,8 +13,10 @@ import os
 import sys
 
 from pipelines.preemption import EXIT_INTERRUPTED
+from sandboxes.tools import ToolNotFound
 
 EXIT_USAGE = 2
+USER_ERRORS = (ValueError, OSError, ToolNotFound)    # what a user fixes: shown as one line, exit 2
 
 # sub-command -> (module, one-line help). Order is the order shown in --help.
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -67,7 +68,7 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(f"earl {args.command}: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
-    except (ValueError, OSError) as exc:
+    except USER_ERRORS as exc:
         if debug:
             raise
         print(f"earl {args.command}: error: {one_line(exc)} (--debug for the traceback)", file=sys.stderr)

@@ -251,7 +251,8 @@ def check_writable(root: Path) -> None:
 
 
 def check_rewards(cfg: PipelineConfig) -> None:
-    """Build the rewards once (unknown names, bad kwargs, missing tools such as iverilog fail here)."""
+    """Build the rewards once: unknown names and bad kwargs fail here as ConfigError, a missing program
+    (iverilog, yosys, bwrap) as sandboxes.tools.ToolNotFound, both before any training."""
     if not any(s.kind in ("rl", "eval") for s in cfg.stages.values()):
         return
     from rewards.registry import compose

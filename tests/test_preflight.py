@@ -133,3 +133,13 @@ def test_security_reward_checks_its_test_programs(hide):
     hide("bwrap")
     with pytest.raises(ToolNotFound, match="bwrap.*apt-get install bubblewrap"):
         SecurityRepairReward(functional={"backend": "bwrap"})
+
+
+def test_earl_train_without_iverilog_stops_before_any_work(hide, tmp_path, capsys):
+    tiny = Path(__file__).resolve().parents[1] / "configs" / "verilog_tiny.yaml"
+    hide("iverilog")
+    for extra in (["--dry-run"], ["--run-dir", str(tmp_path / "run")]):
+        assert main(["train", "--config", str(tiny), *extra]) == 2
+        err = capsys.readouterr().err
+        assert "iverilog" in err and "apt-get install iverilog" in err and "Traceback" not in err
+    assert not (tmp_path / "run").exists(), "nothing written, no SFT started"

@@ -37,10 +37,14 @@ def run(args: argparse.Namespace) -> int:
             return rc
     from pipelines.preemption import EXIT_INTERRUPTED, EXIT_PREEMPTED, Preempted
     from pipelines.runner import RunInterrupted, is_main
+    from sandboxes.tools import ToolNotFound
     try:
         run_folder = _train(args)
     except ConfigError as exc:
         print(f"earl train: config error: {exc}", file=sys.stderr)
+        return 2
+    except ToolNotFound as exc:
+        print(f"earl train: error: {exc}", file=sys.stderr)
         return 2
     except RunInterrupted as exc:
         if is_main():
