@@ -4,6 +4,9 @@ Knows the two testbench conventions in the data:
 - VerilogEval: `tb` compares TopModule to RefModule and prints ``Mismatches: N in M samples``.
 - RTLLM: a self-checking testbench prints ``Your Design Passed``, or ``Test completed with N /M
   failures``, ``Failed``, ``Error`` lines.
+- Vectors (VeriReason-style data): the bench only writes output vectors (stdout or a file it
+  `$fopen`s); `vectors_job` compares them line by line with the expected ones in the sandbox and
+  prints ``Mismatches: N in M samples`` itself, so differing lines earn partial credit.
 
 Every `$display`/`$write` string of the testbench is prefixed with a per-run random tag, and only
 tagged lines count, so a candidate that prints "Mismatches: 0 in 100 samples" itself earns nothing.
@@ -96,6 +99,8 @@ def build_job(problem: Problem, code: str, flags: tuple[str, ...] = VERILOGEVAL_
         if not re.fullmatch(r"[\w.+-]+", name) or name.startswith("."):
             raise ValueError(f"problem {problem.id}: extra file name {name!r} must be a plain file name")
         files[name] = text
+    if problem.harness == "vectors":
+        return vectors_job(problem, code, files, tag, flags, vvp_flags)
     if problem.harness == "verilogeval" or uses_reference(problem):
         sources = {"sample.sv": code, "test.sv": tag_testbench(problem.testbench, tag)}
         if uses_reference(problem):
@@ -107,6 +112,57 @@ def build_job(problem: Problem, code: str, flags: tuple[str, ...] = VERILOGEVAL_
     sim_cmd = [tools.get("vvp", "vvp"), *vvp_flags, "sim"]
     script = (f"{shlex.join(compile_cmd)} >compile.log 2>&1\nrc=$?\necho $rc >compile.rc\n"
               f"[ $rc -eq 0 ] || exit {COMPILE_FAILED_EXIT}\nexec {shlex.join(sim_cmd)}\n")
+    return Job(files=files, argv=["/bin/sh", "-c", script], tag=tag)
+
+
+# Vector benches: bench output (tagged stdout lines, or the file the bench writes) vs `meta.expected_output`,
+# line by line after folding whitespace and case; missing or extra lines count as mismatches.
+EXPECTED_VECTORS = ".earl_expected_vectors"     # a dotted name no problem file can take
+_VECTOR_AWK = r"""
+function norm(s) { gsub(/[ \t\r]+/, " ", s); sub(/^ /, "", s); sub(/ $/, "", s); return tolower(s) }
+FILENAME == ARGV[1] {
+  s = $0
+  if (tagged) { i = index(s, tag); if (!i) next; s = substr(s, i + length(tag)) }
+  s = norm(s); if (s != "") got[++ng] = s; next
+}
+{ s = norm($0); if (s != "") want[++nw] = s }
+END {
+  n = nw > ng ? nw : ng; mm = 0; first = 0
+  for (k = 1; k <= n; k++) if (got[k] != want[k]) { mm++; if (!first) first = k }
+  if (first) print tag "First vector mismatch: line " first " expected \"" want[first] "\" got \"" got[first] "\""
+  print tag "Mismatches: " mm " in " n " samples"
+}
+"""
+_FOPEN_WRITE = re.compile(r'\$fopen\s*\(\s*"([^"]+)"\s*(?:,\s*"([^"]*)"\s*)?\)')
+
+
+def vector_output_file(testbench: str) -> str | None:
+    """The file a vector bench writes its vectors to (its first `$fopen` for writing), else None (stdout)."""
+    for name, mode in _FOPEN_WRITE.findall(strip_comments(testbench)):
+        if not mode or mode[0] in "wa":
+            return name
+    return None
+
+
+def vectors_job(problem: Problem, code: str, files: dict[str, str], tag: str,
+                flags: tuple[str, ...], vvp_flags: tuple[str, ...]) -> Job:
+    """Compile bench + candidate, simulate, then compare the vectors with the expected ones (awk, in the box)."""
+    expected = (problem.meta or {}).get("expected_output")
+    if not expected:
+        raise ValueError(f"problem {problem.id}: a vectors harness needs meta.expected_output")
+    out = (problem.meta or {}).get("vector_file") or vector_output_file(problem.testbench or "")
+    if out is not None and (not re.fullmatch(r"[\w.+-]+", out) or out.startswith(".")):
+        raise ValueError(f"problem {problem.id}: vector file {out!r} must be a plain file name")
+    sources = {"testbench.v": tag_testbench(problem.testbench or "", tag), "design.v": code}
+    files = {**files, **sources, EXPECTED_VECTORS: expected}
+    compile_cmd = ["iverilog", *flags, "-s", testbench_top(problem), "-o", "sim", *sources]
+    compare = ["awk", "-v", f"tag={tag}", "-v", f"tagged={0 if out else 1}", _VECTOR_AWK,
+               out or "sim.out", EXPECTED_VECTORS]
+    script = (f"{shlex.join(compile_cmd)} >compile.log 2>&1\nrc=$?\necho $rc >compile.rc\n"
+              f"[ $rc -eq 0 ] || exit {COMPILE_FAILED_EXIT}\n{shlex.join(['vvp', *vvp_flags, 'sim'])} >sim.out\n"
+              f"rc=$?\ncat sim.out\n[ $rc -lt 128 ] || exit $rc\n"
+              f"[ -f {shlex.quote(out or 'sim.out')} ] || : >{shlex.quote(out or 'sim.out')}\n"
+              f"exec {shlex.join(compare)}\n")
     return Job(files=files, argv=["/bin/sh", "-c", script], tag=tag)
 
 
