@@ -58,8 +58,10 @@ class ModelConfig:
 
 @dataclass
 class DataSource:
-    """Where problems come from: a path (JSONL, VerilogEval or RTLLM folder, HF `save_to_disk` dir), an HF
-    dataset name (`hf:`), or a generator spec (`generator: rtl, n: 2000, seed: 0, split: train`)."""
+    """Where problems come from: a path (JSONL, parquet, VerilogEval or RTLLM folder, HF `save_to_disk`
+    dir, or a benchmark name: `verilogeval:spec-to-rtl`, `rtllm`), an HF dataset name (`hf:`), or a
+    generator spec (`generator: rtl, n: 2000, seed: 0, split: train`). Datasets in their own layout take
+    `columns:` (record field <- source column, dotted paths) and/or a named `adapter:` (pipelines/rows.py)."""
     path: str | None = None
     hf: str | None = None             # HF dataset name or local dir loaded with `datasets.load_dataset`
     hf_split: str = "train"
@@ -68,11 +70,14 @@ class DataSource:
     seed: int = 0
     split: str = "train"              # generator split (train | test) - disjoint task streams
     options: dict[str, Any] = field(default_factory=dict)   # extra generator kwargs
+    columns: dict[str, str] = field(default_factory=dict)   # path/hf: record field <- source column (a.b.c)
+    adapter: str | None = None        # path/hf: a named row layout (rewards.verilog.adapters.ADAPTERS)
 
     def describe(self) -> str:
         if self.generator:
             return f"generator={self.generator} n={self.n} seed={self.seed} split={self.split}"
-        return f"path={self.path}" if self.path else f"hf={self.hf}[{self.hf_split}]"
+        where = f"path={self.path}" if self.path else f"hf={self.hf}[{self.hf_split}]"
+        return where + (f" adapter={self.adapter}" if self.adapter else "")
 
 
 @dataclass
@@ -429,6 +434,15 @@ def _validate_source(src: DataSource, key: str) -> None:
         raise ConfigError(f"{key}.n: a generator source needs n (how many problems)")
     if src.n is not None and src.n < 1:
         raise ConfigError(f"{key}.n: must be >= 1, got {src.n}")
+    if src.generator and (src.columns or src.adapter):
+        raise ConfigError(f"{key}: columns/adapter apply to path and hf sources, not generators")
+    if src.adapter is not None:
+        from rewards.verilog.adapters import ADAPTERS
+        if src.adapter not in ADAPTERS:
+            raise ConfigError(f"{key}.adapter: unknown adapter {src.adapter!r}; known: {', '.join(ADAPTERS)}")
+    for target, source in src.columns.items():
+        if not isinstance(source, str) or not source.strip():
+            raise ConfigError(f"{key}.columns.{target}: expected a source column name (a.b.c), got {source!r}")
 
 
 EVAL_RANGES: dict[str, tuple[float, bool, str]] = {

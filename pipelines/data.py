@@ -4,8 +4,10 @@ A task kind (`TASK_KINDS`) is the one place that knows a record type: how to loa
 SFT target, the reward columns, and (optionally) how eval reads the reward's per-sample details.
 Verilog (`Problem`, the default) and security repair (`SecurityTask`) are the kinds. Formats are
 adapters at the edge: JSONL / VerilogEval / RTLLM folders go through rewards.verilog.loaders,
-security JSONL through rewards.security.tasks, HF datasets through `datasets`, generators through
-pipelines/tasks. Dataset rows carry the reward's columns, so TRL hands them to the reward unchanged.
+security JSONL through rewards.security.tasks, HF datasets through `datasets`, datasets in their own
+layout (parquet, `columns:` mappings, named adapters) through pipelines/rows.py, benchmark names
+through pipelines/benchmarks.py, generators through pipelines/tasks. Dataset rows carry the reward's
+columns, so TRL hands them to the reward unchanged.
 """
 from __future__ import annotations
 
@@ -16,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from pipelines import rows as raw_rows
 from pipelines.config import DataConfig, DataSource
 from rewards.verilog.problems import Problem
 
@@ -176,13 +179,16 @@ def load_source(src: DataSource, task: str | None = None) -> list:
                              f"(its generators: {list(kind.generators)})")
         problems = _generate(src)
     elif src.path:
-        path = Path(src.path).expanduser()
-        if not path.exists():
-            raise ValueError(f"data source path not found: {path}")
-        if path.is_dir() and ((path / "dataset_info.json").is_file() or (path / "state.json").is_file()):
+        path = _local_path(src.path)
+        if src.columns or src.adapter or raw_rows.is_rows_file(path):
+            problems = _from_mapped_rows(src, kind, raw_rows.iter_rows(path), str(path))
+        elif path.is_dir() and ((path / "dataset_info.json").is_file() or (path / "state.json").is_file()):
             problems = _from_hf_rows(_load_hf_disk(path), str(path), kind)
         else:
             problems = kind.read_path(path)
+    elif src.columns or src.adapter:
+        hf_rows = raw_rows.iter_rows(hf=src.hf, hf_split=src.hf_split)
+        problems = _from_mapped_rows(src, kind, hf_rows, f"hf:{src.hf}")
     else:
         import datasets
         rows = datasets.load_dataset(src.hf, split=src.hf_split)
@@ -194,6 +200,25 @@ def load_source(src: DataSource, task: str | None = None) -> list:
     return problems
 
 
+def _local_path(spec: str) -> Path:
+    """A source path: a file or folder, or a benchmark name (`verilogeval:spec-to-rtl`, `rtllm`) resolved
+    to its pinned checkout, fetched on first use (pipelines/benchmarks.py)."""
+    from pipelines.benchmarks import resolve
+    path = Path(spec).expanduser()
+    if not path.exists():
+        path = resolve(spec) or path
+    if not path.exists():
+        raise ValueError(f"data source path not found: {path}")
+    return path
+
+
+def _from_mapped_rows(src: DataSource, kind: TaskKind, source_rows, label: str) -> list:
+    """Rows read as they are (columns mapping, named adapter); unusable rows are warned about and skipped."""
+    if src.adapter and kind.name != "verilog":
+        raise ValueError(f"adapter {src.adapter!r} makes verilog problems, but the task is {kind.name}")
+    return raw_rows.records_from_rows(source_rows, label, kind, src.columns, src.adapter, limit=src.n)
+
+
 def check_source(src: DataSource, task: str | None = None) -> None:
     """Fail now if `src` cannot be read: paths and datasets are loaded, generators draw two tasks."""
     if src.generator:
@@ -203,7 +228,8 @@ def check_source(src: DataSource, task: str | None = None) -> None:
         load_source(src, task)
 
 
-SPEC_HELP = ("a JSONL file, a VerilogEval or RTLLM folder, an HF `save_to_disk` folder, or a generator spec "
+SPEC_HELP = ("a JSONL or parquet file, a VerilogEval or RTLLM folder, a benchmark name (verilogeval:spec-to-rtl, "
+             "rtllm), an HF `save_to_disk` folder, or a generator spec "
              + " / ".join(f"{g}:N[:seed[:split]]" for g in GENERATORS))
 
 
