@@ -25,6 +25,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "score": ("pipelines.commands.score", "score completions against problems (Verilog, security repair)"),
     "entropy": ("pipelines.commands.entropy", "per-token entropy analysis of a model on a problem set"),
     "gen-tasks": ("pipelines.commands.gen_tasks", "write procedurally generated RTL tasks as JSONL"),
+    "data": ("pipelines.commands.data", "fetch a public benchmark (verilogeval, rtllm) at a pinned commit"),
     "submit": ("pipelines.commands.submit", "render and submit a Slurm batch job for a config"),
 }
 

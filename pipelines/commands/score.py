@@ -61,6 +61,9 @@ def _run(args: argparse.Namespace) -> int:
     ks = parse_ks(args.k)
     if args.workers is not None and args.workers < 1:
         raise InputError(f"--workers must be >= 1, got {args.workers}")
+    if not Path(args.problems).exists():         # `verilogeval:spec-to-rtl`, `rtllm`: the pinned checkout
+        from pipelines.benchmarks import resolve
+        args.problems = str(resolve(args.problems) or args.problems)
     if not Path(args.problems).exists():
         raise InputError(f"--problems {args.problems}: no such file or folder")
     module = _task_module(args.task)
