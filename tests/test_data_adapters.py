@@ -159,6 +159,7 @@ STDOUT_TB = """module tb_counter;
   counter dut(.clk(clk), .rst(rst), .q(q));
   always #5 clk = ~clk;
   initial begin
+    $dumpfile("cnt.vcd"); $dumpvars(0, tb_counter);     // iverilog then prints "VCD info: ..." itself
     @(negedge clk) rst = 0;
     for (i = 0; i < 12; i = i + 1) begin @(negedge clk); $display("%0d %b", i, q); end
     $finish;
@@ -194,6 +195,7 @@ def test_verireason_rows_score_through_the_vectors_harness(tmp_path):
     add, cnt = problems["add"], problems["cnt"]
     assert (add.harness, add.top_module, add.meta["vector_file"]) == ("vectors", "adder4", "output.txt")
     assert "vector_file" not in cnt.meta and cnt.top_module == "counter"
+    assert cnt.meta["expected_output"].startswith("VCD info:")           # the simulator's line, not a vector
     reward = VerilogReward(list(problems.values()), workers=1)
     for p in (add, cnt):
         score = reward.score(p, "```verilog\n" + p.reference + "```")

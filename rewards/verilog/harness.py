@@ -116,10 +116,15 @@ def build_job(problem: Problem, code: str, flags: tuple[str, ...] = VERILOGEVAL_
 
 
 # Vector benches: bench output (tagged stdout lines, or the file the bench writes) vs `meta.expected_output`,
-# line by line after folding whitespace and case; missing or extra lines count as mismatches.
+# line by line after folding whitespace and case, blank lines and the simulator's own lines (VCD info,
+# $finish called) dropped; missing or extra lines count as mismatches.
 EXPECTED_VECTORS = ".earl_expected_vectors"     # a dotted name no problem file can take
 _VECTOR_AWK = r"""
-function norm(s) { gsub(/[ \t\r]+/, " ", s); sub(/^ /, "", s); sub(/ $/, "", s); return tolower(s) }
+function norm(s) {
+  gsub(/[ \t\r]+/, " ", s); sub(/^ /, "", s); sub(/ $/, "", s); s = tolower(s)
+  if (s ~ /^vcd (info|warning):/ || s ~ /\$(finish|stop) called at/) return ""   # the simulator's, not the bench's
+  return s
+}
 FILENAME == ARGV[1] {
   s = $0
   if (tagged) { i = index(s, tag); if (!i) next; s = substr(s, i + length(tag)) }
