@@ -4,12 +4,13 @@ Knows the two testbench conventions in the data:
 - VerilogEval: `tb` compares TopModule to RefModule and prints ``Mismatches: N in M samples``.
 - RTLLM: a self-checking testbench prints ``Your Design Passed``, or ``Test completed with N /M
   failures``, ``Failed``, ``Error`` lines.
-- Vectors (VeriReason-style data): the bench only writes output vectors (stdout or a file it
-  `$fopen`s); `vectors_job` compares them line by line with the expected ones in the sandbox and
-  prints ``Mismatches: N in M samples`` itself, so differing lines earn partial credit.
 
 Every `$display`/`$write` string of the testbench is prefixed with a per-run random tag, and only
 tagged lines count, so a candidate that prints "Mismatches: 0 in 100 samples" itself earns nothing.
+
+Vector benches (harness ``vectors``, VeriReason-style data) only write output vectors (stdout or a
+file they `$fopen`); `vectors_job` compares them line by line with the expected ones in the sandbox
+and prints ``Mismatches: N in M samples`` itself, so differing lines earn partial credit.
 """
 from __future__ import annotations
 
