@@ -101,7 +101,7 @@ def build_job(problem: Problem, code: str, flags: tuple[str, ...] = VERILOGEVAL_
             raise ValueError(f"problem {problem.id}: extra file name {name!r} must be a plain file name")
         files[name] = text
     if problem.harness == "vectors":
-        return vectors_job(problem, code, files, tag, flags, vvp_flags)
+        return vectors_job(problem, code, files, tag, flags, vvp_flags, tools)
     if problem.harness == "verilogeval" or uses_reference(problem):
         sources = {"sample.sv": code, "test.sv": tag_testbench(problem.testbench, tag)}
         if uses_reference(problem):
@@ -150,8 +150,8 @@ def vector_output_file(testbench: str) -> str | None:
     return None
 
 
-def vectors_job(problem: Problem, code: str, files: dict[str, str], tag: str,
-                flags: tuple[str, ...], vvp_flags: tuple[str, ...]) -> Job:
+def vectors_job(problem: Problem, code: str, files: dict[str, str], tag: str, flags: tuple[str, ...],
+                vvp_flags: tuple[str, ...], tools: Mapping[str, str] | None = None) -> Job:
     """Compile bench + candidate, simulate, then compare the vectors with the expected ones (awk, in the box)."""
     expected = (problem.meta or {}).get("expected_output")
     if not expected:
@@ -161,14 +161,16 @@ def vectors_job(problem: Problem, code: str, files: dict[str, str], tag: str,
         raise ValueError(f"problem {problem.id}: vector file {out!r} must be a plain file name")
     sources = {"testbench.v": tag_testbench(problem.testbench or "", tag), "design.v": code}
     files = {**files, **sources, EXPECTED_VECTORS: expected}
-    compile_cmd = ["iverilog", *flags, "-s", testbench_top(problem), "-o", "sim", *sources]
-    compare = ["awk", "-v", f"tag={tag}", "-v", f"tagged={0 if out else 1}", _VECTOR_AWK,
+    tools = tools or {}
+    vectors = shlex.quote(out or "sim.out")
+    compile_cmd = [tools.get("iverilog", "iverilog"), *flags, "-s", testbench_top(problem), "-o", "sim", *sources]
+    sim_cmd = [tools.get("vvp", "vvp"), *vvp_flags, "sim"]
+    compare = [tools.get("awk", "awk"), "-v", f"tag={tag}", "-v", f"tagged={0 if out else 1}", _VECTOR_AWK,
                out or "sim.out", EXPECTED_VECTORS]
     script = (f"{shlex.join(compile_cmd)} >compile.log 2>&1\nrc=$?\necho $rc >compile.rc\n"
-              f"[ $rc -eq 0 ] || exit {COMPILE_FAILED_EXIT}\n{shlex.join(['vvp', *vvp_flags, 'sim'])} >sim.out\n"
-              f"rc=$?\ncat sim.out\n[ $rc -lt 128 ] || exit $rc\n"
-              f"[ -f {shlex.quote(out or 'sim.out')} ] || : >{shlex.quote(out or 'sim.out')}\n"
-              f"exec {shlex.join(compare)}\n")
+              f"[ $rc -eq 0 ] || exit {COMPILE_FAILED_EXIT}\n"
+              f"{shlex.join(sim_cmd)} >sim.out\nrc=$?\ncat sim.out\n[ $rc -lt 128 ] || exit $rc\n"   # killed: no verdict
+              f"[ -f {vectors} ] || : >{vectors}\nexec {shlex.join(compare)}\n")
     return Job(files=files, argv=["/bin/sh", "-c", script], tag=tag)
 
 
