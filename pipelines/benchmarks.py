@@ -24,13 +24,16 @@ MARKER = ".earl-benchmark"            # written after a checkout passed its coun
 def count_verilogeval(folder: Path) -> int:
     """Problem files of a VerilogEval v2 dataset folder: ProbNNN_name_{prompt.txt,ref.sv,test.sv}."""
     pattern = re.compile(r"Prob\d+_.+_(?:prompt\.txt|ref\.sv|test\.sv)")
-    return sum(1 for f in folder.iterdir() if f.is_file() and pattern.fullmatch(f.name)) if folder.is_dir() else 0
+    if not folder.is_dir():
+        return 0
+    return sum(1 for f in folder.iterdir() if f.is_file() and pattern.fullmatch(f.name))
 
 
 def count_rtllm(folder: Path) -> int:
     """RTLLM designs: folders with design_description.txt, testbench.v and exactly one verified_*.v."""
     designs = {tb.parent for tb in folder.rglob("testbench.v")} if folder.is_dir() else set()
-    return sum(1 for d in designs if (d / "design_description.txt").is_file() and len(list(d.glob("verified_*.v"))) == 1)
+    return sum(1 for d in designs
+               if (d / "design_description.txt").is_file() and len(list(d.glob("verified_*.v"))) == 1)
 
 
 @dataclass(frozen=True)

@@ -228,8 +228,8 @@ def check_source(src: DataSource, task: str | None = None) -> None:
         load_source(src, task)
 
 
-SPEC_HELP = ("a JSONL or parquet file, a VerilogEval or RTLLM folder, a benchmark name (verilogeval:spec-to-rtl, "
-             "rtllm), an HF `save_to_disk` folder, or a generator spec "
+SPEC_HELP = ("a JSONL or parquet file, a VerilogEval or RTLLM folder, a benchmark name "
+             "(verilogeval:spec-to-rtl, rtllm), an HF `save_to_disk` folder, or a generator spec "
              + " / ".join(f"{g}:N[:seed[:split]]" for g in GENERATORS))
 
 

@@ -33,7 +33,8 @@ class MissingColumn(ValueError):
 # --------------------------------------------------------------------------- reading rows
 
 
-def iter_rows(path: Path | None = None, hf: str | None = None, hf_split: str = "train") -> Iterator[tuple[str, dict]]:
+def iter_rows(path: Path | None = None, hf: str | None = None,
+              hf_split: str = "train") -> Iterator[tuple[str, dict]]:
     """(where, row) for every row of a JSONL file, a parquet file or folder of them, a `save_to_disk`
     folder, or an HF dataset (`hf`)."""
     if hf is not None:
@@ -82,7 +83,10 @@ def is_rows_file(path: Path) -> bool:
 
 
 def lookup(row: dict[str, Any], dotted: str, where: str = "<row>") -> Any:
-    """`row` at `a.b.0.c`; JSON text and pickled plain data on the way are decoded."""
+    """`row` at `a.b.0.c` (a column named `a.b.0.c` itself wins); JSON text and pickled plain data on the
+    way are decoded."""
+    if dotted in row:
+        return row[dotted]
     value: Any = row
     walked: list[str] = []
     for step in dotted.split("."):

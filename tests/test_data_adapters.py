@@ -71,7 +71,8 @@ def test_plain_pickles_read_back(protocol):
 def test_code_running_pickle_is_refused_and_runs_nothing(tmp_path):
     marker = tmp_path / "pwned"
     payload = pickle.dumps({"answer": Pwn(str(marker))})
-    with pytest.raises(UnsafePickle, match=r"row 3 ground_truth: pickle tries to load global (posix|os)\.system"):
+    with pytest.raises(UnsafePickle,
+                       match=r"row 3 ground_truth: pickle tries to load global (posix|os)\.system"):
         loads_plain(payload, "row 3 ground_truth")
     assert not marker.exists()
 
@@ -117,7 +118,8 @@ def test_codev_r1_parquet(tmp_path, caplog):
 def test_codev_r1_json_variant(tmp_path):
     truth = {"answer": {"code": COUNTER}, "clock_port_polarity": [["clk", 1]]}
     rows = [{"prompt": [{"role": "user", "content": "A 3-bit counter named counter."}],
-             "reward_model": {"style": "rule", "ground_truth": json.dumps(truth)}, "extra_info": {"index": 5}},
+             "reward_model": {"style": "rule", "ground_truth": json.dumps(truth)},
+             "extra_info": {"index": 5}},
             {"prompt": [{"role": "user", "content": "Again, counter."}],
              "reward_model": json.dumps({"ground_truth": truth}), "extra_info": {"index": 6}},
             {"prompt": [{"role": "user", "content": "bad"}],
@@ -132,7 +134,8 @@ def test_codev_r1_json_variant(tmp_path):
 def test_json_adapter_refuses_pickles_and_zero_rows_is_an_error(tmp_path):
     path = tmp_path / "pickled.parquet"
     write_parquet([codev_row(0, ground_truth(ADDER))], path)
-    with pytest.raises(ValueError, match=r"data source .*pickled.parquet holds no usable problems.*pickled bytes"):
+    with pytest.raises(ValueError,
+                       match=r"data source .*pickled.parquet holds no usable problems.*pickled bytes"):
         load_source(DataSource(path=str(path), adapter="codev-r1-json"))
 
 
@@ -246,7 +249,8 @@ def test_columns_on_parquet_walk_into_pickled_ground_truth(tmp_path):
 
 def test_columns_on_save_to_disk_and_adapter_overrides(tmp_path):
     import datasets
-    rows = [{"q": "Design adder4.", "a": ADDER, "tag": "x1"}, {"q": "Design counter.", "a": COUNTER, "tag": "x2"}]
+    rows = [{"q": "Design adder4.", "a": ADDER, "tag": "x1"},
+            {"q": "Design counter.", "a": COUNTER, "tag": "x2"}]
     folder = tmp_path / "ds"
     datasets.Dataset.from_list(rows).save_to_disk(str(folder))
     problems = load_source(DataSource(path=str(folder), columns={"spec": "q", "reference": "a", "id": "tag"}))

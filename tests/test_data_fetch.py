@@ -36,7 +36,7 @@ def fake_verilogeval(root: Path, problems: int = 156) -> Path:
     for i in range(1, problems + 1):
         pid = f"Prob{i:03d}_p{i}"
         (folder / f"{pid}_prompt.txt").write_text(f"spec {i}\n")
-        (folder / f"{pid}_ref.sv").write_text("module RefModule(input a, output y); assign y = a; endmodule\n")
+        (folder / f"{pid}_ref.sv").write_text("module RefModule(input a, output y);\nassign y = a;\nendmodule\n")
         (folder / f"{pid}_test.sv").write_text("module tb; endmodule\n")
     (folder / "problems.txt").write_text("\n".join(f"Prob{i:03d}" for i in range(1, problems + 1)))
     (root / "README.md").write_text("fake verilog-eval\n")

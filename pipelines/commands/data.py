@@ -18,7 +18,8 @@ def add_parser(parser: argparse.ArgumentParser) -> None:
                                        "and verify its file count")
     fetch.add_argument("name", choices=sorted(BENCHMARKS), help="benchmark")
     fetch.add_argument("--to", metavar="DIR", default=None,
-                       help="checkout folder (default: ~/.cache/earl/benchmarks/<name>-<commit>, or $EARL_CACHE)")
+                       help="checkout folder (default: ~/.cache/earl/benchmarks/<name>-<commit>; "
+                            "$EARL_CACHE/benchmarks/... when set)")
     fetch.add_argument("--url", default=None,
                        help="clone from this repository instead (a mirror, a local path); "
                             "or set EARL_<NAME>_URL")

@@ -123,7 +123,7 @@ EXPECTED_VECTORS = ".earl_expected_vectors"     # a dotted name no problem file 
 _VECTOR_AWK = r"""
 function norm(s) {
   gsub(/[ \t\r]+/, " ", s); sub(/^ /, "", s); sub(/ $/, "", s); s = tolower(s)
-  if (s ~ /^vcd (info|warning):/ || s ~ /\$(finish|stop) called at/) return ""   # the simulator's, not the bench's
+  if (s ~ /^vcd (info|warning):/ || s ~ /\$(finish|stop) called at/) return ""   # the simulator's own
   return s
 }
 FILENAME == ARGV[1] {
@@ -135,7 +135,8 @@ FILENAME == ARGV[1] {
 END {
   n = nw > ng ? nw : ng; mm = 0; first = 0
   for (k = 1; k <= n; k++) if (got[k] != want[k]) { mm++; if (!first) first = k }
-  if (first) print tag "First vector mismatch: line " first " expected \"" want[first] "\" got \"" got[first] "\""
+  if (first)
+    print tag "First vector mismatch: line " first " expected \"" want[first] "\" got \"" got[first] "\""
   print tag "Mismatches: " mm " in " n " samples"
 }
 """
@@ -152,7 +153,7 @@ def vector_output_file(testbench: str) -> str | None:
 
 def vectors_job(problem: Problem, code: str, files: dict[str, str], tag: str, flags: tuple[str, ...],
                 vvp_flags: tuple[str, ...], tools: Mapping[str, str] | None = None) -> Job:
-    """Compile bench + candidate, simulate, then compare the vectors with the expected ones (awk, in the box)."""
+    """Compile bench + candidate, simulate, compare the vectors with the expected ones (awk, in the box)."""
     expected = (problem.meta or {}).get("expected_output")
     if not expected:
         raise ValueError(f"problem {problem.id}: a vectors harness needs meta.expected_output")
@@ -163,13 +164,15 @@ def vectors_job(problem: Problem, code: str, files: dict[str, str], tag: str, fl
     files = {**files, **sources, EXPECTED_VECTORS: expected}
     tools = tools or {}
     vectors = shlex.quote(out or "sim.out")
-    compile_cmd = [tools.get("iverilog", "iverilog"), *flags, "-s", testbench_top(problem), "-o", "sim", *sources]
+    top = testbench_top(problem)
+    compile_cmd = [tools.get("iverilog", "iverilog"), *flags, "-s", top, "-o", "sim", *sources]
     sim_cmd = [tools.get("vvp", "vvp"), *vvp_flags, "sim"]
     compare = [tools.get("awk", "awk"), "-v", f"tag={tag}", "-v", f"tagged={0 if out else 1}", _VECTOR_AWK,
                out or "sim.out", EXPECTED_VECTORS]
     script = (f"{shlex.join(compile_cmd)} >compile.log 2>&1\nrc=$?\necho $rc >compile.rc\n"
               f"[ $rc -eq 0 ] || exit {COMPILE_FAILED_EXIT}\n"
-              f"{shlex.join(sim_cmd)} >sim.out\nrc=$?\ncat sim.out\n[ $rc -lt 128 ] || exit $rc\n"   # killed: no verdict
+              f"{shlex.join(sim_cmd)} >sim.out\nrc=$?\ncat sim.out\n"
+              f"[ $rc -lt 128 ] || exit $rc\n"                  # vvp killed (a limit): no verdict
               f"[ -f {vectors} ] || : >{vectors}\nexec {shlex.join(compare)}\n")
     return Job(files=files, argv=["/bin/sh", "-c", script], tag=tag)
 

@@ -15,7 +15,7 @@ from rewards.verilog.extract import module_names, rename_module
 from rewards.verilog.harness import instantiated_modules, problem_issue, root_modules
 from rewards.verilog.problems import Problem, read_jsonl
 
-_RTLLM_FIXED = {"design_description.txt", "testbench.v", "makefile", "Makefile"}   # upstream ships VCS makefiles
+_RTLLM_FIXED = {"design_description.txt", "testbench.v", "makefile", "Makefile"}   # + upstream's VCS makefiles
 log = logging.getLogger(__name__)
 
 
