@@ -124,12 +124,21 @@ def fetch(name: str, to: str | Path | None = None, url: str | None = None) -> Pa
         _git(bench, ["-C", str(tmp), "-c", "advice.detachedHead=false", "checkout", "--quiet", bench.commit])
         _check_counts(bench, tmp)
         (tmp / MARKER).write_text(f"{name} {bench.commit} {source}\n")
-        if dest.exists():
-            dest.rmdir()                       # empty (checked above)
-        tmp.rename(dest)
+        _move_into_place(bench, tmp, dest)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return dest
+
+
+def _move_into_place(bench: Benchmark, tmp: Path, dest: Path) -> None:
+    """Rename the verified clone to `dest`; another process (a second rank) that got there first wins."""
+    try:
+        if dest.exists() and not any(dest.iterdir()):
+            dest.rmdir()
+        tmp.rename(dest)
+    except OSError:
+        if not _verified(bench, dest):
+            raise
 
 
 def _verified(bench: Benchmark, dest: Path) -> bool:

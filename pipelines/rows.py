@@ -155,7 +155,7 @@ def records_from_rows(rows: Iterator[tuple[str, dict]], label: str, kind: Any, c
             rec = _record(row, where, index, kind, columns, build, fields_problem)
             if rec.id in seen:
                 raise SkipRow(f"duplicate id {rec.id!r}")
-        except (SkipRow, MissingColumn, UnsafePickle, ValueError, TypeError) as exc:
+        except (SkipRow, MissingColumn, UnsafePickle, ValueError, TypeError, RecursionError) as exc:
             skipped += 1
             first_skip = first_skip or f"{where}: {exc}"
             if skipped <= MAX_ROW_WARNINGS:
