@@ -4,10 +4,13 @@ Built on TRL 1.16 through its own extension points, not a fork:
 
 * TRL's ``_compute_loss`` already computes per-token entropy at the sampling temperature with its
   fused, chunked LM head, and multiplies the per-token policy loss by whatever
-  ``get_high_entropy_mask`` returns (before the KL term and the loss-type normalisation). We override
-  that hook to return :func:`pipelines.gating.entropy_gate` as float weights (scaled for
-  ``normalize="selected"``), so every loss type, clipping rule and importance-sampling option of TRL
-  stays TRL's.
+  ``get_high_entropy_mask`` returns (before the KL term and the loss-type normalisation); its entropy
+  bonus (``entropy_coef > 0``) acts on the same tokens. We override that hook to return
+  :func:`pipelines.gating.entropy_gate`, the boolean mask TRL documents, so every loss type, clipping
+  rule, importance-sampling option and the entropy bonus stay TRL's.
+* ``normalize="selected"`` divides the policy term by the kept tokens instead of all of them: the hook
+  runs before TRL reads the advantages, so it scales them (:func:`pipelines.gating.scale_advantages`,
+  per sequence or per batch as the loss normalises) in the loss's own copy of the inputs.
 * ``kl_scope="gated"``: on dropped tokens the reference log-prob is replaced by the current (detached)
   log-prob, which makes both the k3 KL estimate and its gradient exactly zero there.
 * ``negative_weight`` < 1 scales negative advantages after TRL computed them (per-group normalisation
@@ -33,7 +36,7 @@ import torch
 from trl import GRPOConfig, GRPOTrainer
 
 from pipelines.entropy import token_string
-from pipelines.gating import GateStats, GatingConfig, entropy_gate, gate_stats, gate_weights
+from pipelines.gating import GateStats, GatingConfig, entropy_gate, gate_scale, gate_stats, scale_advantages
 
 log = logging.getLogger(__name__)
 
@@ -112,15 +115,19 @@ class EARLGRPOTrainer(GRPOTrainer):
         return logps, entropies, aux
 
     def get_high_entropy_mask(self, entropies: torch.Tensor, mask: torch.Tensor, threshold: float) -> torch.Tensor:
-        """TRL's hook, answered with the EARL gate as per-token loss weights (threshold is ignored)."""
+        """TRL's hook, answered with the EARL gate: a boolean (B, T) mask (TRL's threshold is ignored)."""
         gate = entropy_gate(entropies, mask, self.gating)
         self._earl_gate = gate
         inputs = self._earl_inputs
-        if (self.gating.kl_scope == "gated" and self.beta != 0.0 and inputs is not None
-                and self._earl_logps is not None and "ref_per_token_logps" in inputs):
-            inputs["ref_per_token_logps"] = torch.where(gate, inputs["ref_per_token_logps"],
-                                                        self._earl_logps.detach())
-        return gate_weights(gate, mask, self.gating, per_sequence=self.loss_type in PER_SEQUENCE_LOSSES)
+        if inputs is not None:
+            if (self.gating.kl_scope == "gated" and self.beta != 0.0 and self._earl_logps is not None
+                    and "ref_per_token_logps" in inputs):
+                inputs["ref_per_token_logps"] = torch.where(gate, inputs["ref_per_token_logps"],
+                                                            self._earl_logps.detach())
+            scale = gate_scale(gate, mask, self.gating, per_sequence=self.loss_type in PER_SEQUENCE_LOSSES)
+            if scale is not None:
+                inputs["advantages"] = scale_advantages(inputs["advantages"], scale)
+        return gate
 
     # ---- metrics ------------------------------------------------------------------------------------
     def _log_gate(self, inputs: dict) -> None:

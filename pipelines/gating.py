@@ -134,27 +134,41 @@ def entropy_gate(entropies: torch.Tensor, mask: torch.Tensor, config: GatingConf
     return (ent >= t) & valid & (n > 0).unsqueeze(-1)
 
 
-def gate_weights(gate: torch.Tensor, mask: torch.Tensor, config: GatingConfig, per_sequence: bool) -> torch.Tensor:
-    """Float (B, T) weights multiplied into the per-token policy loss.
+def gate_scale(gate: torch.Tensor, mask: torch.Tensor, config: GatingConfig,
+               per_sequence: bool) -> torch.Tensor | None:
+    """The factor that turns "divide by valid tokens" into "divide by kept tokens"; None = no rescaling.
 
-    ``normalize="all"``: the gate itself (TRL's behaviour). ``"selected"``: the gate scaled by
-    valid/kept so a loss that divides by the valid-token count ends up dividing by the kept count --
-    per sequence for sequence-normalised losses (grpo, sapo, luspo), otherwise by the global ratio over
-    all ranks (bnpo, dr_grpo, dapo, cispo, vespo).
+    ``normalize="all"`` (TRL's behaviour) or an inactive gate: None. ``"selected"``: valid/kept -- per
+    sequence, shape (B, 1), for sequence-normalised losses (grpo, sapo, luspo); otherwise the global ratio
+    over all ranks, a 0-dim tensor (bnpo, dr_grpo, dapo, cispo, vespo). A row with no kept token gets 0.
     """
-    g = gate.float()
     if config.normalize == "all" or not config.active:
-        return g
-    m = mask.float()
+        return None
+    g, m = gate.float(), mask.float()
     if per_sequence:
         kept = g.sum(-1, keepdim=True)
-        scale = torch.where(kept > 0, m.sum(-1, keepdim=True) / kept.clamp(min=1.0), torch.zeros_like(kept))
-        return g * scale
+        return torch.where(kept > 0, m.sum(-1, keepdim=True) / kept.clamp(min=1.0), torch.zeros_like(kept))
     totals = torch.stack([m.sum(), g.sum()])
     if _world_size() > 1:
         dist.all_reduce(totals)
-    scale = totals[0] / totals[1] if totals[1] > 0 else totals.new_zeros(())
-    return g * scale
+    return totals[0] / totals[1] if totals[1] > 0 else totals.new_zeros(())
+
+
+def gate_weights(gate: torch.Tensor, mask: torch.Tensor, config: GatingConfig, per_sequence: bool) -> torch.Tensor:
+    """Float (B, T) per-token policy-loss weights: the gate times `gate_scale` (the gate alone for "all")."""
+    scale = gate_scale(gate, mask, config, per_sequence)
+    return gate.float() if scale is None else gate.float() * scale
+
+
+def scale_advantages(advantages: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    """Advantages times a `gate_scale` factor, keeping their shape ((B,), (B, 1) or (B, T)).
+
+    Every TRL policy loss is linear in a positive scaling of the advantages (their sign is all the
+    clipping and masking rules read), so this equals scaling the gated per-token policy loss, while the
+    KL term and the entropy bonus stay untouched."""
+    if scale.dim() == 0:
+        return advantages * scale
+    return advantages * (scale.reshape(-1) if advantages.dim() == 1 else scale)
 
 
 @dataclass

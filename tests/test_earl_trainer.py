@@ -137,6 +137,42 @@ def test_policy_gradient_reaches_only_gated_tokens(base_model, tok, batch, tmp_p
     torch.testing.assert_close(grad[gate], want[gate])
 
 
+def test_hook_returns_the_boolean_gate(base_model, tok, batch, tmp_path):
+    cfg = GatingConfig(granularity="batch", top_ratio=0.3)
+    trainer = make(EARLGRPOTrainer, copy.deepcopy(base_model), tok, tmp_path, gating=cfg)
+    ent = torch.rand(B, C, generator=torch.Generator().manual_seed(1))
+    gate = trainer.get_high_entropy_mask(ent, batch["completion_mask"], 0.8)
+    assert gate.dtype == torch.bool
+    assert torch.equal(gate, expected_gate(ent, batch["completion_mask"], cfg))
+
+
+@pytest.mark.parametrize("loss_type", ["grpo", "dapo"])
+def test_entropy_bonus_acts_on_the_gated_tokens_with_trls_weighting(base_model, tok, batch, tmp_path, loss_type):
+    """TRL's bonus is coef x the mean entropy over mask x (what the hook returns): with the boolean gate
+    every kept token weighs 1/kept, in per-sequence losses too (the selected-normalisation scale goes
+    into the advantages, not into the mask the bonus reads)."""
+    cfg = GatingConfig(granularity="batch", top_ratio=0.3, normalize="selected")
+    coef = 0.1
+    trainer = make(EARLGRPOTrainer, copy.deepcopy(base_model), tok, tmp_path, gating=cfg, loss_type=loss_type,
+                   entropy_coef=coef)
+    captured: dict = {}
+    orig = trainer._get_per_token_logps_and_entropies
+
+    def spy(*a, **k):
+        out = orig(*a, **k)
+        if k.get("compute_entropy") and out[1].requires_grad:
+            out[1].retain_grad()
+            captured["entropies"] = out[1]
+        return out
+    trainer._get_per_token_logps_and_entropies = spy
+    loss_and_grads(trainer, dict(batch, advantages=torch.zeros(B)))     # no policy term: the bonus alone
+    ent = captured["entropies"]
+    gate = expected_gate(ent.detach(), batch["completion_mask"], cfg)
+    assert 0 < gate.sum() < batch["completion_mask"].sum()
+    want = torch.where(gate, torch.full_like(ent, -coef / float(gate.sum())), torch.zeros_like(ent))
+    torch.testing.assert_close(ent.grad, want)
+
+
 @pytest.mark.parametrize("kl_scope", ["all", "gated"])
 def test_kl_scope(base_model, tok, batch, tmp_path, kl_scope):
     model_dir = tmp_path / "model"
