@@ -411,15 +411,15 @@ def _validate_launch(launch: dict[str, Any]) -> None:
 
 def _validate_task(cfg: PipelineConfig) -> None:
     """data.task must be a known kind, and every generator source must produce that kind."""
-    from pipelines.data import GENERATORS, TASK_KINDS, task_kind
-    if cfg.data.task is not None and cfg.data.task not in TASK_KINDS:
-        raise ConfigError(f"data.task: expected one of {list(TASK_KINDS)}, got {cfg.data.task!r}")
+    from pipelines.tasks import kinds
+    if cfg.data.task is not None and cfg.data.task not in kinds.names():
+        raise ConfigError(f"data.task: expected one of {kinds.names()}, got {cfg.data.task!r}")
     sources = {"data.train": cfg.data.train, "data.eval": cfg.data.eval,
                **{f"stages.{n}.data": s.data for n, s in cfg.stages.items()}}
-    gens = {k: s.generator for k, s in sources.items() if s is not None and s.generator in GENERATORS}
-    kinds = {k: task_kind(sources[k]).name for k in gens}
-    want = cfg.data.task or next(iter(kinds.values()), "verilog")
-    for key, kind in kinds.items():
+    gens = {k: s.generator for k, s in sources.items() if s is not None and s.generator in kinds.generators()}
+    made = {k: kinds.for_generator(g).name for k, g in gens.items()}
+    want = cfg.data.task or next(iter(made.values()), kinds.resolve().name)
+    for key, kind in made.items():
         if kind != want:
             raise ConfigError(f"{key}.generator: {gens[key]!r} makes {kind} tasks, but "
                               + (f"data.task is {want!r}" if cfg.data.task else f"other sources make {want}"))

@@ -40,8 +40,9 @@ class TinyConfig:
     tie_word_embeddings: bool = True
 
     def __post_init__(self) -> None:
-        if any(p not in CORPORA for p in self.corpus.split("+")):
-            raise ValueError(f"model.tiny.corpus: expected {' | '.join(CORPORA)} or a '+' of them, "
+        from pipelines.tasks import kinds
+        if any(p not in kinds.generators() for p in self.corpus.split("+")):
+            raise ValueError(f"model.tiny.corpus: expected {' | '.join(kinds.generators())} or a '+' of them, "
                              f"got {self.corpus!r}")
 
     def key(self) -> str:
@@ -55,18 +56,11 @@ def default_cache_dir() -> Path:
     return (Path(root) if root else Path(__file__).resolve().parents[1] / ".cache") / "tiny"
 
 
-def _rtl_texts(n_tasks: int, seed: int) -> list[str]:
-    from pipelines.tasks.rtlgen import generate, solution
-    return [p.spec + solution(p) for p in generate(n_tasks, seed=seed, split="train")]
-
-
-def _security_texts(n_tasks: int, seed: int) -> list[str]:
-    from pipelines.data import completion_text, prompt_text
-    from pipelines.tasks.secgen import generate
-    return [prompt_text(t) + completion_text(t) for t in generate(n_tasks, seed=seed, split="train")]
-
-
-CORPORA = {"rtl": _rtl_texts, "security": _security_texts}
+def _texts(generator: str, n_tasks: int, seed: int) -> list[str]:
+    """Prompt + SFT target of `n_tasks` generated train tasks of the kind `generator` makes."""
+    from pipelines.tasks import kinds
+    kind = kinds.for_generator(generator)
+    return [kind.prompt_text(t) + kind.completion_text(t) for t in kind.generate(n_tasks, seed=seed, split="train")]
 
 
 def corpus(n_tasks: int, seed: int = 0, kinds: str = "rtl") -> list[str]:
@@ -75,7 +69,7 @@ def corpus(n_tasks: int, seed: int = 0, kinds: str = "rtl") -> list[str]:
     A tokenizer that never saw Python splits it into ~2x more tokens, which a 3 M model then fails to copy:
     the security default trains its tokenizer on the security tasks.
     """
-    return [text for kind in kinds.split("+") for text in CORPORA[kind](n_tasks, seed)]
+    return [text for generator in kinds.split("+") for text in _texts(generator, n_tasks, seed)]
 
 
 def train_tokenizer(texts: Iterable[str], vocab_size: int = 640):

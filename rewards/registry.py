@@ -24,11 +24,8 @@ log = logging.getLogger(__name__)
 RewardFn = Callable[..., list]
 ENTRY_POINT_GROUP = "earl.rewards"
 
-# Built-ins are named here as dotted paths so looking one up imports only that module.
-BUILTIN: dict[str, str] = {
-    "verilog_functional": "rewards.verilog.reward:VerilogReward",
-    "security_repair": "rewards.security.reward:SecurityRepairReward",
-}
+# The built-in rewards are `earl.rewards` entry points of this package (pyproject.toml), found exactly
+# like a plugin's; looking one up imports only its module.
 _REGISTERED: dict[str, Any] = {}
 
 
@@ -42,7 +39,7 @@ def register_reward(name: str) -> Callable[[Any], Any]:
 
 def available_rewards() -> list[str]:
     eps = [ep.name for ep in entry_points(group=ENTRY_POINT_GROUP)]
-    return sorted(set(BUILTIN) | set(_REGISTERED) | set(eps))
+    return sorted(set(_REGISTERED) | set(eps))
 
 
 def _import_dotted(path: str) -> Any:
@@ -62,8 +59,6 @@ def resolve(name: str) -> Any:
     """Return the object a reward name points at (not yet instantiated)."""
     if name in _REGISTERED:
         return _REGISTERED[name]
-    if name in BUILTIN:
-        return _import_dotted(BUILTIN[name])
     for ep in entry_points(group=ENTRY_POINT_GROUP):
         if ep.name == name:
             return ep.load()

@@ -10,6 +10,8 @@ import logging
 import sys
 from pathlib import Path
 
+from pipelines.tasks import kinds
+
 log = logging.getLogger(__name__)
 
 
@@ -19,7 +21,7 @@ def add_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--problems", required=True,
                         help="the problem sets `earl eval` takes: JSONL, a VerilogEval or RTLLM folder, or a "
                              "generator spec rtl:N[:seed[:split]] / security:N[:seed[:split]]")
-    parser.add_argument("--task", choices=["verilog", "security-repair"], default=None,
+    parser.add_argument("--task", choices=kinds.names(), default=None,
                         help="task kind (default: from the generator spec, else verilog)")
     parser.add_argument("--n", type=int, default=4, help="completions per problem (default 4)")
     parser.add_argument("--out", required=True, help="output folder")

@@ -5,6 +5,7 @@ import argparse
 import sys
 
 from pipelines.commands import comma_ints
+from pipelines.tasks import kinds
 
 
 def add_parser(parser: argparse.ArgumentParser) -> None:
@@ -12,7 +13,7 @@ def add_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--problems", required=True,
                         help="JSONL, VerilogEval folder, RTLLM folder, SVEN/security JSONL (with --task "
                              "security-repair), or a generator spec rtl:N[:seed[:split]] / security:N[:seed[:split]]")
-    parser.add_argument("--task", choices=["verilog", "security-repair"], default=None,
+    parser.add_argument("--task", choices=kinds.names(), default=None,
                         help="task kind (default: from the generator spec, else verilog)")
     parser.add_argument("--n", type=int, default=1, help="samples per problem")
     parser.add_argument("--k", default="1", help="comma-separated k values for pass@k (each <= n)")
@@ -26,13 +27,9 @@ def add_parser(parser: argparse.ArgumentParser) -> None:
                         help="default: chat when the tokenizer has a chat template, else plain")
     parser.add_argument("--dtype", default="auto")
     parser.add_argument("--reward", default=None,
-                        help="reward name from the registry (default: verilog_functional, or security_repair "
-                             "for --task security-repair)")
+                        help="reward name from the registry (default: the task kind's, e.g. verilog_functional)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default=None, help="write eval.json and table.md here")
-
-
-DEFAULT_REWARD = {"verilog": "verilog_functional", "security-repair": "security_repair"}
 
 
 def _prompt_format(model: str, wanted: str | None) -> str:
@@ -69,8 +66,8 @@ def run(args: argparse.Namespace) -> int:
         return 2
     try:
         src = source_from_spec(args.problems)
-        task = task_kind(src, args.task).name
-        problems = load_source(src, task)
+        kind = task_kind(src, args.task)
+        problems = load_source(src, kind.name)
     except (ValueError, OSError) as exc:
         print(f"earl eval: --problems: {exc}", file=sys.stderr)
         return 2
@@ -79,7 +76,7 @@ def run(args: argparse.Namespace) -> int:
                       limit=args.limit)
     model_cfg = ModelConfig(name_or_path=args.model, dtype=args.dtype)
     data_cfg = DataConfig(prompt_format=_prompt_format(args.model, args.prompt_format))
-    res = evaluate(args.model, problems, ev, [RewardEntry(name=args.reward or DEFAULT_REWARD[task])], model_cfg, data_cfg,
+    res = evaluate(args.model, problems, ev, [RewardEntry(name=args.reward or kind.default_reward)], model_cfg, data_cfg,
                    label=Path(args.model).name, seed=args.seed)
     print(res.table())
     print(res.summary())

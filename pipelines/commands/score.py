@@ -4,13 +4,12 @@
     earl score --problems ../shared/data/rtllm --references        # self-check: do the references pass?
 
 SAMPLES holds one {"problem_id", "completion"} object per line; RESULTS gets one line per sample in
-input order (problem_id, passed, reward, stage, reason, details). The task's scorer is imported lazily
-from TASKS, so scoring Verilog never imports bandit and vice versa.
+input order (problem_id, passed, reward, stage, reason, details). The task kind (pipelines/tasks/kinds.py)
+names its scorer, imported only when used, so scoring Verilog never imports bandit and vice versa.
 """
 from __future__ import annotations
 
 import argparse
-import importlib
 import json
 import os
 import sys
@@ -20,14 +19,9 @@ from pathlib import Path
 from typing import Any
 
 from pipelines.commands import comma_ints
+from pipelines.tasks import kinds
 from rewards.jsonl import iter_jsonl
 from sandboxes.tools import ToolNotFound
-
-TASKS: dict[str, str] = {
-    "verilog": "rewards.verilog.scoring:score_samples",
-    "security-repair": "rewards.security.scoring:score_samples",
-}
-STAGE_ORDER = ("none", "format", "syntax", "compile", "simulate", "pass")
 
 
 class InputError(ValueError):
@@ -40,7 +34,8 @@ def add_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--samples", metavar="SAMPLES.jsonl",
                         help='one {"problem_id", "completion"} per line (not needed with --references)')
     parser.add_argument("--out", metavar="RESULTS.jsonl", help="where to write one result per sample")
-    parser.add_argument("--task", choices=sorted(TASKS), default="verilog", help="which scorer (default verilog)")
+    parser.add_argument("--task", choices=kinds.names(), default=kinds.names()[0],
+                        help=f"task kind (default {kinds.names()[0]})")
     parser.add_argument("--references", action="store_true",
                         help="score each problem's own reference (self-check); lists unsupported ones")
     parser.add_argument("--workers", type=int, default=None, help="parallel sandboxes (default: CPU count)")
@@ -66,7 +61,8 @@ def _run(args: argparse.Namespace) -> int:
         args.problems = str(resolve(args.problems) or args.problems)
     if not Path(args.problems).exists():
         raise InputError(f"--problems {args.problems}: no such file or folder")
-    module = _task_module(args.task)
+    kind = kinds.get(args.task)
+    module = _task_module(kind)
     if args.references:
         if not hasattr(module, "reference_samples"):
             raise InputError(f"--references is not supported for --task {args.task}")
@@ -79,7 +75,7 @@ def _run(args: argparse.Namespace) -> int:
         raise InputError("--out is required")
     if args.out:
         check_out(args.out)
-    score_fn = getattr(module, TASKS[args.task].split(":")[1])
+    score_fn = module.score_samples
     options: dict[str, Any] = {"references": True} if args.references else {}
     if args.formal != "off":
         options["formal"] = args.formal
@@ -89,7 +85,7 @@ def _run(args: argparse.Namespace) -> int:
         raise RuntimeError(f"scorer returned {len(rows)} results for {len(samples)} samples")
     if args.out:
         write_results(args.out, samples, rows)
-    print_summary(rows, ks, references=args.references, out=args.out)
+    print_summary(rows, ks, references=args.references, out=args.out, stages=kind.stages)
     return 0
 
 
@@ -137,12 +133,11 @@ def check_out(out: str) -> None:
         raise InputError(f"--out {out}: not writable")
 
 
-def _task_module(task: str) -> Any:
-    module_name = TASKS[task].split(":")[0]
+def _task_module(kind: kinds.TaskKind) -> Any:
     try:
-        return importlib.import_module(module_name)
+        return kind.scoring()
     except ImportError as exc:
-        raise InputError(f"--task {task}: cannot import {module_name} ({exc})") from None
+        raise InputError(f"--task {kind.name}: cannot import {kind.scorer} ({exc})") from None
 
 
 def _call(fn: Callable, *a: Any, **kw: Any) -> Any:
@@ -200,7 +195,9 @@ def _formal_counts(rows: list[dict]) -> dict[str, int] | None:
     return formal_summary(rows)
 
 
-def print_summary(rows: list[dict], ks: list[int], *, references: bool = False, out: str | None = None) -> None:
+def print_summary(rows: list[dict], ks: list[int], *, references: bool = False, out: str | None = None,
+                  stages: tuple[str, ...] = ()) -> None:
+    """The summary table; `stages` (the task's stage vocabulary) orders the per-stage counts."""
     from rich.console import Console
     from rich.table import Table
 
@@ -212,7 +209,7 @@ def print_summary(rows: list[dict], ks: list[int], *, references: bool = False, 
     min_n = min((sum(1 for r in rows if r["problem_id"] == p) for p in {r["problem_id"] for r in rows}), default=0)
     for k, v in s["pass_at_k"].items():
         table.add_row(f"pass@{k}", f"{v:.4f}" if v is not None else f"n/a (needs {k} samples/problem, min is {min_n})")
-    known = [st for st in STAGE_ORDER if st in s["stages"]] + sorted(set(s["stages"]) - set(STAGE_ORDER))
+    known = [st for st in stages if st in s["stages"]] + sorted(set(s["stages"]) - set(stages))
     for st in known:
         table.add_row(f"stage {st}", str(s["stages"][st]))
     console.print(table)
