@@ -15,10 +15,9 @@ from pipelines.entropy import (
     chunked_entropy,
     completion_entropies,
     full_softmax_entropy,
-    rank_token_types,
     reference_entropy,
-    render_html,
 )
+from pipelines.entropy_report import rank_token_types, render_html
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from conftest_earl import tiny_model, tiny_tokenizer

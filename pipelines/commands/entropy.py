@@ -92,6 +92,7 @@ def run(args: argparse.Namespace) -> int:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from pipelines import entropy as E
+    from pipelines import entropy_report as R
 
     torch.manual_seed(args.seed)
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
@@ -103,16 +104,16 @@ def run(args: argparse.Namespace) -> int:
     completions = E.sample_with_entropy(model, tokenizer, prompts, n=args.n, temperature=args.temperature,
                                         max_new_tokens=args.max_new_tokens, chunk_size=args.chunk_size,
                                         batch_size=args.batch_size)
-    rows = E.rank_token_types(completions, min_count=args.min_count)
+    rows = R.rank_token_types(completions, min_count=args.min_count)
     n_tok = sum(len(c.entropies) for c in completions)
     mean = sum(sum(c.entropies) for c in completions) / max(n_tok, 1)
     meta = {"model": args.model, "problems": args.problems, "n_problems": len(problems), "n": args.n,
             "temperature": args.temperature, "max_new_tokens": args.max_new_tokens, "min_count": args.min_count,
             "seed": args.seed, "n_completions": len(completions), "n_tokens": n_tok, "mean_entropy": mean}
     out = Path(args.out)
-    csv_path, json_path = E.write_token_ranking(rows, out, meta)
-    html_path = E.render_html(completions, out / "entropy.html", title=f"per-token entropy: {args.model}")
-    E.write_completions(completions, out / "entropy_completions.jsonl")
+    csv_path, json_path = R.write_token_ranking(rows, out, meta)
+    html_path = R.render_html(completions, out / "entropy.html", title=f"per-token entropy: {args.model}")
+    R.write_completions(completions, out / "entropy_completions.jsonl")
     top = ", ".join(f"{r['token']}({r['mean_entropy']:.2f})" for r in rows[:10])
     print(f"{len(completions)} completions, {n_tok} tokens, mean entropy {mean:.4f} nats\n"
           f"highest-entropy token types: {top or '(none with count >= --min-count)'}\n"
