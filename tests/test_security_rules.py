@@ -9,8 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from rewards.security.findings import bandit_findings, normalize_source, scan
+from rewards.security.findings import bandit_findings, scan
 from rewards.security.rules import rule_findings
+from rewards.security.source import normalize_source
 
 
 def cwes(code: str, **kw) -> set[str]:

@@ -24,7 +24,7 @@ import re
 from dataclasses import dataclass, field
 from functools import lru_cache
 
-from rewards.security.findings import Finding, python3_source, quiet_parse
+from rewards.security.source import Finding, python3_source, quiet_parse
 
 SANITIZER_RE = re.compile(
     r"^(int|float|bool|len|abs|round|ord|hash|uuid\d?)$|escape|quote|saniti[sz]e|secure_filename|safe_join"
