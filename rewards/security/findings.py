@@ -28,7 +28,7 @@ class _BanditEngine:
         with warnings.catch_warnings():          # stevedore's deprecation notes while loading plugins
             warnings.simplefilter("ignore", DeprecationWarning)
             from bandit.core import config as b_config  # startup
-            from bandit.core import meta_ast, metrics, node_visitor  # noqa: F401 - startup; imported once, quietly
+            from bandit.core import meta_ast, metrics, node_visitor  # noqa: F401 - startup
             from bandit.core import test_set as b_test_set  # startup
             self.config = b_config.BanditConfig()
             self.tests = b_test_set.BanditTestSet(self.config, {})
