@@ -125,7 +125,7 @@ def run(quick: bool = False) -> str:
         det,
         ("A pair counts as *both* when the vulnerable version has a finding of its CWE and the fixed version has "
         "none. bandit = bandit 1.9 in-process, `# nosec` ignored, its informational tests (B101, B403, B404, "
-        "B603, B607) not scored; full = bandit + our taint rules (`rewards/security/rules.py`), with bandit's "
+        "B603, B607) not scored; full = bandit + our taint rules (`rewards/security/rules/`), with bandit's "
         f"B608 dropped where our SQL data flow sees only constants interpolated. ({det_s:.1f} s)"),
         "### Semantic-preservation term",
         similarity_check(tasks),
