@@ -17,8 +17,8 @@ SVEN = ROOT.parent / "shared" / "data" / "sven-python"
 
 
 def _clear_caches() -> None:
-    from rewards.security import findings, reward, rules, similarity
-    for fn in (findings._bandit_cached, findings.python3_source, rules.analyze, reward._scan_cached,
+    from rewards.security import findings, reward, rules, similarity, source
+    for fn in (findings._bandit_cached, source.python3_source, rules.analyze, reward._scan_cached,
                similarity.code_tokens, similarity.ast_edges):
         fn.cache_clear()
 
@@ -47,7 +47,7 @@ def throughput(tasks, quick: bool) -> str:
     codes = [t.reference or t.vulnerable for t in sample]
     cli_n = 8 if quick else 30
     with tempfile.TemporaryDirectory() as d:
-        from rewards.security.findings import normalize_source
+        from rewards.security.source import normalize_source
         paths = []
         for i, c in enumerate(codes[:cli_n]):
             p = Path(d, f"s{i}.py")
@@ -125,7 +125,7 @@ def run(quick: bool = False) -> str:
         det,
         ("A pair counts as *both* when the vulnerable version has a finding of its CWE and the fixed version has "
         "none. bandit = bandit 1.9 in-process, `# nosec` ignored, its informational tests (B101, B403, B404, "
-        "B603, B607) not scored; full = bandit + our taint rules (`rewards/security/rules.py`), with bandit's "
+        "B603, B607) not scored; full = bandit + our taint rules (`rewards/security/rules/`), with bandit's "
         f"B608 dropped where our SQL data flow sees only constants interpolated. ({det_s:.1f} s)"),
         "### Semantic-preservation term",
         similarity_check(tasks),

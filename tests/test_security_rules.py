@@ -1,6 +1,7 @@
 """Security checkers: bandit in-process (nosec ignored) and our taint rules, per CWE."""
 from __future__ import annotations
 
+import ast
 import json
 import subprocess
 import sys
@@ -9,8 +10,11 @@ from pathlib import Path
 
 import pytest
 
-from rewards.security.findings import bandit_findings, normalize_source, scan
-from rewards.security.rules import rule_findings
+from rewards.security.findings import bandit_findings, scan
+from rewards.security.rules import SINKS, rule_findings
+from rewards.security.rules.taint import Env, tainted
+from rewards.security.rules.walk import FunctionWalker, Scope, Sink
+from rewards.security.source import normalize_source
 
 
 def cwes(code: str, **kw) -> set[str]:
@@ -102,3 +106,19 @@ def test_constant_sql_is_not_flagged_and_drops_bandits_guess() -> None:
 
 def test_unparsable_code_has_no_findings() -> None:
     assert scan("def f(:\n") == []
+
+
+def test_a_cwe_is_a_sink_the_walk_asks() -> None:
+    """A new CWE family is a ``Sink`` subclass beside the others in ``SINKS``: the walk calls its hooks
+    with the taint state at that point (here a guard cleaned ``y`` before the second call)."""
+    class EvalSink(Sink):
+        def on_call(self, call: ast.Call, name: str, scope: Scope) -> None:
+            if name == "eval" and call.args and tainted(call.args[0], scope.env):
+                scope.report("095", call, "input reaches eval()", "HIGH", "HIGH")
+
+    code = "def f(x):\n    y = x.strip()\n    eval(y)\n    if y.isdigit():\n        eval(y)\n"
+    scope = Scope(Env(), [], set())
+    walker = FunctionWalker(scope, (*SINKS, EvalSink()))
+    for stmt in ast.parse(code).body:
+        walker.visit(stmt)
+    assert [(f.rule, f.cwe, f.line) for f in scope.findings] == [("EARL-CWE-095", "CWE-95", 3)]

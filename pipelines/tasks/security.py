@@ -36,7 +36,7 @@ def prompt_text(t: SecurityTask) -> str:
 
 
 def completion_text(t: SecurityTask) -> str:
-    from rewards.security.findings import normalize_source
+    from rewards.security.source import normalize_source
     if not t.reference:
         raise ValueError(f"security task {t.id}: SFT needs a reference fix (field `reference`)")
     return normalize_source(t.reference).strip() + "\n"

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from rewards.security.findings import normalize_source
+from rewards.security.source import normalize_source
 
 SYSTEM_PYTHON = "/usr/bin/python3"
 LIMIT_VERDICTS = ("timeout", "memory", "cpu", "output_limit")

@@ -34,9 +34,10 @@ from dataclasses import asdict, dataclass, field, fields
 from functools import lru_cache
 from typing import Any
 
-from rewards.security.findings import Finding, normalize_source, parse, scan
+from rewards.security.findings import scan
 from rewards.security.functional import FunctionalConfig, TestOutcome, TestRunner, python_for_tests
 from rewards.security.similarity import similarity
+from rewards.security.source import Finding, normalize_source, parse
 
 log = logging.getLogger(__name__)
 

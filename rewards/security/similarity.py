@@ -21,7 +21,7 @@ import tokenize
 from collections import Counter
 from functools import lru_cache
 
-from rewards.security.findings import normalize_source, parse
+from rewards.security.source import normalize_source, parse
 
 _SKIP = {tokenize.COMMENT, tokenize.NL, tokenize.NEWLINE, tokenize.INDENT, tokenize.DEDENT,
          tokenize.ENCODING, tokenize.ENDMARKER}

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from rewards.jsonl import iter_jsonl
-from rewards.security.findings import normalize_source
+from rewards.security.source import normalize_source
 
 CWE_NAMES = {
     "cwe-022": "path traversal", "cwe-078": "OS command injection", "cwe-079": "cross-site scripting",
