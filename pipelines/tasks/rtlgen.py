@@ -534,7 +534,7 @@ FAMILIES: dict[str, Callable[[random.Random, dict[str, str]], Design]] = {
     "shift": fam_shift, "register": fam_register, "fsm": fam_fsm, "edge": fam_edge,
 }
 # Named family mixes. "basic" is the ten-family set the tiny default was first measured on
-# (docs: notes/tiny-default-findings.md); "all" adds subtractor, parity, mux4, encoder, fsm and edge.
+# (docs/experiments.md); "all" adds subtractor, parity, mux4, encoder, fsm and edge.
 PRESETS: dict[str, list[str]] = {
     "all": list(FAMILIES),
     "basic": ["bitwise", "not", "mux2", "adder", "comparator", "reduction", "decoder", "counter", "shift",
