@@ -68,7 +68,7 @@ class DataSource:
     generator: str | None = None      # rtl (Verilog) | security (security repair)
     n: int | None = None              # generator: how many; path/hf: keep the first n
     seed: int = 0
-    split: str = "train"              # generator split (train | test) - disjoint task streams
+    split: str = "train"              # generator split (train | heldout) - disjoint task streams
     options: dict[str, Any] = field(default_factory=dict)   # extra generator kwargs
     columns: dict[str, str] = field(default_factory=dict)   # path/hf: record field <- source column (a.b.c)
     adapter: str | None = None        # path/hf: a named row layout (rewards.verilog.adapters.ADAPTERS)

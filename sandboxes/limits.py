@@ -1,4 +1,4 @@
-"""Sandbox settings as dataclasses (mirrored one to one by the `sandbox:` block of a YAML config).
+"""Sandbox settings as dataclasses: what a reward passes to `Sandbox` (its `sandbox_backend`, limits).
 
 Limits are per run; `Sandbox.run(..., limits=...)` overrides the config's for one call.
 """
