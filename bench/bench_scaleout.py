@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import statistics
 import subprocess
 import sys
@@ -20,12 +19,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from pipelines.launch import LaunchConfig, accelerate_argv, launch_env
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from tests.helpers.net import free_port
 
 
 def _run(launcher: str, nproc: int, steps: int, out: Path) -> dict:
@@ -33,7 +27,7 @@ def _run(launcher: str, nproc: int, steps: int, out: Path) -> dict:
     if nproc == 1 and launcher == "single":
         cmd = [sys.executable, *program]
     else:
-        cmd = accelerate_argv(LaunchConfig(launcher, nproc, main_process_port=_free_port()), program)
+        cmd = accelerate_argv(LaunchConfig(launcher, nproc, main_process_port=free_port()), program)
     env = launch_env()
     env.pop("EARL_LAUNCHED", None)
     env["OMP_NUM_THREADS"] = "1"

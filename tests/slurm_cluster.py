@@ -21,6 +21,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from tests.helpers.net import free_port
+
 DAEMONS = ("munged", "slurmctld", "slurmd")
 CLIENTS = ("sbatch", "scontrol", "squeue", "scancel", "srun")
 
@@ -32,11 +34,6 @@ def missing_binaries() -> list[str]:
 def _which(name: str) -> str:
     return shutil.which(name) or f"/usr/sbin/{name}"
 
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _real_memory_mb() -> int:
@@ -91,7 +88,7 @@ class SlurmCluster:
             "ClusterName=earltest",
             f"SlurmctldHost={socket.gethostname()}(127.0.0.1)",
             "SlurmUser=root", "SlurmdUser=root",
-            f"SlurmctldPort={_free_port()}", f"SlurmdPort={_free_port()}",
+            f"SlurmctldPort={free_port()}", f"SlurmdPort={free_port()}",
             "AuthType=auth/munge", "CredType=cred/munge",
             # cred_expire also delays a requeued job's restart (default 120 s)
             f"AuthInfo=socket={r / 'munge-run' / 'munge.socket'},cred_expire=10",

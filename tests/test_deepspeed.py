@@ -10,7 +10,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -27,18 +26,14 @@ from pipelines.launch import (
     launch_env,
     maybe_relaunch,
 )
+from tests.helpers.net import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
 
 def launch(launcher: str, program: list[str], nproc: int = 2, timeout: float = 300) -> subprocess.CompletedProcess:
-    cmd = accelerate_argv(LaunchConfig(launcher, nproc, main_process_port=_free_port()), program)
+    cmd = accelerate_argv(LaunchConfig(launcher, nproc, main_process_port=free_port()), program)
     env = launch_env()
     env.pop("EARL_LAUNCHED", None)
     proc = subprocess.run(cmd, env=env, cwd=ROOT, capture_output=True, text=True, timeout=timeout, check=False)

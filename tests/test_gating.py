@@ -3,7 +3,6 @@ normalisation weights, and the batch quantile across 2 real processes (gloo)."""
 from __future__ import annotations
 
 import os
-import socket
 from pathlib import Path
 
 import pytest
@@ -12,6 +11,7 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 
 from pipelines.gating import GateStats, GatingConfig, entropy_gate, gate_stats, gate_weights, kth_largest
+from tests.helpers.net import free_port
 
 # 3 responses, padded to 5; the 0.0 entries under mask 0 are padding.
 ENT = torch.tensor([[0.9, 0.1, 0.5, 0.0, 0.0],
@@ -122,11 +122,6 @@ def test_bad_config_names_the_field(bad, field):
 
 # ---- 2 processes --------------------------------------------------------------------------------------
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
 
 RATIOS = (0.2, 0.37)
 
@@ -153,7 +148,7 @@ def test_batch_gate_across_two_processes_matches_one_process(tmp_path):
     ent[ent < 0.1] = 0.5                      # some exact ties
     mask = (torch.rand(8, 12) > 0.25).long()
     mask[0:4, 10:] = 0                        # rank 0 holds fewer valid tokens than rank 1: uneven gather
-    mp.spawn(_worker, args=(2, _free_port(), str(tmp_path), ent, mask), nprocs=2, join=True)
+    mp.spawn(_worker, args=(2, free_port(), str(tmp_path), ent, mask), nprocs=2, join=True)
     parts = [torch.load(tmp_path / f"rank{r}.pt") for r in range(2)]
     assert [p["world"] for p in parts] == [2, 2]
     for ratio in RATIOS:
