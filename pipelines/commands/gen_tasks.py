@@ -22,6 +22,8 @@ def add_parser(parser: argparse.ArgumentParser) -> None:
                              f"{','.join(FAMILIES)}")
     parser.add_argument("--phrasings", default=None, type=_indices,
                         help="comma-separated spec wordings to draw, e.g. 0,1 (default: all)")
+    parser.add_argument("--reference-only", action="store_true",
+                        help="drop the generator's bench: rows of spec + reference, like the public RL datasets")
     parser.add_argument("--out", required=True, help="output JSONL path")
 
 
@@ -38,7 +40,7 @@ def run(args: argparse.Namespace) -> int:
 
     try:
         problems = generate(args.n, seed=args.seed, split=args.split, holdout=args.holdout,
-                            families=args.families, phrasings=args.phrasings)
+                            families=args.families, phrasings=args.phrasings, reference_only=args.reference_only)
     except ValueError as exc:
         print(f"earl gen-tasks: {exc}", file=sys.stderr)
         return 2

@@ -634,7 +634,8 @@ def _check_names(design: Design) -> None:
 
 
 def generate(n: int, seed: int = 0, split: str = "train", holdout: str = "prompt",
-             families: str | list[str] | None = None, phrasings: list[int] | None = None) -> list[Problem]:
+             families: str | list[str] | None = None, phrasings: list[int] | None = None,
+             reference_only: bool = False) -> list[Problem]:
     """``n`` distinct tasks for ``split``; deterministic in (n, seed, split, holdout, families, phrasings).
 
     families: None (all), a preset name from PRESETS, a comma-separated string or a list.
@@ -644,6 +645,8 @@ def generate(n: int, seed: int = 0, split: str = "train", holdout: str = "prompt
     phrasings: which spec wordings to draw (indices into each family's phrasings; None = all). E.g. an SFT
     set with reference solutions for wordings [0, 1] while RL prompts (verified by testbenches alone) use
     them all: the situation where tests are cheaper to come by than written solutions.
+    reference_only: drop the generator's own bench (the same tasks otherwise): problems shaped like the
+    public RL datasets' (spec + reference design), judged by the bench earl generates from the reference.
     """
     if split not in SPLITS:
         raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
@@ -653,6 +656,8 @@ def generate(n: int, seed: int = 0, split: str = "train", holdout: str = "prompt
         raise ValueError(f"n (number of tasks) must be a non-negative integer, got {n!r}")
     if not isinstance(seed, int):
         raise ValueError(f"seed must be an integer, got {seed!r}")  # noqa: TRY004 - a config error
+    if not isinstance(reference_only, bool):
+        raise ValueError(f"reference_only must be true or false, got {reference_only!r}")  # noqa: TRY004
     fams = resolve_families(families)
     allowed = index_set(phrasings, "phrasings", "phrasing")
     if holdout == "names":
@@ -694,14 +699,14 @@ def generate(n: int, seed: int = 0, split: str = "train", holdout: str = "prompt
         seen.add(prompt)
         _check_names(design)
         out.append(_problem(design, prompt, f"rtlgen-{split}-{seed}-{len(out):05d}-{fam}",
-                            rng.randrange(1, 2**31 - 1), split, names, phrasing))
+                            rng.randrange(1, 2**31 - 1), split, names, phrasing, reference_only))
     return out
 
 
 def _problem(design: Design, prompt: str, pid: str, tb_seed: int, split: str, names: int,
-             phrasing: int) -> Problem:
+             phrasing: int, reference_only: bool = False) -> Problem:
     return Problem(
-        id=pid, spec=prompt, prompt=prompt, testbench=testbench(design, tb_seed),
+        id=pid, spec=prompt, prompt=prompt, testbench=None if reference_only else testbench(design, tb_seed),
         top_module="TopModule", reference=design.module("RefModule"), ref_module="RefModule",
         harness="verilogeval",
         meta={"family": design.family, "variant": design.variant, "width": design.width,
