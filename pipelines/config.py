@@ -65,6 +65,7 @@ class DataSource:
     path: str | None = None
     hf: str | None = None             # HF dataset name or local dir loaded with `datasets.load_dataset`
     hf_split: str = "train"
+    hf_files: str | list[str] | None = None   # hf: which files of the dataset repo (load_dataset data_files)
     generator: str | None = None      # rtl (Verilog) | security (security repair)
     n: int | None = None              # generator: how many; path/hf: keep the first n
     seed: int = 0
@@ -434,6 +435,8 @@ def _validate_source(src: DataSource, key: str) -> None:
         raise ConfigError(f"{key}.n: a generator source needs n (how many problems)")
     if src.n is not None and src.n < 1:
         raise ConfigError(f"{key}.n: must be >= 1, got {src.n}")
+    if src.hf_files is not None and not src.hf:
+        raise ConfigError(f"{key}.hf_files: names files of an `hf:` dataset; this source has no hf")
     if src.generator and (src.columns or src.adapter):
         raise ConfigError(f"{key}: columns/adapter apply to path and hf sources, not generators")
     if src.adapter is not None:

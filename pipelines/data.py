@@ -51,11 +51,11 @@ def load_source(src: DataSource, task: str | None = None) -> list:
         else:
             problems = kind.read_path(path)
     elif src.columns or src.adapter:
-        hf_rows = raw_rows.iter_rows(hf=src.hf, hf_split=src.hf_split)
+        hf_rows = raw_rows.iter_rows(hf=src.hf, hf_split=src.hf_split, hf_files=src.hf_files)
         problems = _from_mapped_rows(src, kind, hf_rows, f"hf:{src.hf}")
     else:
         import datasets
-        rows = datasets.load_dataset(src.hf, split=src.hf_split)
+        rows = datasets.load_dataset(src.hf, split=src.hf_split, data_files=src.hf_files)
         problems = _from_hf_rows(rows, f"hf:{src.hf}", kind)
     if src.n is not None and not src.generator:
         problems = problems[: src.n]

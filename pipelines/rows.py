@@ -33,13 +33,13 @@ class MissingColumn(ValueError):
 # --------------------------------------------------------------------------- reading rows
 
 
-def iter_rows(path: Path | None = None, hf: str | None = None,
-              hf_split: str = "train") -> Iterator[tuple[str, dict]]:
+def iter_rows(path: Path | None = None, hf: str | None = None, hf_split: str = "train",
+              hf_files: str | list[str] | None = None) -> Iterator[tuple[str, dict]]:
     """(where, row) for every row of a JSONL file, a parquet file or folder of them, a `save_to_disk`
     folder, or an HF dataset (`hf`)."""
     if hf is not None:
         import datasets
-        yield from _iter_dataset(datasets.load_dataset(hf, split=hf_split), f"hf:{hf}")
+        yield from _iter_dataset(datasets.load_dataset(hf, split=hf_split, data_files=hf_files), f"hf:{hf}")
         return
     assert path is not None
     if path.is_dir() and ((path / "dataset_info.json").is_file() or (path / "state.json").is_file()):

@@ -300,3 +300,17 @@ def test_config_takes_columns_and_adapter():
         load_config(raw=_cfg(generator="rtl", n=2, columns={"spec": "q"}))
     with pytest.raises(ConfigError, match=r"unknown config key data\.train\.column"):
         load_config(raw=_cfg(path="x.parquet", column={"spec": "q"}))
+
+
+def test_hf_source_picks_its_files_from_a_dataset_repo(tmp_path):
+    """CodeV-R1's repo holds the RL train/val parquet files beside an SFT jsonl: `hf_files` names which
+    (datasets' data_files), here on a local folder laid out like the hub repo."""
+    repo = tmp_path / "CodeV-R1-dataset"
+    repo.mkdir()
+    write_parquet([codev_row(i, ground_truth(ADDER)) for i in range(3)], repo / "codev_r1_rl_train.parquet")
+    write_parquet([codev_row(9, ground_truth(ADDER))], repo / "codev_r1_rl_val.parquet")
+    (repo / "codev_r1_sft.jsonl").write_text('{"instruction": "x", "output": "y"}\n')
+    src = DataSource(hf=str(repo), hf_files="codev_r1_rl_train.parquet", adapter="codev-r1")
+    assert [p.id for p in load_source(src)] == ["codev-0", "codev-1", "codev-2"]
+    with pytest.raises(ConfigError, match="hf_files"):
+        load_config(raw=_cfg(path=str(repo), hf_files="x.parquet"))
