@@ -81,9 +81,29 @@ def _metrics_table(results: list) -> list[str]:
     return out
 
 
+def _eval_section(title: str, folder: Path, order: list[str]) -> list[str]:
+    """One eval stage's table (pass@k per evaluated model) and paired counts, from its eval/*.json."""
+    from pipelines.evaluate import EvalResult, paired
+    results = [EvalResult.load(p) for p in sorted(folder.glob("*.json"), key=lambda p: p.stat().st_mtime)]
+    results.sort(key=lambda r: order.index(r.label) if r.label in order else -1)
+    if not results:
+        return []
+    ks = results[0].k
+    lines = ["", f"## {title}", "", "| model | problems | n | " + " | ".join(f"pass@{k}" for k in ks) + " |",
+             "|---|---|---|" + "---|" * len(ks)]
+    for r in results:
+        lines.append(f"| {r.label} | {len(r.problems)} | {r.n} | "
+                     + " | ".join(f"{r.pass_at_k.get(k, float('nan')):.1%}" for k in ks) + " |")
+    lines += _metrics_table(results)
+    for a, b in itertools.pairwise(results):
+        c = paired(a, b)
+        lines.append(f"\n{a.label} → {b.label}: {c['up']} fail→pass, {c['down']} pass→fail "
+                     f"(two-sided sign test p = {c['sign_test_p']:.3g}) on {c['problems']} problems.")
+    return lines
+
+
 def write_report(run) -> Path:
     """Write <run>/report.md (and plots/) from the run folder's state, metrics and eval results."""
-    from pipelines.evaluate import EvalResult, paired
     state = run.load_state()
     lines = [f"# Run report: {run.root.name}", ""]
     lines += ["| stage | kind | wall s | result |", "|---|---|---|---|"]
@@ -94,23 +114,10 @@ def write_report(run) -> Path:
                      f"{st.get('status')} {json.dumps(extra) if extra else ''} |")
     if state.get("finished") and state.get("started"):
         lines += ["", f"Total wall time: {state['finished'] - state['started']:.0f} s"]
-    evals = sorted((run.root / "eval").glob("*.json"), key=lambda p: p.stat().st_mtime)
-    results = [EvalResult.load(p) for p in evals]
-    results.sort(key=lambda r: list(state.get("stages", {})).index(r.label)
-                 if r.label in state.get("stages", {}) else -1)
-    if results:
-        ks = results[0].k
-        lines += ["", "## Held-out evaluation", "",
-                  "| model | problems | n | " + " | ".join(f"pass@{k}" for k in ks) + " |",
-                  "|---|---|---|" + "---|" * len(ks)]
-        for r in results:
-            lines.append(f"| {r.label} | {len(r.problems)} | {r.n} | "
-                         + " | ".join(f"{r.pass_at_k.get(k, float('nan')):.1%}" for k in ks) + " |")
-        lines += _metrics_table(results)
-        for a, b in itertools.pairwise(results):
-            c = paired(a, b)
-            lines.append(f"\n{a.label} → {b.label}: {c['up']} fail→pass, {c['down']} pass→fail "
-                         f"(two-sided sign test p = {c['sign_test_p']:.3g}) on {c['problems']} problems.")
+    order = list(state.get("stages", {}))
+    for title, folder in [("Held-out evaluation", run.root / "eval")] + [
+            (f"Held-out evaluation: {d.name}", d) for d in sorted((run.root / "eval").glob("*/"))]:
+        lines += _eval_section(title, folder, order)
     plots: list[Path] = []
     for name, st in state.get("stages", {}).items():
         if st.get("kind") in ("rl", "sft"):

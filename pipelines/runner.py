@@ -10,7 +10,7 @@ Run folder layout::
     <run>/stages/<name>/final/                     the stage's model, the next stage's input
     <run>/metrics.jsonl        one line per trainer log: {"stage", "step", ...TRL metrics}
     <run>/tensorboard/<name>/  the same metrics for TensorBoard
-    <run>/eval/<label>.json    per-problem results of each evaluated model
+    <run>/eval/<label>.json    per-problem results of each evaluated model (eval/<stage>/ for other eval stages)
     <run>/report.md, plots/    written when the run ends
     <run>/stop-requested       present = save a checkpoint at the next step end and stop (pipelines.preemption)
 

@@ -211,6 +211,26 @@ def test_ctrl_c_then_sigterm_then_resume_from_another_directory(small_run, tmp_p
     assert read_data_order(run.stage_dir("rl") / "data_order.jsonl") == ref, "same problems at every step"
 
 
+@needs_iverilog
+@pytest.mark.slow
+def test_two_eval_stages_keep_their_own_results(tmp_path):
+    """One eval stage per benchmark (the real recipes evaluate on VerilogEval and RTLLM): the same model
+    label in two stages must not collide, and the report shows one table per stage."""
+    raw = load_config(TINY, SMALL).to_dict()
+    ev = raw["stages"]["eval"]
+    raw["stages"] = {"sft": raw["stages"]["sft"],
+                     "eval_a": {**ev, "kind": "eval", "data": {"generator": "rtl", "n": 2, "seed": 1,
+                                                              "split": "heldout"}},
+                     "eval_b": {**ev, "kind": "eval", "data": {"generator": "rtl", "n": 3, "seed": 2,
+                                                              "split": "heldout"}}}
+    raw["run"]["run_dir"] = str(tmp_path / "run")
+    run = train(load_config(raw=raw))
+    a, b = (EvalResult.load(run.root / "eval" / name / "sft.json") for name in ("eval_a", "eval_b"))
+    assert (len(a.problems), len(b.problems)) == (2, 3)
+    report = (run.root / "report.md").read_text()
+    assert "## Held-out evaluation: eval_a" in report and "## Held-out evaluation: eval_b" in report
+
+
 # --------------------------------------------------------------------------- evaluation
 
 

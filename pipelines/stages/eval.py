@@ -1,5 +1,5 @@
 """Eval stage: score the current model (and any earlier stages' models listed in `eval.models`) on the
-held-out problems; writes eval/<label>.json and prints pass@k (plus the task's metrics, e.g. secure@1)
+held-out problems; writes eval/<label>.json (eval/<stage>/<label>.json for a stage not named `eval`) and prints pass@k (plus the task's metrics, e.g. secure@1)
 and paired fail->pass / pass->fail counts."""
 from __future__ import annotations
 
@@ -11,6 +11,12 @@ from pipelines.evaluate import EvalResult, evaluate, paired
 from pipelines.runner import StageContext, is_main
 
 
+def eval_dir(run_root, stage: str):
+    """<run>/eval for the stage named `eval`; <run>/eval/<stage> for others (a config may evaluate on
+    several benchmarks, one eval stage each, and the labels (sft, rl) would collide)."""
+    return run_root / "eval" if stage == "eval" else run_root / "eval" / stage
+
+
 def run(ctx: StageContext) -> dict[str, Any]:
     if not is_main():            # under a multi-process launcher rank 0 evaluates; the others are done
         return {}
@@ -20,7 +26,7 @@ def run(ctx: StageContext) -> dict[str, Any]:
     current = next((k for k, v in ctx.finals.items() if v == ctx.model_path), "base")
     if current not in ev.models:
         targets.append((current, ctx.model_path))
-    out_dir = ctx.run.root / "eval"
+    out_dir = eval_dir(ctx.run.root, ctx.name)
     results: list[EvalResult] = []
     for label, path in targets:
         saved = out_dir / f"{label}.json"
