@@ -16,10 +16,10 @@ from pipelines.config import ConfigError, DataSource, load_config
 from pipelines.data import load_source, reward_rows
 from rewards.safepickle import UnsafePickle, loads_plain
 from rewards.verilog.problems import Problem
+from tests.helpers.layouts import ADDER, codev_row, ground_truth, write_parquet
 
 needs_iverilog = pytest.mark.skipif(shutil.which("iverilog") is None, reason="iverilog not installed")
 
-ADDER = "module adder4(input [3:0] a, input [3:0] b, output [4:0] s);\n  assign s = a + b;\nendmodule\n"
 COUNTER = """module counter(input clk, input rst, output reg [2:0] q);
   always @(posedge clk) if (rst) q <= 0; else q <= q + 1;
 endmodule
@@ -34,28 +34,6 @@ class Pwn:
 
     def __reduce__(self):
         return (os.system, (f"touch {self.marker}",))
-
-
-def ground_truth(code: str, protocol: int = 4) -> bytes:
-    return pickle.dumps({"answer": {"code": code, "lang": "verilog"},
-                         "input_port_width": {("a", 4), ("b", 4)}, "output_port_width": {("s", 5)},
-                         "clock_port_polarity": set(), "reset_port_polarity_sync": frozenset()},
-                        protocol=protocol)
-
-
-def codev_row(i: int, gt: bytes, *, chat: bool = True, question: str | None = None) -> dict:
-    user = f"Design a 4-bit adder named adder4 (problem {i})."
-    prompt = [{"role": "system", "content": "You are a helpful assistant."},
-              {"role": "user", "content": user}] if chat else []
-    return {"data_source": "codev", "prompt": prompt, "question": question, "ability": "verilog",
-            "reward_model": {"style": "rule", "ground_truth": gt},
-            "extra_info": {"index": i, "split": "train"}}
-
-
-def write_parquet(rows: list[dict], path) -> None:
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-    pq.write_table(pa.Table.from_pylist(rows), path)
 
 
 # --------------------------------------------------------------------------- the restricted unpickler
