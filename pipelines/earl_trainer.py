@@ -18,7 +18,7 @@ Built on TRL 1.16 through its own extension points, not a fork:
 * ``granularity="none"`` leaves TRL's path untouched (the hook is not called): the loss is TRL's GRPO loss.
 
 Logged each step under ``earl/``: mean entropy, gated fraction, mean entropy of kept and of dropped
-tokens; per reward that declares ``stages`` and keeps ``last_details``: fraction of completions per
+tokens; per reward that declares ``stages`` and leaves ``last_scores`` (rewards/base.py): fraction of completions per
 stage and pass rate under ``stages/<reward>/``; every logging step the most-gated token strings go to
 the log and to ``<output_dir>/earl_gated_tokens.jsonl``.
 """
@@ -37,6 +37,7 @@ from trl import GRPOConfig, GRPOTrainer
 
 from pipelines.entropy import token_string
 from pipelines.gating import GateStats, GatingConfig, entropy_gate, gate_scale, gate_stats, scale_advantages
+from rewards.base import scores_of, stages_of
 
 log = logging.getLogger(__name__)
 
@@ -158,21 +159,16 @@ class EARLGRPOTrainer(GRPOTrainer):
 
     def _log_reward_stages(self, n: int) -> None:
         """Fraction of completions per stage and pass rate, for each reward that declares its stage
-        vocabulary (``stages``, in order of progress, the last one = pass) and keeps ``last_details``."""
+        vocabulary (``stages``, in order of progress, the last one = pass) and left one `Score` per
+        completion (``last_scores``, read through rewards.base.scores_of)."""
         mode = "train" if self.model.training else "eval"
         for func, name in zip(self.reward_funcs, self.reward_func_names):
-            try:
-                details, stages = getattr(func, "last_details", None), getattr(func, "stages", None)
-            except Exception:  # noqa: BLE001 - a wrapper's __getattr__ may raise anything
-                details = stages = None
-            if details is None or not stages:
+            stages = stages_of(func)
+            if not stages:                                 # the same on every rank: no collective skipped
                 continue
-            stages = tuple(str(s) for s in stages)
             counts = torch.zeros(len(stages) + 1)          # last slot: unknown stage names
-            if isinstance(details, list) and len(details) == n:   # stale or failed calls are skipped
-                for d in details:
-                    stage = d.get("stage") if isinstance(d, dict) else None
-                    counts[stages.index(stage) if stage in stages else len(stages)] += 1
+            for s in scores_of(func, n) or []:             # stale or failed calls count nothing
+                counts[stages.index(s.stage) if s.stage in stages else len(stages)] += 1
             counts = self.accelerator.reduce(counts.to(self.accelerator.device), reduction="sum").cpu()
             total = float(counts.sum())
             if total == 0:

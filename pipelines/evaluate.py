@@ -17,6 +17,7 @@ from typing import Any
 
 from pipelines.config import DataConfig, EvalSettings, ModelConfig, RewardEntry
 from pipelines.data import format_prompt, kind_of, prompt_text, reward_rows
+from rewards.base import scores_of
 from rewards.metrics import pass_at_k
 from rewards.verilog.problems import Problem
 
@@ -194,8 +195,8 @@ def generate_vllm(model_path: str, problems: list[Problem], ev: EvalSettings, mo
 def score(problems: list[Problem], samples: list[list[str]], reward_entries: Sequence[RewardEntry],
           data_cfg: DataConfig, threshold: float = 1.0, chunk: int = 256) -> list[ProblemResult]:
     """Score every sample through the composed rewards. A sample passes as the task kind's judge says
-    (on the first reward's `last_details`), else when the first reward reports stage "pass" (when it
-    keeps `last_details`), else when the weighted reward >= threshold."""
+    (on the first reward's `last_scores`), else as the first reward's Scores say (`passed`: its last
+    stage reached) when it leaves them, else when the weighted reward >= threshold."""
     from rewards.registry import compose
     funcs, weights = compose([asdict(r) for r in reward_entries])
     rows = reward_rows(problems, data_cfg)
@@ -241,7 +242,8 @@ def score(problems: list[Problem], samples: list[list[str]], reward_entries: Seq
                       for d in details[pos:pos + len(ss)]]
             passed, st = [bool(j["passed"]) for j in judged], [str(j["stage"]) for j in judged]
         else:
-            passed = [s == "pass" for s in st] if all(st) else [v >= threshold - 1e-9 for v in r]
+            dets = details[pos:pos + len(ss)]         # the reward's Score.passed: its last stage reached
+            passed = [bool(d and d.get("passed")) for d in dets] if all(st) else [v >= threshold - 1e-9 for v in r]
         results.append(ProblemResult(p.id, len(ss), sum(passed), passed, [round(v, 4) for v in r],
                                      st if all(st) else [], list(ss), sum(missing[pos:pos + len(ss)]), judged))
         pos += len(ss)
@@ -249,11 +251,9 @@ def score(problems: list[Problem], samples: list[list[str]], reward_entries: Seq
 
 
 def _details(fn, n: int) -> list | None:
-    try:
-        d = getattr(fn, "last_details", None)
-    except Exception:  # noqa: BLE001 - a wrapper may raise anything
-        return None
-    return d if isinstance(d, list) and len(d) == n else None
+    """The first reward's per-sample records with their stage (rewards.base.scores_of), or None."""
+    scores = scores_of(fn, n)
+    return None if scores is None else [{**s.details, "stage": s.stage, "passed": s.passed} for s in scores]
 
 
 def evaluate(model_path: str, problems: list[Problem], ev: EvalSettings, rewards: Sequence[RewardEntry],

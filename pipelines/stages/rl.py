@@ -16,15 +16,22 @@ from pipelines.earl_trainer import EARLGRPOTrainer
 from pipelines.gating import GatingConfig
 from pipelines.modeling import load_model, load_tokenizer, peft_config, save_final, tokenizer_path
 from pipelines.runner import StageContext, trainer_args
+from rewards.base import stages_of
 from rewards.registry import compose
 
 
 class DataOrderRecorder:
-    """Wraps the first reward: logs (global step, problem ids) per scored batch, then delegates."""
+    """Wraps the first reward: logs (global step, problem ids) per scored batch, then delegates. Passes on
+    what the trainer reads of a reward (rewards.base): its `stages` and `last_scores`."""
 
     def __init__(self, fn, path: Path):
         self.fn, self.path = fn, path
         self.__name__ = getattr(fn, "__name__", "reward")
+        self.stages = stages_of(fn)
+
+    @property
+    def last_scores(self):
+        return getattr(self.fn, "last_scores", None)
 
     def __call__(self, prompts, completions, **columns):
         state = columns.get("trainer_state")
@@ -33,8 +40,6 @@ class DataOrderRecorder:
                 fh.write(json.dumps({"step": state.global_step, "ids": list(columns.get("id", []))}) + "\n")
         return self.fn(prompts, completions, **columns)
 
-    def __getattr__(self, item):
-        return getattr(self.__dict__["fn"], item)
 
 
 def read_data_order(path: str | Path) -> dict[int, list[str]]:

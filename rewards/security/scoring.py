@@ -48,13 +48,12 @@ def task_row(task: SecurityTask) -> dict[str, Any]:
 
 def result_row(task: SecurityTask, score: RepairScore, references: bool = False) -> dict[str, Any]:
     """One line of RESULTS; a task that could not be judged has passed None and the error as reason."""
-    correct = score.passed is not False
     reason = score.reason
     if reason == "ok" and not score.secure:
         left = sorted({f"{f['rule']}@{f['line']}" for f in score.findings_after})
         reason = "insecure: " + ", ".join(left[:6]) + (" ..." if len(left) > 6 else "")
     row = {"problem_id": task.id, "vul_type": task.vul_type, "reward": score.reward, "secure": score.secure,
-           "tests_passed": score.passed, "passed": bool(score.secure and correct and score.reason == "ok"),
+           "tests_passed": score.tests_passed, "passed": bool(score.passed),
            "similarity": round(score.similarity, 4), "reason": reason, "stage": score.stage,
            "details": score.to_dict()}
     if score.error is not None:

@@ -2,7 +2,8 @@
 
 `VerilogReward` is a TRL reward function (``f(prompts, completions, **columns) -> list[float | None]``)
 that scores a batch in parallel in sandboxes. Each sample gets a graded reward and a `VerilogScore`
-record saying how far it got and why it stopped (`last_details`); cumulative counts are in `stats()`.
+record saying how far it got and why it stopped (its `as_score()` in `last_scores`, rewards/base.py);
+cumulative counts are in `stats()`.
 
     reward = format_weight  * [a module named top_module exists]
            + compile_weight * [iverilog compiled it]
@@ -26,6 +27,7 @@ from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
+from rewards.base import Score
 from rewards.verilog.cache import EquivalenceCache, cache_key
 from rewards.verilog.extract import _blank_strings, extract_code, module_names, rename_module, strip_comments
 from rewards.verilog.harness import (
@@ -118,6 +120,10 @@ class VerilogScore:
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
+    def as_score(self) -> Score:
+        """The contract view (rewards.base): not judged (an infrastructure error) has passed None."""
+        return Score(self.reward, None if self.error else self.passed, self.stage, self.reason, self.to_dict())
+
 
 def reference_candidate(problem: Problem) -> str:
     """The problem's own reference, renamed so it stands where a candidate would."""
@@ -140,7 +146,7 @@ class VerilogReward:
         if problems is not None:
             self.add_problems(problems)
         self.cache: EquivalenceCache[VerilogScore] = EquivalenceCache(self.config.cache)
-        self.last_details: list[dict[str, Any]] = []
+        self.last_scores: list[Score] | None = None
         self._stage_counts: Counter[str] = Counter()
         self._lock = threading.Lock()
         self._sandbox = self._pool = self._formal = None
@@ -253,7 +259,7 @@ class VerilogReward:
                 results[i] = score if n == 0 else replace(score, cache_hit=True)
         final = [r for r in results if r is not None]
         assert len(final) == len(results)
-        self.last_details = [s.to_dict() for s in final]
+        self.last_scores = [s.as_score() for s in final]
         with self._lock:
             self._stage_counts.update(s.stage for s in final)
         return final
