@@ -264,7 +264,6 @@ def test_stage_vocabulary_is_the_rewards_own(base_model, tok, tmp_path):
     stage is the pass rate; a reward with details but no declared vocabulary logs no stages."""
     from pipelines.tasks.secgen import generate
     from rewards.security.reward import SecurityRepairReward
-    from rewards.security.scoring import task_row
 
     task = generate(1, seed=0, split="train")[0]
     security = SecurityRepairReward()
@@ -272,7 +271,7 @@ def test_stage_vocabulary_is_the_rewards_own(base_model, tok, tmp_path):
     undeclared.stages = None
     trainer = make(EARLGRPOTrainer, copy.deepcopy(base_model), tok, tmp_path, gating=GatingConfig())
     trainer.reward_funcs, trainer.reward_func_names = [security, undeclared], ["security_repair", "undeclared"]
-    columns = {k: [v] * 4 for k, v in task_row(task).items()}
+    columns = {k: [v] * 4 for k, v in task.to_columns().items()}
     assert security(["p"] * 4, [task.reference, task.reference, task.vulnerable, "def ("], **columns)[0] > 0.5
     undeclared(["p"] * 4, ["a"] * 4)
     trainer._log_reward_stages(4)

@@ -30,7 +30,7 @@ def score_samples(problems_path: str, samples: list[dict], *, workers: int | Non
     reward = SecurityRepairReward(**options)
     tasks = {t.id: t for t in read_tasks(problems_path)}
     matched = match_samples(tasks, samples, "tasks")
-    scores = reward.score_batch([task_row(t) for t in matched], [s.get("completion") for s in samples],
+    scores = reward.score_batch([t.to_columns() for t in matched], [s.get("completion") for s in samples],
                                 progress=progress)
     return [result_row(t, s, references) for t, s in zip(matched, scores)]
 
@@ -38,12 +38,6 @@ def score_samples(problems_path: str, samples: list[dict], *, workers: int | Non
 def reference_samples(problems_path: str) -> list[dict]:
     """One sample per task that has a reference fix: the fix standing where a candidate would."""
     return [{"problem_id": t.id, "completion": t.reference} for t in read_tasks(problems_path) if t.reference]
-
-
-def task_row(task: SecurityTask) -> dict[str, Any]:
-    """The reward's columns for one task (what the trainer passes from a dataset row)."""
-    return {"id": task.id, "vulnerable": task.vulnerable, "reference": task.reference,
-            "func_name": task.func_name, "tests": task.tests, "vul_type": task.vul_type}
 
 
 def result_row(task: SecurityTask, score: RepairScore, references: bool = False) -> dict[str, Any]:
