@@ -8,21 +8,20 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import functools
 import os
-import types
-import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from sandboxes.strict import OptionError, check_fields, from_dict
+
 STAGE_KINDS = ("sft", "rl", "eval")
 
 
-class ConfigError(ValueError):
-    """A config problem, always naming the offending key path."""
+# A config problem, always naming the offending key path: the strict-options error every layer raises.
+ConfigError = OptionError
 
 
 # --------------------------------------------------------------------------- sections
@@ -141,127 +140,6 @@ class PipelineConfig:
 
 
 # --------------------------------------------------------------------------- typed mapping
-
-
-def _type_name(tp: Any) -> str:
-    return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
-
-
-def _coerce(value: Any, tp: Any, key: str) -> Any:
-    """Return `value` as type `tp` or raise ConfigError naming `key`. Numbers written as YAML strings
-    ("1e-4", which PyYAML reads as str) are accepted for float/int fields."""
-    origin = typing.get_origin(tp)
-    if tp is Any or tp is typing.Any:
-        return value
-    if origin in (typing.Union, types.UnionType):
-        args = typing.get_args(tp)
-        if value is None and type(None) in args:
-            return None
-        real = [a for a in args if a is not type(None)]
-        if len(real) == 1:                     # Optional[X]: X's own error names the inner key
-            return _coerce(value, real[0], key)
-        errors = []
-        for arg in real:
-            try:
-                return _coerce(value, arg, key)
-            except ConfigError as exc:
-                errors.append(str(exc))
-        raise ConfigError(f"{key}: expected {' or '.join(_type_name(a) for a in args)}, got {value!r}")
-    if origin is typing.Literal:
-        if value not in typing.get_args(tp):
-            raise ConfigError(f"{key}: expected one of {list(typing.get_args(tp))}, got {value!r}")
-        return value
-    if dataclasses.is_dataclass(tp):
-        return from_dict(tp, value, key)
-    if origin in (list, tuple, set) or tp in (list, tuple):
-        if isinstance(value, (str, bytes)) or not isinstance(value, (list, tuple)):
-            raise ConfigError(f"{key}: expected a list, got {value!r}")
-        args = typing.get_args(tp)
-        inner = args[0] if args else Any
-        return [_coerce(v, inner, f"{key}[{i}]") for i, v in enumerate(value)]
-    if origin is dict or tp is dict:
-        if not isinstance(value, dict):
-            raise ConfigError(f"{key}: expected a mapping, got {value!r}")
-        args = typing.get_args(tp)
-        if len(args) == 2 and dataclasses.is_dataclass(args[1]):
-            return {k: _coerce(v, args[1], f"{key}.{k}") for k, v in value.items()}
-        return dict(value)
-    if tp is bool:
-        if isinstance(value, bool):
-            return value
-        raise ConfigError(f"{key}: expected true/false, got {value!r}")
-    if tp is int:
-        if isinstance(value, int) and not isinstance(value, bool):
-            return value
-        if isinstance(value, float) and value.is_integer():
-            return int(value)
-        if isinstance(value, str):
-            try:
-                return int(value)
-            except ValueError:
-                pass
-        raise ConfigError(f"{key}: expected an integer, got {value!r}")
-    if tp is float:
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return value                       # an int stays an int (save_steps: 10, not 10.0)
-        if isinstance(value, str):
-            try:
-                return float(value)
-            except ValueError:
-                pass
-        raise ConfigError(f"{key}: expected a number, got {value!r}")
-    if tp is str:
-        if isinstance(value, str):
-            return value
-        raise ConfigError(f"{key}: expected a string, got {value!r}")
-    if isinstance(tp, type):
-        if isinstance(value, tp):
-            return value
-        if issubclass(tp, str) and isinstance(value, str):      # str-valued enums (TRL's IntervalStrategy...)
-            try:
-                return tp(value).value         # keep the plain string: the resolved config stays YAML
-            except ValueError:
-                raise ConfigError(f"{key}: expected one of {[m.value for m in tp]}, got {value!r}") from None
-        raise ConfigError(f"{key}: expected {tp.__name__}, got {value!r}")
-    return value
-
-
-@functools.cache
-def _hints(cls: type) -> dict[str, Any]:
-    return typing.get_type_hints(cls)
-
-
-def from_dict(cls: type, raw: Any, key: str = "") -> Any:
-    """Build dataclass `cls` from a mapping; unknown keys and wrong types raise ConfigError naming the key."""
-    if raw is None:
-        raw = {}
-    if not isinstance(raw, dict):
-        raise ConfigError(f"{key or '<config>'}: expected a mapping, got {raw!r}")
-    hints = _hints(cls)
-    names = [f.name for f in dataclasses.fields(cls)]
-    unknown = [k for k in raw if k not in names]
-    if unknown:
-        where = f"{key}." if key else ""
-        raise ConfigError(f"unknown config key {where}{unknown[0]!s}; known keys here: {', '.join(names)}")
-    kwargs = {k: _coerce(v, hints[k], f"{key}.{k}" if key else k) for k, v in raw.items()}
-    return cls(**kwargs)
-
-
-def check_fields(cls: type, raw: dict[str, Any], key: str) -> dict[str, Any]:
-    """Validate a free-form section (a TRL trainer config) against dataclass `cls`: names and types.
-    Returns the coerced mapping (e.g. learning_rate "1e-4" -> 1e-4); does not construct `cls`."""
-    if not isinstance(raw, dict):
-        raise ConfigError(f"{key}: expected a mapping, got {raw!r}")
-    hints = _hints(cls)
-    fields_ = {f.name for f in dataclasses.fields(cls) if f.init}
-    out = {}
-    for k, v in raw.items():
-        if k not in fields_:
-            close = [f for f in sorted(fields_) if k.split("_")[0] in f][:5]
-            hint = f" (did you mean {', '.join(close)}?)" if close else ""
-            raise ConfigError(f"unknown config key {key}.{k} for {cls.__name__}{hint}")
-        out[k] = _coerce(v, hints.get(k, Any), f"{key}.{k}")
-    return out
 
 
 # --------------------------------------------------------------------------- overrides and loading

@@ -19,6 +19,8 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from sandboxes.strict import OptionError, check_known
+
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 ACCELERATE_CONFIGS = PROJECT_ROOT / "configs" / "accelerate"
 LAUNCHERS = ("single", "ddp", "zero2", "zero3", "zero3-offload")
@@ -154,10 +156,10 @@ def _config_launch_section(config_path: str | None) -> dict:
     section = raw.get("launch") or {} if isinstance(raw, dict) else {}
     if not isinstance(section, dict):
         raise LaunchError(f"{config_path}: `launch` must be a mapping, got {type(section).__name__}")
-    unknown = set(section) - set(LaunchConfig.__dataclass_fields__)
-    if unknown:
-        raise LaunchError(f"{config_path}: unknown key(s) launch.{', launch.'.join(sorted(unknown))}; "
-                          f"known: {', '.join(LaunchConfig.__dataclass_fields__)}")
+    try:
+        check_known(section, LaunchConfig.__dataclass_fields__, "launch")
+    except OptionError as exc:
+        raise LaunchError(f"{config_path}: {exc}") from None
     return section
 
 

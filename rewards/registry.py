@@ -18,6 +18,7 @@ from importlib.metadata import entry_points
 from typing import Any
 
 from rewards.base import Score, scores_of, stages_of
+from sandboxes.strict import from_dict
 from sandboxes.tools import ToolNotFound
 
 log = logging.getLogger(__name__)
@@ -159,11 +160,9 @@ def compose(specs: Sequence[RewardSpec | dict]) -> tuple[list[SafeReward], list[
     funcs, weights = [], []
     for i, spec in enumerate(specs):
         if isinstance(spec, dict):
-            unknown = set(spec) - {"name", "weight", "kwargs", "timeout_s"}
-            if unknown or "name" not in spec:
-                raise ValueError(f"rewards[{i}]: expected keys name, weight, kwargs, timeout_s; "
-                                 f"got {sorted(spec)}")
-            spec = RewardSpec(**spec)
+            if "name" not in spec:
+                raise ValueError(f"rewards[{i}]: needs a name; got keys {sorted(spec)}")
+            spec = from_dict(RewardSpec, spec, f"rewards[{i}]")
         try:
             fn = build_reward(spec.name, **spec.kwargs)
         except (KeyError, TypeError) as exc:

@@ -8,6 +8,8 @@ import os
 from dataclasses import dataclass, field, fields
 from typing import Any
 
+from sandboxes import strict
+
 BACKENDS = ("auto", "bwrap", "unshare", "none")
 
 
@@ -31,11 +33,7 @@ class SandboxLimits:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> SandboxLimits:
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ValueError(f"sandbox.limits: unknown key(s) {unknown}; known: {sorted(known)}")
-        return cls(**data)
+        return strict.from_dict(cls, data, "sandbox.limits")
 
 
 @dataclass
@@ -67,8 +65,4 @@ class SandboxConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> SandboxConfig:
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ValueError(f"sandbox: unknown key(s) {unknown}; known: {sorted(known)}")
-        return cls(**data)
+        return strict.from_dict(cls, data, "sandbox")

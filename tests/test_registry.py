@@ -39,8 +39,8 @@ def test_unknown_reward_names_the_choices():
         registry.resolve("nope")
     with pytest.raises(ValueError, match=r"rewards\[0\] \(no.such:thing\)"):
         compose([{"name": "no.such:thing"}])
-    with pytest.raises(ValueError, match=r"rewards\[0\]: expected keys"):
-        compose([{"name": "x", "wieght": 2}])
+    with pytest.raises(ValueError, match=r"rewards\[0\]\.wieght \(did you mean weight\?\)"):
+        compose([{"name": "x", "wieght": 2}])          # the one strict-options check (sandboxes.strict)
 
 
 def test_safe_reward_turns_crash_and_timeout_into_none():

@@ -39,6 +39,7 @@ from rewards.security.findings import scan
 from rewards.security.functional import FunctionalConfig, TestOutcome, TestRunner, python_for_tests
 from rewards.security.similarity import similarity
 from rewards.security.source import Finding, normalize_source, parse
+from sandboxes.strict import from_dict
 
 log = logging.getLogger(__name__)
 
@@ -79,11 +80,8 @@ class SecurityRewardConfig:
 
     @classmethod
     def from_kwargs(cls, **kwargs: Any) -> SecurityRewardConfig:
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(kwargs) - known)
-        if unknown:
-            raise TypeError(f"security_repair: unknown option(s) {unknown}; known: {sorted(known)}")
-        return cls(**kwargs)
+        """From a config's `kwargs:` (sandboxes.strict: unknown names and wrong types name the option)."""
+        return from_dict(cls, kwargs, "security_repair", noun="option")
 
 
 @dataclass
