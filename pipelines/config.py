@@ -11,13 +11,14 @@ import dataclasses
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 
 from sandboxes.strict import OptionError, check_fields, from_dict
 
 STAGE_KINDS = ("sft", "rl", "eval")
+Dtype = Literal["float32", "bfloat16", "float16", "auto"]      # model weights (auto: the checkpoint's)
 
 
 # A config problem, always naming the offending key path: the strict-options error every layer raises.
@@ -47,7 +48,7 @@ class LoraConfig:
 @dataclass
 class ModelConfig:
     name_or_path: str = "tiny"        # hub id, local path, or `tiny` (built locally by pipelines/tiny.py)
-    dtype: str = "float32"            # float32 | bfloat16 | float16 | auto
+    dtype: Dtype = "float32"
     attn_implementation: str | None = None
     trust_remote_code: bool = False
     lora: LoraConfig | None = None
@@ -84,7 +85,7 @@ class DataSource:
 class DataConfig:
     train: DataSource | None = None
     eval: DataSource | None = None
-    prompt_format: str = "plain"      # plain (prompt text, completion = module) | chat (user message)
+    prompt_format: Literal["plain", "chat"] = "plain"   # plain: prompt text, completion = module; chat: messages
     system_prompt: str | None = None  # chat format only
     task: str | None = None           # verilog | security-repair; default: from the generator, else verilog
 
@@ -106,7 +107,7 @@ class EvalSettings:
     top_p: float = 1.0
     max_new_tokens: int = 96
     batch_size: int = 64              # prompts per generate call
-    backend: str = "hf"               # hf | vllm
+    backend: Literal["hf", "vllm"] = "hf"
     pass_threshold: float = 1.0       # a sample passes when its reward >= this
     limit: int | None = None          # evaluate only the first N problems
     models: list[str] = field(default_factory=list)   # earlier stages whose final models to evaluate too
@@ -223,14 +224,6 @@ def _trl_config_class(kind: str) -> type:
     return {"sft": SFTConfig, "rl": GRPOConfig}[kind]
 
 
-def _gating_class() -> type | None:
-    try:
-        from pipelines.gating import GatingConfig
-    except ImportError:
-        return None
-    return GatingConfig
-
-
 def validate(cfg: PipelineConfig) -> PipelineConfig:
     """Cross-field checks and trainer-section checks against TRL; raises ConfigError naming the key."""
     if not cfg.stages:
@@ -254,13 +247,12 @@ def validate(cfg: PipelineConfig) -> PipelineConfig:
         if stage.gating is not None:
             if stage.kind != "rl":
                 raise ConfigError(f"{key}.gating: only an rl stage is gated")
-            gating_cls = _gating_class()
-            if gating_cls is not None:
-                stage.gating = check_fields(gating_cls, stage.gating, f"{key}.gating")
-                try:
-                    gating_cls(**stage.gating)
-                except (TypeError, ValueError) as exc:
-                    raise ConfigError(f"{key}.{exc}" if str(exc).startswith("gating.") else f"{key}.gating: {exc}")
+            from pipelines.gating import GatingConfig  # torch: loaded only for a gated stage
+            stage.gating = check_fields(GatingConfig, stage.gating, f"{key}.gating")
+            try:
+                GatingConfig(**stage.gating)
+            except (TypeError, ValueError) as exc:
+                raise ConfigError(f"{key}.{exc}" if str(exc).startswith("gating.") else f"{key}.gating: {exc}")
         if stage.kind == "eval":
             _validate_eval(stage, cfg, name)
     for i, src in enumerate([cfg.data.train, cfg.data.eval]):
@@ -274,8 +266,6 @@ def validate(cfg: PipelineConfig) -> PipelineConfig:
         from pipelines.tiny import TinyConfig
         check_fields(TinyConfig, cfg.model.tiny, "model.tiny")
     _validate_task(cfg)
-    if cfg.data.prompt_format not in ("plain", "chat"):
-        raise ConfigError(f"data.prompt_format: expected plain or chat, got {cfg.data.prompt_format!r}")
     if not cfg.rewards and any(s.kind in ("rl", "eval") for s in cfg.stages.values()):
         raise ConfigError("rewards: rl and eval stages need at least one reward")
     return cfg
@@ -337,8 +327,6 @@ def _validate_eval(stage: StageConfig, cfg: PipelineConfig, name: str) -> None:
     if cfg.data.eval is None and stage.data is None:
         raise ConfigError(f"data.eval: stage {name} evaluates, so data.eval (or stages.{name}.data) must "
                           "name the held-out problems")
-    if ev.backend not in ("hf", "vllm"):
-        raise ConfigError(f"{key}.backend: expected hf or vllm, got {ev.backend!r}")
     if ev.n < 1:
         raise ConfigError(f"{key}.n: need at least one sample per problem")
     check_ranges(dataclasses.asdict(ev), key, EVAL_RANGES)

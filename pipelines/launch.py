@@ -124,10 +124,7 @@ def shutdown_distributed() -> None:
     "terminate called without an active exception" (SIGABRT) after its work is saved, turning a finished
     run into a failed launch. A no-op in a plain single process.
     """
-    try:
-        import torch.distributed as dist
-    except ImportError:
-        return
+    import torch.distributed as dist  # torch: not needed to render a launch
     if dist.is_available() and dist.is_initialized():
         dist.barrier()
         dist.destroy_process_group()
@@ -178,11 +175,8 @@ def launch_config_from_args(args: argparse.Namespace) -> LaunchConfig:
 
 def _local_devices() -> int:
     """GPUs on this machine, or 2 CPU processes (the smallest run that exercises the distributed path)."""
-    try:
-        import torch
-        return torch.cuda.device_count() or 2
-    except ImportError:
-        return 2
+    import torch  # torch: only when counting devices
+    return torch.cuda.device_count() or 2
 
 
 def maybe_relaunch(args: argparse.Namespace, argv: list[str] | None = None) -> int | None:

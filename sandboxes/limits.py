@@ -6,11 +6,12 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field, fields
-from typing import Any
+from typing import Any, Literal, get_args
 
 from sandboxes import strict
 
-BACKENDS = ("auto", "bwrap", "unshare", "none")
+Backend = Literal["auto", "bwrap", "unshare", "none"]      # none = rlimits only, with a loud warning
+BACKENDS: tuple[str, ...] = get_args(Backend)
 
 
 @dataclass
@@ -38,7 +39,7 @@ class SandboxLimits:
 
 @dataclass
 class SandboxConfig:
-    backend: str = "auto"         # auto | bwrap | unshare | none  (none = rlimits only, loud warning)
+    backend: Backend = "auto"
     network: bool = False
     limits: SandboxLimits = field(default_factory=SandboxLimits)
     ro_binds: list[str] = field(default_factory=list)   # extra host paths visible read-only
