@@ -14,6 +14,7 @@ import re
 import secrets
 import shlex
 from dataclasses import dataclass, field
+from typing import Any
 
 from rewards.verilog.extract import _blank_strings, module_names, strip_comments
 from rewards.verilog.problems import Problem
@@ -73,7 +74,13 @@ def uses_reference(problem: Problem) -> bool:
 
 
 def build_job(problem: Problem, code: str, flags: tuple[str, ...] = VERILOGEVAL_FLAGS,
-              vvp_flags: tuple[str, ...] = ("-n",)) -> Job:
+              vvp_flags: tuple[str, ...] = ("-n",), equiv_cycles: int | None = None,
+              sandbox_backend: str = "auto") -> Job:
+    """A problem without a testbench gets the bench generated from its reference (cached per problem;
+    raises equivbench.UnsupportedReference when the reference cannot be benched)."""
+    if not problem.testbench:
+        from rewards.verilog.equivbench import DEFAULT_CYCLES, with_equiv_bench
+        problem = with_equiv_bench(problem, equiv_cycles or DEFAULT_CYCLES, sandbox_backend)
     tag = "@@EARL" + secrets.token_hex(6) + "@@"
     files: dict[str, str] = {}
     for name, text in (problem.files or {}).items():
@@ -110,6 +117,7 @@ class SimVerdict:
     samples: int | None = None
     reason: str = ""
     lines: list[str] = field(default_factory=list)
+    first_mismatch: dict[str, Any] | None = None   # generated benches: sample, cycle, output, expected, got
 
     @property
     def partial(self) -> float | None:
@@ -120,6 +128,7 @@ class SimVerdict:
 
 
 _MISMATCH = re.compile(r"Mismatches:\s*(\d+)\s+in\s+(\d+)\s+samples")
+_FIRST = re.compile(r"First mismatch: sample (\d+) cycle (\d+) output (\S+) expected (\S+) got (\S+)")
 _FAILURES = re.compile(r"with\s+(\d+)\s*(?:/\s*(\d+))?\s*(failures|errors)", re.IGNORECASE)
 _FAIL_WORD = re.compile(r"\b(fail|failed|failures?|error|errors)\b", re.IGNORECASE)
 
@@ -139,7 +148,12 @@ def parse_verdict(output: str, tag: str | None = None) -> SimVerdict:
             mm, n = int(m.group(1)), int(m.group(2))
             ok = mm == 0 and n > 0
             why = f"{mm} mismatches in {n} samples" if not ok or n else "no samples compared"
-            return SimVerdict(ok, True, mm, n, f"passed: 0 mismatches in {n} samples" if ok else why, lines)
+            first = first_mismatch(lines)
+            if first and not ok:
+                why += f"; first in cycle {first['cycle']}: {first['output']} expected {first['expected']} " \
+                       f"got {first['got']}"
+            return SimVerdict(ok, True, mm, n, f"passed: 0 mismatches in {n} samples" if ok else why, lines,
+                              first)
     fail_lines = [ln for ln in lines if _FAIL_WORD.search(ln)]
     passed = any("Passed" in ln for ln in lines)
     if passed and not fail_lines:
@@ -156,6 +170,16 @@ def parse_verdict(output: str, tag: str | None = None) -> SimVerdict:
     if fail_lines:
         return SimVerdict(False, True, None, None, f"testbench reported: {_short(fail_lines[0])}", lines)
     return SimVerdict(False, False, None, None, "the testbench printed no verdict line", lines)
+
+
+def first_mismatch(lines: list[str]) -> dict[str, Any] | None:
+    """The generated bench's first-mismatch line (rewards.verilog.equivbench) as a record, if printed."""
+    for ln in lines:
+        m = _FIRST.search(ln)
+        if m:
+            return {"sample": int(m.group(1)), "cycle": int(m.group(2)), "output": m.group(3),
+                    "expected": m.group(4), "got": m.group(5)}
+    return None
 
 
 def first_compile_error(log: str) -> str:

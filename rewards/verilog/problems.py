@@ -18,7 +18,8 @@ from rewards.jsonl import iter_jsonl
 class Problem:
     id: str
     spec: str                          # natural-language description (the prompt body)
-    testbench: str                     # self-checking bench; prints "Mismatches: N in M samples" or RTLLM-style
+    testbench: str | None = None       # self-checking bench; prints "Mismatches: N in M samples" or RTLLM-style;
+                                       # None: generated from `reference` (rewards.verilog.equivbench)
     top_module: str = "TopModule"      # module name the candidate must define
     reference: str | None = None       # reference solution (module named `ref_module` for VerilogEval harness)
     ref_module: str = "RefModule"
@@ -33,9 +34,12 @@ class Problem:
     @classmethod
     def from_dict(cls, row: dict[str, Any], where: str = "<row>") -> Problem:
         known = {f.name for f in fields(cls)}
-        missing = [k for k in ("id", "spec", "testbench") if k not in row]
+        missing = [k for k in ("id", "spec") if k not in row]
         if missing:
             raise ValueError(f"{where}: problem is missing required field(s) {missing}")
+        if row.get("testbench") is None and not row.get("reference"):
+            raise ValueError(f"{where}: problem needs a `testbench` or a `reference` (the bench is then "
+                             f"generated from it)")
         unknown = sorted(set(row) - known)
         if unknown:
             raise ValueError(f"{where}: unknown problem field(s) {unknown}; known: {sorted(known)}")
