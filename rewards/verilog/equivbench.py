@@ -257,9 +257,9 @@ def render_bench(iface: Interface, clk: Clocking, ref_module: str, dut_module: s
                  cycles: int) -> str:
     """Verilog source of the bench (see the module docstring for what it drives and compares)."""
     sig = {p.name: f"__eb_{i}" for i, p in enumerate(iface.ports)}     # no port name can clash
-    lines = ["`timescale 1ns/1ps", f"module {BENCH_TOP};",
+    lines = [f"module {BENCH_TOP};",      # no `timescale: the designs' own (or the default) applies
              f"  integer __eb_seed = {seed};",
-             "  integer __eb_samples = 0, __eb_errors = 0, __eb_cycle = 0, __eb_k = 0;",
+             "  integer __eb_samples = 0, __eb_errors = 0, __eb_cycle = 0, __eb_k = 0, __eb_j = 0;",
              "  reg __eb_bad = 0, __eb_hold = 0;"]
     for p in iface.inputs:
         lines.append(f"  reg {_rng(p)}{sig[p.name]}_i = 0;" if p.name == clk.clock else f"  reg {_rng(p)}{sig[p.name]}_i;")
@@ -279,10 +279,19 @@ def _rng(p: Port) -> str:
 
 
 def _check_task(iface: Interface, sig: dict[str, str]) -> list[str]:
+    """Per output: equal (`===`) passes at once; else every bit where the reference is not x must match
+    exactly, so the candidate's x/z against a reference 0/1 is a mismatch. (VerilogEval's
+    ``r === (r ^ d ^ r)`` says the same for 0/1/x, but fails a reference z even against z.)"""
     out = ["  task __eb_check;", "    begin", "      __eb_samples = __eb_samples + 1;", "      __eb_bad = 0;"]
     for p in iface.outputs:
         r, d = f"{sig[p.name]}_r", f"{sig[p.name]}_d"
-        out += [f"      if ({r} !== ({r} ^ {d} ^ {r})) begin",
+        if p.width == 1:
+            out.append(f"      __eb_k = {r} !== 1'bx && {r} !== {d};")
+        else:
+            out += ["      __eb_k = 0;", f"      if ({r} !== {d})",
+                    f"        for (__eb_j = 0; __eb_j < {p.width}; __eb_j = __eb_j + 1)",
+                    f"          if ({r}[__eb_j] !== 1'bx && {r}[__eb_j] !== {d}[__eb_j]) __eb_k = 1;"]
+        out += ["      if (__eb_k) begin",
                 "        if (__eb_errors == 0 && !__eb_bad)",
                 (f'          $display("First mismatch: sample %0d cycle %0d output {p.name} expected %b got %b",'
                  f" __eb_samples, __eb_cycle, {r}, {d});"),
