@@ -259,17 +259,19 @@ def render_bench(iface: Interface, clk: Clocking, ref_module: str, dut_module: s
     sig = {p.name: f"__eb_{i}" for i, p in enumerate(iface.ports)}     # no port name can clash
     lines = [f"module {BENCH_TOP};",      # no `timescale: the designs' own (or the default) applies
              f"  integer __eb_seed = {seed};",
-             "  integer __eb_samples = 0, __eb_errors = 0, __eb_cycle = 0, __eb_k = 0, __eb_j = 0;",
-             "  reg __eb_bad = 0, __eb_hold = 0;"]
+             "  integer __eb_samples = 0, __eb_errors = 0, __eb_cycle = 0, __eb_k = 0, __eb_j = 0, __eb_v = 0;",
+             "  reg __eb_bad = 0, __eb_hold = 0, __eb_miss = 0;"]
     for p in iface.inputs:
         lines.append(f"  reg {_rng(p)}{sig[p.name]}_i = 0;" if p.name == clk.clock else f"  reg {_rng(p)}{sig[p.name]}_i;")
+        if p.name not in (clk.clock, clk.reset):
+            lines.append(f"  reg [1:0] {sig[p.name]}_m = 0;")
     for p in iface.outputs:
         lines.append(f"  wire {_rng(p)}{sig[p.name]}_r, {sig[p.name]}_d;")
     for mod, inst, suffix in ((ref_module, "__eb_ref", "_r"), (dut_module, "__eb_dut", "_d")):
         conns = ", ".join(f".{p.name}({sig[p.name]}{'_i' if p.direction == 'input' else suffix})"
                           for p in iface.ports)
         lines.append(f"  {mod} {inst} ({conns});")
-    lines += _check_task(iface, sig) + _drive_task(iface, clk, sig) + _main(clk, sig, cycles)
+    lines += _check_task(iface, sig) + _drive_task(iface, clk, sig) + _main(iface, clk, sig, cycles)
     lines.append("endmodule")
     return "\n".join(lines) + "\n"
 
@@ -286,12 +288,12 @@ def _check_task(iface: Interface, sig: dict[str, str]) -> list[str]:
     for p in iface.outputs:
         r, d = f"{sig[p.name]}_r", f"{sig[p.name]}_d"
         if p.width == 1:
-            out.append(f"      __eb_k = {r} !== 1'bx && {r} !== {d};")
+            out.append(f"      __eb_miss = {r} !== 1'bx && {r} !== {d};")
         else:
-            out += ["      __eb_k = 0;", f"      if ({r} !== {d})",
+            out += ["      __eb_miss = 0;", f"      if ({r} !== {d})",
                     f"        for (__eb_j = 0; __eb_j < {p.width}; __eb_j = __eb_j + 1)",
-                    f"          if ({r}[__eb_j] !== 1'bx && {r}[__eb_j] !== {d}[__eb_j]) __eb_k = 1;"]
-        out += ["      if (__eb_k) begin",
+                    f"          if ({r}[__eb_j] !== 1'bx && {r}[__eb_j] !== {d}[__eb_j]) __eb_miss = 1;"]
+        out += ["      if (__eb_miss) begin",
                 "        if (__eb_errors == 0 && !__eb_bad)",
                 (f'          $display("First mismatch: sample %0d cycle %0d output {p.name} expected %b got %b",'
                  f" __eb_samples, __eb_cycle, {r}, {d});"),
@@ -304,48 +306,75 @@ def _random_expr(width: int) -> str:
     return "{" + ", ".join(["$random(__eb_seed)"] * words) + "}" if words > 1 else "$random(__eb_seed)"
 
 
+def _driven(iface: Interface, clk: Clocking) -> list[Port]:
+    """Inputs the stimulus drives (all but the clock, which the bench toggles)."""
+    return [p for p in iface.inputs if p.name != clk.clock]
+
+
 def _drive_task(iface: Interface, clk: Clocking, sig: dict[str, str]) -> list[str]:
-    """New input values: per input 1/16 all zeros, 1/16 all ones, 1/16 one-hot, else random; 1/32 of
-    the time every input zero, 1/32 every input ones. The reset is held during `__eb_hold` and
-    asserted in 1/64 of the phases otherwise."""
-    out = ["  task __eb_drive;", "    begin", "      __eb_k = $unsigned($random(__eb_seed)) % 32;"]
-    for p in iface.inputs:
-        if p.name == clk.clock:
-            continue
-        s = f"{sig[p.name]}_i"
+    """New input values. Every SEGMENT cycles each input draws a mode: half the time fresh values per
+    phase (1/16 all zeros, 1/16 all ones, 1/16 one-hot, else random; 1/32 of the phases every input
+    zero, 1/32 every input ones), else held (changing 1 time in 16), a 1-bit input mostly at 1 in a
+    quarter of the segments - so a `valid` stays high for the eight cycles a deserializer needs and a
+    counter runs long enough to wrap. The reset is asserted exactly while `__eb_hold` is set."""
+    out = ["  task __eb_modes;", "    begin"]
+    out += [f"      {sig[p.name]}_m = $unsigned($random(__eb_seed)) % 4;"
+            for p in _driven(iface, clk) if p.name != clk.reset]
+    out += ["    end", "  endtask",
+            "  task __eb_drive;", "    begin", "      __eb_k = $unsigned($random(__eb_seed)) % 32;"]
+    for p in _driven(iface, clk):
+        s, m = f"{sig[p.name]}_i", f"{sig[p.name]}_m"
         if p.name == clk.reset:
-            on, off = clk.reset_active, 1 - clk.reset_active
-            out.append(f"      {s} = (__eb_hold || $unsigned($random(__eb_seed)) % 64 == 0) ? 1'b{on} : 1'b{off};")
+            out.append(f"      {s} = __eb_hold ? 1'b{clk.reset_active} : 1'b{1 - clk.reset_active};")
             continue
         ones = f"{{{p.width}{{1'b1}}}}"
-        out += ["      case (__eb_k == 0 ? 0 : __eb_k == 1 ? 1 : $unsigned($random(__eb_seed)) % 16)",
+        held = "2" if p.width == 1 else f"2 || {m} == 3"
+        if p.width == 1:
+            out.append(f"      if ({m} == 3) {s} = $unsigned($random(__eb_seed)) % 16 != 0;   // mostly 1")
+        out += [(f"      {'else ' if p.width == 1 else ''}if (({m} == {held}) && (^{s}) !== 1'bx"
+                " && $unsigned($random(__eb_seed)) % 16 != 0) ;   // held"),
+                "      else case (__eb_k == 0 ? 0 : __eb_k == 1 ? 1 : $unsigned($random(__eb_seed)) % 16)",
                 f"        0: {s} = 0;", f"        1: {s} = {ones};",
                 f"        2: {s} = {p.width}'d1 << ($unsigned($random(__eb_seed)) % {p.width});",
                 f"        default: {s} = {_random_expr(p.width)};", "      endcase"]
     return out + ["    end", "  endtask"]
 
 
-def _main(clk: Clocking, sig: dict[str, str], cycles: int) -> list[str]:
+SEGMENT = 16
+EXHAUSTIVE_BITS = 12      # combinational designs with at most this many input bits also get every vector
+
+
+def _main(iface: Interface, clk: Clocking, sig: dict[str, str], cycles: int) -> list[str]:
     verdict = ['    $display("Mismatches: %0d in %0d samples", __eb_errors, __eb_samples);', "    $finish;",
                "  end"]
+    step = f"if (__eb_cycle % {SEGMENT} == 0) __eb_modes;"
     if not clk.clocked:
-        return ["  initial begin",
-                f"    repeat ({cycles}) begin __eb_drive; #1 __eb_check; __eb_cycle = __eb_cycle + 1; end",
+        driven = _driven(iface, clk)
+        bits = sum(p.width for p in driven)
+        every = []
+        if 0 < bits <= EXHAUSTIVE_BITS:
+            concat = "{" + ", ".join(f"{sig[p.name]}_i" for p in driven) + "}"
+            every = [f"    for (__eb_v = 0; __eb_v < {1 << bits}; __eb_v = __eb_v + 1) begin",
+                     f"      {concat} = __eb_v; #1 __eb_check;", "    end"]
+        return ["  initial begin", *every,
+                f"    repeat ({cycles}) begin {step} __eb_drive; #1 __eb_check; __eb_cycle = __eb_cycle + 1; end",
                 *verdict]
     c = f"{sig[clk.clock]}_i"
     inactive = 1 if clk.edge == "negedge" else 0
-    mid = cycles // 2
+    mid = cycles // 2 + RESET_CYCLES
     return [
         "  task __eb_phase;   // new inputs, compare before the clock edge, edge, compare after it",
         f"    begin __eb_drive; #2 __eb_check; #2 {c} = ~{c}; #1 __eb_check; end",
         "  endtask",
         "  initial begin",
         f"    {c} = 1'b{inactive};",
+        "    __eb_modes;",
         f"    __eb_hold = {1 if clk.reset else 0};",
         f"    repeat ({RESET_CYCLES}) begin __eb_phase; __eb_phase; __eb_cycle = __eb_cycle + 1; end",
         "    __eb_hold = 0;",
-        f"    repeat ({cycles}) begin",
-        f"      __eb_hold = {'__eb_cycle == ' + str(mid + RESET_CYCLES) if clk.reset else '0'};",
+        f"    repeat ({cycles}) begin   // the reset once more mid-run, asserted before an edge",
+        f"      {step}",
+        f"      __eb_hold = {f'__eb_cycle == {mid}' if clk.reset else '0'};",
         "      __eb_phase; __eb_phase; __eb_cycle = __eb_cycle + 1;",
         "    end",
         *verdict]
