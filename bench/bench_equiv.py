@@ -240,7 +240,27 @@ def measure_set(name: str, problems: list, per_problem: int = 6, workers: int | 
         _tally(res, smp, o, g)
     if adjudicate:
         _adjudicate(res)
+    _retry_deeper(res, cfg)
     return res
+
+
+DEEP_CYCLES = 8000
+
+
+def _retry_deeper(res: SetResult, cfg: dict[str, Any]) -> None:
+    """A mutant only the official bench catches: does the generated bench catch it with more cycles?
+    (A counter that wraps after thousands of cycles is out of reach of the default run.)"""
+    from rewards.verilog.reward import VerilogReward
+
+    for d in res.disagreements:
+        if d["generated"] != "pass":
+            continue
+        r = VerilogReward(**{**cfg, "equiv_cycles": DEEP_CYCLES})
+        try:
+            s = r.score(d["problem"], d["code"])
+        finally:
+            r.close()
+        d["deeper"] = f"equiv_cycles={DEEP_CYCLES}: {_verdict(s)} ({s.reason[:90]})"
 
 
 def _verdict(score: Any) -> str:
@@ -269,7 +289,7 @@ def _tally(res: SetResult, smp: Sample, o: Any, g: Any) -> None:
                               "generated": _verdict(g), "official_reason": o.reason[:160],
                               "generated_reason": g.reason[:160], "code": smp.code,
                               "reference": smp.problem.reference, "top": smp.problem.top_module,
-                              "ref_top": smp.problem.ref_module})
+                              "ref_top": smp.problem.ref_module, "problem": _reference_only(smp.problem)})
 
 
 def _adjudicate(res: SetResult) -> None:
@@ -311,10 +331,15 @@ def _section(r: SetResult) -> list[str]:
              f" = **{r.time_ratio:.2f}x**" if r.official_s else "- no timings"]
     for pid, kind, why in r.equivalents_failed:
         lines.append(f"- FAILED equivalent: `{pid}` {kind}: {why}")
+    rights = [d.get("right", "-") for d in r.disagreements]
     if r.disagreements:
-        lines += ["", "| problem | mutant | official | generated | yosys equivalence | right |", "|---|---|---|---|---|---|"]
+        lines.append(f"- disagreements by yosys adjudication: generated right {rights.count('generated')}, "
+                     f"official right {rights.count('official')}, undecided {rights.count('undecided')}")
+        lines += ["", "| problem | mutant | official | generated | generated bench says | yosys equivalence | right |",
+                  "|---|---|---|---|---|---|---|"]
         for d in r.disagreements:
-            lines.append(f"| `{d['id']}` | {d['kind']} | {d['official']} | {d['generated']} | "
+            says = d.get("deeper") or d["generated_reason"][:90]
+            lines.append(f"| `{d['id']}` | {d['kind']} | {d['official']} | {d['generated']} | {says} | "
                          f"{d.get('formal', '-')} | {d.get('right', '-')} |")
     return lines + [""]
 
