@@ -247,3 +247,22 @@ def test_verilogeval_references_pass_without_testbench(verilog_eval_dir, reward)
     originals = load_problems(verilog_eval_dir)
     scores = reward.score_batch(problems, [reference_candidate(p) for p in originals])
     assert [(s.problem_id, s.reason) for s in scores if not s.passed] == []
+
+
+def test_candidate_cannot_name_bench_internals(reward):
+    p = _problem(COUNTER, "hier")
+    cheat = COUNTER.replace("endmodule", "  initial forever #1 __eb_tb.__eb_errors = 0;\nendmodule")
+    s = reward.score(p, cheat)
+    assert s.stage == "none" and not s.passed and "__eb_" in s.reason
+
+
+def test_first_batch_builds_the_bench_once(monkeypatch):
+    from rewards.verilog import equivbench
+
+    p = _problem(COUNTER.replace("q + 1", "q + 3"), "once")
+    built = []
+    real = equivbench.build_equiv_bench
+    monkeypatch.setattr(equivbench, "build_equiv_bench", lambda *a, **k: built.append(1) or real(*a, **k))
+    variants = [p.reference + "\n" * i + f"// {i}\n" for i in range(6)]
+    scores = VerilogReward(workers=4, cache=False).score_batch([p] * 6, variants)
+    assert all(s.passed for s in scores) and len(built) == 1     # six threads asked, yosys ran once

@@ -107,6 +107,8 @@ def port_mismatch(reference: Interface, candidate_code: str, top: str) -> str | 
         cand = module_interface(candidate_code, top)
     except UnsupportedReference as exc:
         return f"candidate {exc}"
+    except Exception:      # noqa: BLE001 - pyslang trouble with odd code: let iverilog judge it
+        return None
     if cand is None:
         return None
     ref_names, cand_names = [p.name for p in reference.ports], [p.name for p in cand.ports]
@@ -123,6 +125,14 @@ def port_mismatch(reference: Interface, candidate_code: str, top: str) -> str | 
         if (c.direction, c.width) != (r.direction, r.width):
             return f"port {r.name!r}: reference {r.describe()}, candidate {c.describe()}"
     return None
+
+
+def uses_bench_names(code: str) -> bool:
+    """Does the candidate name the bench's identifiers (``__eb_...``)? A hierarchical reference such as
+    ``__eb_tb.__eb_errors`` could otherwise reset the mismatch count."""
+    from rewards.verilog.extract import _blank_strings, strip_comments
+
+    return "__eb_" in _blank_strings(strip_comments(code))
 
 
 def _more(names: list[str]) -> str:
@@ -422,6 +432,7 @@ def build_equiv_bench(problem: Problem, cycles: int = DEFAULT_CYCLES, backend: s
 
 _CACHE: OrderedDict[tuple, EquivBench | UnsupportedReference] = OrderedDict()
 _CACHE_LOCK = threading.Lock()
+_BUILDING: dict[tuple, threading.Lock] = {}      # one build per key while a batch's threads all ask for it
 _CACHE_SIZE = 4096
 
 
@@ -432,15 +443,21 @@ def equivalence_bench(problem: Problem, cycles: int = DEFAULT_CYCLES, backend: s
     key = (problem.id, ref_hash, problem.top_module, problem.ref_module, cycles)
     with _CACHE_LOCK:
         hit = _CACHE.get(key)
-    if hit is None:
-        try:
-            hit = build_equiv_bench(problem, cycles, backend)
-        except UnsupportedReference as exc:
-            hit = exc
-        with _CACHE_LOCK:
-            _CACHE[key] = hit
-            while len(_CACHE) > _CACHE_SIZE:
-                _CACHE.popitem(last=False)
+        building = _BUILDING.setdefault(key, threading.Lock()) if hit is None else None
+    if building is not None:
+        with building:
+            with _CACHE_LOCK:
+                hit = _CACHE.get(key)
+            if hit is None:
+                try:
+                    hit = build_equiv_bench(problem, cycles, backend)
+                except UnsupportedReference as exc:
+                    hit = exc
+                with _CACHE_LOCK:
+                    _CACHE[key] = hit
+                    _BUILDING.pop(key, None)
+                    while len(_CACHE) > _CACHE_SIZE:
+                        _CACHE.popitem(last=False)
     if isinstance(hit, UnsupportedReference):
         raise hit
     return hit

@@ -350,7 +350,15 @@ class VerilogReward:
     def _equiv_precheck(self, problem: Problem, code: str) -> VerilogScore | None:
         """Reference-only problem: an unsupported reference is an error (reward None, never a pass);
         a candidate whose ports differ from the reference's fails before simulating, naming the port."""
-        from rewards.verilog.equivbench import UnsupportedReference, equivalence_bench, port_mismatch
+        from rewards.verilog.equivbench import (
+            UnsupportedReference,
+            equivalence_bench,
+            port_mismatch,
+            uses_bench_names,
+        )
+        if uses_bench_names(code):
+            return self._result(problem, "none", "forbidden construct(s) in the candidate: __eb_ (names reserved "
+                                "for the generated bench)")
         try:
             bench = equivalence_bench(problem, self.config.equiv_cycles, self.config.sandbox_backend)
         except UnsupportedReference as exc:
