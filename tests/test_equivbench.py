@@ -266,3 +266,15 @@ def test_first_batch_builds_the_bench_once(monkeypatch):
     variants = [p.reference + "\n" * i + f"// {i}\n" for i in range(6)]
     scores = VerilogReward(workers=4, cache=False).score_batch([p] * 6, variants)
     assert all(s.passed for s in scores) and len(built) == 1     # six threads asked, yosys ran once
+
+
+def test_rtllm_reference_only(rtllm_dir, reward):
+    problems = {p.id: replace(p, testbench=None) for p in load_problems(rtllm_dir)}
+    fifo = reward.score(problems["asyn_fifo"], problems["asyn_fifo"].reference)
+    assert fifo.reward is None and "several clocks ['rclk', 'wclk']" in fifo.reason
+    p = problems["adder_8bit"]                                   # ref_module == top_module: renamed apart
+    wrong = ("module adder_8bit(input [7:0] a, input [7:0] b, input cin, output [7:0] sum, output cout);\n"
+             "  assign {cout, sum} = a + b;\nendmodule\n")       # ignores the carry-in
+    ok, bad = reward.score_batch([p, p], [p.reference, wrong])
+    assert ok.passed, ok.reason
+    assert bad.stage == "simulate" and 0 < bad.mismatches < bad.samples and 0.3 < bad.reward < 0.65
