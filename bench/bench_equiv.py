@@ -178,6 +178,7 @@ class SetResult:
     official_passed: int = 0        # compared mutants the official bench passes (weak bench or equivalent edit)
     generated_passed: int = 0
     disagreements: list[dict[str, Any]] = field(default_factory=list)
+    both_passed: list[dict[str, Any]] = field(default_factory=list)   # mutants no bench caught: equivalent?
     official_s: list[float] = field(default_factory=list)
     generated_s: list[float] = field(default_factory=list)
 
@@ -196,7 +197,8 @@ class SetResult:
 
     @property
     def time_ratio(self) -> float:
-        return statistics.mean(self.generated_s) / statistics.mean(self.official_s) if self.official_s else 0.0
+        """Generated / official, total over the same samples (both scored, one at a time)."""
+        return sum(self.generated_s) / sum(self.official_s) if self.official_s else 0.0
 
 
 def _reference_only(problem: Any) -> Any:
@@ -241,7 +243,28 @@ def measure_set(name: str, problems: list, per_problem: int = 6, workers: int | 
     if adjudicate:
         _adjudicate(res)
     _retry_deeper(res, cfg)
+    _time_interleaved(res, samples, {**cfg, "workers": 1})
     return res
+
+
+def _time_interleaved(res: SetResult, samples: list[Sample], cfg: dict[str, Any]) -> None:
+    """Compile + simulate time per sample, one at a time, official and generated alternating (which
+    goes first alternates too) so load from other processes hits both alike. The generated bench is
+    built before timing starts: like the reward's cache, once per problem."""
+    from rewards.verilog.reward import VerilogReward
+
+    official, generated = VerilogReward(**cfg), VerilogReward(**cfg)
+    try:
+        for i, smp in enumerate(samples):
+            pair = [(official, smp.problem, res.official_s), (generated, _reference_only(smp.problem),
+                                                              res.generated_s)]
+            for reward, prob, out in (pair if i % 2 == 0 else pair[::-1]):
+                s = reward.score(prob, smp.code)
+                if s.error is None and s.stage not in ("none", "format"):
+                    out.append(s.time_s)
+    finally:
+        official.close()
+        generated.close()
 
 
 DEEP_CYCLES = 8000
@@ -277,19 +300,19 @@ def _tally(res: SetResult, smp: Sample, o: Any, g: Any) -> None:
     if o.stage in ("none", "format", "syntax"):
         res.not_compiling += 1
         return
-    if o.time_s and g.time_s:
-        res.official_s.append(o.time_s)
-        res.generated_s.append(g.time_s)
     res.official_passed += o.passed
     res.generated_passed += g.passed
-    if o.passed == g.passed:
-        res.agree += 1
-        return
-    res.disagreements.append({"id": smp.problem.id, "kind": smp.kind, "official": _verdict(o),
+    record = {"id": smp.problem.id, "kind": smp.kind, "official": _verdict(o),
                               "generated": _verdict(g), "official_reason": o.reason[:160],
                               "generated_reason": g.reason[:160], "code": smp.code,
                               "reference": smp.problem.reference, "top": smp.problem.top_module,
-                              "ref_top": smp.problem.ref_module, "problem": _reference_only(smp.problem)})
+                              "ref_top": smp.problem.ref_module, "problem": _reference_only(smp.problem)}
+    if o.passed == g.passed:
+        res.agree += 1
+        if o.passed:
+            res.both_passed.append(record)
+        return
+    res.disagreements.append(record)
 
 
 def _adjudicate(res: SetResult) -> None:
@@ -297,6 +320,9 @@ def _adjudicate(res: SetResult) -> None:
     from rewards.verilog.formal import FormalChecker, FormalConfig
 
     checker = FormalChecker(FormalConfig(wall_s=30.0))
+    for d in res.both_passed:
+        r = checker.check(d["code"], d["reference"], top=d["top"], ref_top=d["ref_top"])
+        d["formal"] = r.verdict + ("" if r.complete or r.verdict != "equivalent" else " (bounded)")
     for d in res.disagreements:
         r = checker.check(d["code"], d["reference"], top=d["top"], ref_top=d["ref_top"])
         d["formal"] = r.verdict + (f" ({r.reason[:100]})" if r.reason else "")
@@ -326,11 +352,18 @@ def _section(r: SetResult) -> list[str]:
              f"compared {r.compared}, verdicts agree on {r.agree} = **{100 * r.agreement:.1f} %**"),
              f"- mutants passed: official {r.official_passed}, generated {r.generated_passed}",
              f"- mutants the generated bench passes but the official bench fails: **{r.false_passes}**",
-             f"- time per sample (compile + simulate, sandboxed), generated / official: "
+             f"- time per sample (compile + simulate, sandboxed, one at a time, interleaved; references,"
+             f" rewrites and mutants), generated / official: "
              f"{statistics.mean(r.generated_s) * 1000:.1f} ms / {statistics.mean(r.official_s) * 1000:.1f} ms"
              f" = **{r.time_ratio:.2f}x**" if r.official_s else "- no timings"]
     for pid, kind, why in r.equivalents_failed:
         lines.append(f"- FAILED equivalent: `{pid}` {kind}: {why}")
+    if r.both_passed:
+        verdicts = [d.get("formal", "-") for d in r.both_passed]
+        lines.append("- mutants both benches pass, by yosys: "
+                     + ", ".join(f"{v} {verdicts.count(v)}" for v in sorted(set(verdicts)))
+                     + "".join(f"; `{d['id']}` {d['kind']}: {d.get('formal', '-')}" for d in r.both_passed
+                               if d.get("formal") == "not_equivalent"))
     rights = [d.get("right", "-") for d in r.disagreements]
     if r.disagreements:
         lines.append(f"- disagreements by yosys adjudication: generated right {rights.count('generated')}, "

@@ -278,3 +278,13 @@ def test_rtllm_reference_only(rtllm_dir, reward):
     ok, bad = reward.score_batch([p, p], [p.reference, wrong])
     assert ok.passed, ok.reason
     assert bad.stage == "simulate" and 0 < bad.mismatches < bad.samples and 0.3 < bad.reward < 0.65
+
+
+def test_candidate_latch_against_combinational_reference(reward):
+    ref = ("module TopModule (input [1:0] x, output reg f);\n  always @* case (x)\n"
+           "    2'd0: f = 1; 2'd1: f = 1; 2'd2: f = 0; 2'd3: f = 0;\n  endcase\nendmodule\n")
+    latch = ref.replace(" 2'd3: f = 0;", "")     # holds f for x == 3: right only when x was 2 before
+    p = _problem(ref, "latchcand")
+    assert reward.score(p, ref).passed
+    s = reward.score(p, latch)                    # in-order vectors alone would pass it (2 comes before 3)
+    assert s.stage == "simulate" and not s.passed and s.first_mismatch["output"] == "f"

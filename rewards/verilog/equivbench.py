@@ -8,11 +8,12 @@ scored like a VerilogEval one (the bench prints ``Mismatches: N in M samples`` t
 - Clock and reset come from the design itself: yosys flip-flop cells' CLK/ARST/SRST pins and their
   polarity parameters; port names only break ties (a `load` can drive an SRST pin too).
 - Stimulus: a reset sequence, then random inputs mixed with corner values (all zeros, all ones,
-  one-hot), the reset asserted once mid-run and rarely at random. Clocked designs get new inputs in
-  both clock phases and are compared before and after every clock edge (so Mealy outputs, async
-  resets and the wrong edge show up); combinational ones after the inputs settle.
+  one-hot) and stretches of held or mostly-1 inputs, the reset asserted once more mid-run (random
+  resets would keep counters from ever wrapping). Clocked designs get new inputs in both clock phases
+  and are compared before and after every clock edge (so Mealy outputs, async resets and the wrong
+  edge show up); combinational ones after the inputs settle, every vector first when there are few.
 - X in a reference output is a don't-care, X/Z in the candidate where the reference is 0/1 is a
-  mismatch (VerilogEval's ``ref === (ref ^ dut ^ ref)``).
+  mismatch (VerilogEval's ``ref === (ref ^ dut ^ ref)``; a reference Z must be matched by Z).
 - Seeded by the problem id: the same bench every run. Anything it cannot drive faithfully (several
   clocks, latch-only storage, inout or unpacked ports) raises `UnsupportedReference` with the reason.
 """
@@ -323,7 +324,7 @@ def _driven(iface: Interface, clk: Clocking) -> list[Port]:
 
 def _drive_task(iface: Interface, clk: Clocking, sig: dict[str, str]) -> list[str]:
     """New input values. Every SEGMENT cycles each input draws a mode: half the time fresh values per
-    phase (1/16 all zeros, 1/16 all ones, 1/16 one-hot, else random; 1/32 of the phases every input
+    phase (1/16 each all zeros, all ones, one-hot, sign bit only, all but the sign bit, else random; 1/32 of the phases every input
     zero, 1/32 every input ones), else held (changing 1 time in 16), a 1-bit input mostly at 1 in a
     quarter of the segments - so a `valid` stays high for the eight cycles a deserializer needs and a
     counter runs long enough to wrap. The reset is asserted exactly while `__eb_hold` is set."""
@@ -346,11 +347,14 @@ def _drive_task(iface: Interface, clk: Clocking, sig: dict[str, str]) -> list[st
                 "      else case (__eb_k == 0 ? 0 : __eb_k == 1 ? 1 : $unsigned($random(__eb_seed)) % 16)",
                 f"        0: {s} = 0;", f"        1: {s} = {ones};",
                 f"        2: {s} = {p.width}'d1 << ($unsigned($random(__eb_seed)) % {p.width});",
+                f"        3: {s} = {p.width}'d1 << {p.width - 1};   // sign bit only (-0, most negative)",
+                f"        4: {s} = ~({p.width}'d1 << {p.width - 1});   // most positive",
                 f"        default: {s} = {_random_expr(p.width)};", "      endcase"]
     return out + ["    end", "  endtask"]
 
 
 SEGMENT = 16
+COMB_VECTORS_PER_CYCLE = 2  # random vectors per cycle for a combinational design too wide to enumerate
 EXHAUSTIVE_BITS = 12      # combinational designs with at most this many input bits also get every vector
 
 
@@ -361,14 +365,15 @@ def _main(iface: Interface, clk: Clocking, sig: dict[str, str], cycles: int) -> 
     if not clk.clocked:
         driven = _driven(iface, clk)
         bits = sum(p.width for p in driven)
-        every = []
-        if 0 < bits <= EXHAUSTIVE_BITS:
+        if not bits:
+            body = [f"    repeat ({cycles}) #1 __eb_check;   // no inputs: watch it over time"]
+        else:      # every vector when few (in order), then random ones: a candidate's latch remembers
             concat = "{" + ", ".join(f"{sig[p.name]}_i" for p in driven) + "}"
             every = [f"    for (__eb_v = 0; __eb_v < {1 << bits}; __eb_v = __eb_v + 1) begin",
-                     f"      {concat} = __eb_v; #1 __eb_check;", "    end"]
-        return ["  initial begin", *every,
-                f"    repeat ({cycles}) begin {step} __eb_drive; #1 __eb_check; __eb_cycle = __eb_cycle + 1; end",
-                *verdict]
+                     f"      {concat} = __eb_v; #1 __eb_check;", "    end"] if bits <= EXHAUSTIVE_BITS else []
+            body = [*every, (f"    repeat ({COMB_VECTORS_PER_CYCLE * cycles}) begin {step} __eb_drive;"
+                             " #1 __eb_check; __eb_cycle = __eb_cycle + 1; end")]
+        return ["  initial begin", *body, *verdict]
     c = f"{sig[clk.clock]}_i"
     inactive = 1 if clk.edge == "negedge" else 0
     mid = cycles // 2 + RESET_CYCLES
