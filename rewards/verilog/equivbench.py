@@ -8,10 +8,11 @@ scored like a VerilogEval one (the bench prints ``Mismatches: N in M samples`` t
 - Clock and reset come from the design itself: yosys flip-flop cells' CLK/ARST/SRST pins and their
   polarity parameters; port names only break ties (a `load` can drive an SRST pin too).
 - Stimulus: a reset sequence, then random inputs mixed with corner values (all zeros, all ones,
-  one-hot) and stretches of held or mostly-1 inputs, the reset asserted once more mid-run (random
-  resets would keep counters from ever wrapping). Clocked designs get new inputs in both clock phases
-  and are compared before and after every clock edge (so Mealy outputs, async resets and the wrong
-  edge show up); combinational ones after the inputs settle, every vector first when there are few.
+  one-hot) and stretches of held or mostly-1 inputs, the reset asserted for a cycle at 1/4, 1/2 and
+  3/4 of the run (not at random: random resets would keep counters from ever wrapping). Clocked
+  designs get new inputs in both clock phases and are compared before and after every clock edge (so
+  Mealy outputs, async resets and the wrong edge show up); combinational ones after the inputs
+  settle, every vector first when there are few.
 - X in a reference output is a don't-care, X/Z in the candidate where the reference is 0/1 is a
   mismatch (VerilogEval's ``ref === (ref ^ dut ^ ref)``; a reference Z must be matched by Z).
 - Seeded by the problem id: the same bench every run. Anything it cannot drive faithfully (several
@@ -323,13 +324,18 @@ def _driven(iface: Interface, clk: Clocking) -> list[Port]:
 
 
 def _drive_task(iface: Interface, clk: Clocking, sig: dict[str, str]) -> list[str]:
-    """New input values. Every SEGMENT cycles each input draws a mode: half the time fresh values per
-    phase (1/16 each all zeros, all ones, one-hot, sign bit only, all but the sign bit, else random; 1/32 of the phases every input
-    zero, 1/32 every input ones), else held (changing 1 time in 16), a 1-bit input mostly at 1 in a
-    quarter of the segments - so a `valid` stays high for the eight cycles a deserializer needs and a
-    counter runs long enough to wrap. The reset is asserted exactly while `__eb_hold` is set."""
+    """New input values. Every SEGMENT cycles each input draws a mode for the segment:
+    0 fresh values each phase, 6/16 of them corners (all zeros, all ones, one-hot, sign bit only, all but
+      the sign bit, below 8), and 1/32 of the phases every input zero or every input ones;
+    1 fresh corner values each phase (so two inputs meet at corners: a = 0 with b = -0);
+    2 held, and a held input stays held into the next segment 3 times in 4 (a free-running counter
+      needs hundreds of cycles to come round to a held limit);
+    3 a 1-bit input mostly 1 (a `valid` stays high for the eight cycles a deserializer needs), a wider
+      one held but changing 1 phase in 16.
+    The reset is asserted exactly while `__eb_hold` is set."""
     out = ["  task __eb_modes;", "    begin"]
-    out += [f"      {sig[p.name]}_m = $unsigned($random(__eb_seed)) % 4;"
+    out += [f"      if ({sig[p.name]}_m != 2 || $unsigned($random(__eb_seed)) % 4 == 0)"
+            f" {sig[p.name]}_m = $unsigned($random(__eb_seed)) % 4;"
             for p in _driven(iface, clk) if p.name != clk.reset]
     out += ["    end", "  endtask",
             "  task __eb_drive;", "    begin", "      __eb_k = $unsigned($random(__eb_seed)) % 32;"]
@@ -338,22 +344,24 @@ def _drive_task(iface: Interface, clk: Clocking, sig: dict[str, str]) -> list[st
         if p.name == clk.reset:
             out.append(f"      {s} = __eb_hold ? 1'b{clk.reset_active} : 1'b{1 - clk.reset_active};")
             continue
-        ones = f"{{{p.width}{{1'b1}}}}"
-        held = "2" if p.width == 1 else f"2 || {m} == 3"
+        known = f"(^{s}) !== 1'bx"
+        out.append(f"      if ({m} == 2 && {known}) ;   // held")
         if p.width == 1:
-            out.append(f"      if ({m} == 3) {s} = $unsigned($random(__eb_seed)) % 16 != 0;   // mostly 1")
-        out += [(f"      {'else ' if p.width == 1 else ''}if (({m} == {held}) && (^{s}) !== 1'bx"
-                " && $unsigned($random(__eb_seed)) % 16 != 0) ;   // held"),
-                "      else case (__eb_k == 0 ? 0 : __eb_k == 1 ? 1 : $unsigned($random(__eb_seed)) % 16)",
-                f"        0: {s} = 0;", f"        1: {s} = {ones};",
+            out.append(f"      else if ({m} == 3) {s} = $unsigned($random(__eb_seed)) % 16 != 0;   // mostly 1")
+        else:
+            out.append(f"      else if ({m} == 3 && {known} && $unsigned($random(__eb_seed)) % 16 != 0) ;")
+        out += [(f"      else case ({m} == 1 ? $unsigned($random(__eb_seed)) % 6 : __eb_k == 0 ? 0 : __eb_k == 1 ? 1"
+                " : $unsigned($random(__eb_seed)) % 16)"),
+                f"        0: {s} = 0;", f"        1: {s} = {{{p.width}{{1'b1}}}};",
                 f"        2: {s} = {p.width}'d1 << ($unsigned($random(__eb_seed)) % {p.width});",
                 f"        3: {s} = {p.width}'d1 << {p.width - 1};   // sign bit only (-0, most negative)",
                 f"        4: {s} = ~({p.width}'d1 << {p.width - 1});   // most positive",
+                f"        5: {s} = $unsigned($random(__eb_seed)) % 8;   // small: counter limits, shift amounts",
                 f"        default: {s} = {_random_expr(p.width)};", "      endcase"]
     return out + ["    end", "  endtask"]
 
 
-SEGMENT = 16
+SEGMENT = 32
 COMB_VECTORS_PER_CYCLE = 2  # random vectors per cycle for a combinational design too wide to enumerate
 EXHAUSTIVE_BITS = 12      # combinational designs with at most this many input bits also get every vector
 
@@ -376,7 +384,7 @@ def _main(iface: Interface, clk: Clocking, sig: dict[str, str], cycles: int) -> 
         return ["  initial begin", *body, *verdict]
     c = f"{sig[clk.clock]}_i"
     inactive = 1 if clk.edge == "negedge" else 0
-    mid = cycles // 2 + RESET_CYCLES
+    pulses = " || ".join(f"__eb_cycle == {RESET_CYCLES + cycles * q // 4}" for q in (1, 2, 3))
     return [
         "  task __eb_phase;   // new inputs, compare before the clock edge, edge, compare after it",
         f"    begin __eb_drive; #2 __eb_check; #2 {c} = ~{c}; #1 __eb_check; end",
@@ -387,9 +395,9 @@ def _main(iface: Interface, clk: Clocking, sig: dict[str, str], cycles: int) -> 
         f"    __eb_hold = {1 if clk.reset else 0};",
         f"    repeat ({RESET_CYCLES}) begin __eb_phase; __eb_phase; __eb_cycle = __eb_cycle + 1; end",
         "    __eb_hold = 0;",
-        f"    repeat ({cycles}) begin   // the reset once more mid-run, asserted before an edge",
+        f"    repeat ({cycles}) begin   // the reset again at 1/4, 1/2, 3/4 of the run, asserted before an edge",
         f"      {step}",
-        f"      __eb_hold = {f'__eb_cycle == {mid}' if clk.reset else '0'};",
+        f"      __eb_hold = {pulses if clk.reset else '0'};",
         "      __eb_phase; __eb_phase; __eb_cycle = __eb_cycle + 1;",
         "    end",
         *verdict]

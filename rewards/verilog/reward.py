@@ -65,7 +65,7 @@ class VerilogRewardConfig:
     forbidden: tuple[str, ...] = DEFAULT_FORBIDDEN
     tag_output: bool = True            # only the testbench's own (tagged) lines count as verdicts
     formal: str = "off"                # off | confirm | required (rewards.verilog.formal, after a pass)
-    equiv_cycles: int = 300            # clock cycles (combinational: input vectors) of generated benches
+    equiv_cycles: int = 300            # generated benches (no testbench): clock cycles; combinational: 2x vectors
     workdir_root: str | None = None    # where work dirs are made (default: the system temp dir)
     keep_workdirs: bool = False        # debugging: leave work dirs behind
 
@@ -151,7 +151,7 @@ class VerilogReward:
             self.problems[p.id] = p
 
     def _problems_from_columns(self, n: int, columns: dict[str, Any]) -> list[Problem]:
-        """Each sample's Problem: rebuilt from dataset columns when they carry a testbench, else
+        """Each sample's Problem: rebuilt from dataset columns when they carry a testbench (or a reference), else
         looked up by `id`/`problem_id` in the loaded problems."""
         names = {f.name for f in fields(Problem)}
         if "testbench" in columns or "reference" in columns:     # reference-only rows get a generated bench
