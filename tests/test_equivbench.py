@@ -225,7 +225,7 @@ def test_reference_only_jsonl_row_end_to_end(tmp_path):
     mutant = COUNTER.replace("q + 1", "q + 2")
     scores = r.score_batch([p, p, p], [COUNTER, mutant, "// same\n" + COUNTER])
     ok, bad, again = scores
-    assert ok.passed and ok.reward == pytest.approx(1.0) and ok.samples > 1000
+    assert ok.passed and ok.reward == pytest.approx(1.0) and ok.samples >= 3 * 500
     assert bad.stage == "simulate" and not bad.passed and 0.3 < bad.reward < 0.65
     assert 0 < bad.mismatches < bad.samples
     assert bad.first_mismatch["output"] == "q" and bad.first_mismatch["cycle"] >= 3

@@ -33,7 +33,7 @@ from rewards.verilog.problems import Problem
 
 BENCH_TOP = "__eb_tb"
 REF_PREFIX = "__eb_ref_"
-DEFAULT_CYCLES = 300
+DEFAULT_CYCLES = 500
 RESET_CYCLES = 3
 _DIRECTIONS = {"In": "input", "Out": "output", "InOut": "inout", "Ref": "ref"}
 
@@ -328,14 +328,16 @@ def _drive_task(iface: Interface, clk: Clocking, sig: dict[str, str]) -> list[st
     0 fresh values each phase, 6/16 of them corners (all zeros, all ones, one-hot, sign bit only, all but
       the sign bit, below 8), and 1/32 of the phases every input zero or every input ones;
     1 fresh corner values each phase (so two inputs meet at corners: a = 0 with b = -0);
-    2 held, and a held input stays held into the next segment 3 times in 4 (a free-running counter
+    2 held, and a held input stays held into the next segment 1 time in 2 (a free-running counter
       needs hundreds of cycles to come round to a held limit);
     3 a 1-bit input mostly 1 (a `valid` stays high for the eight cycles a deserializer needs), a wider
-      one held but changing 1 phase in 16.
+      one as mode 0.
+    Modes 2 and 3 only for clocked designs: holding an input of a combinational one tests nothing.
     The reset is asserted exactly while `__eb_hold` is set."""
+    modes = 4 if clk.clocked else 2      # holding an input of a combinational design tests nothing
     out = ["  task __eb_modes;", "    begin"]
-    out += [f"      if ({sig[p.name]}_m != 2 || $unsigned($random(__eb_seed)) % 4 == 0)"
-            f" {sig[p.name]}_m = $unsigned($random(__eb_seed)) % 4;"
+    out += [f"      if ({sig[p.name]}_m != 2 || $unsigned($random(__eb_seed)) % 2 == 0)"
+            f" {sig[p.name]}_m = $unsigned($random(__eb_seed)) % {modes};"
             for p in _driven(iface, clk) if p.name != clk.reset]
     out += ["    end", "  endtask",
             "  task __eb_drive;", "    begin", "      __eb_k = $unsigned($random(__eb_seed)) % 32;"]
@@ -348,8 +350,6 @@ def _drive_task(iface: Interface, clk: Clocking, sig: dict[str, str]) -> list[st
         out.append(f"      if ({m} == 2 && {known}) ;   // held")
         if p.width == 1:
             out.append(f"      else if ({m} == 3) {s} = $unsigned($random(__eb_seed)) % 16 != 0;   // mostly 1")
-        else:
-            out.append(f"      else if ({m} == 3 && {known} && $unsigned($random(__eb_seed)) % 16 != 0) ;")
         out += [(f"      else case ({m} == 1 ? $unsigned($random(__eb_seed)) % 6 : __eb_k == 0 ? 0 : __eb_k == 1 ? 1"
                 " : $unsigned($random(__eb_seed)) % 16)"),
                 f"        0: {s} = 0;", f"        1: {s} = {{{p.width}{{1'b1}}}};",
@@ -362,6 +362,7 @@ def _drive_task(iface: Interface, clk: Clocking, sig: dict[str, str]) -> list[st
 
 
 SEGMENT = 32
+PULSE_SPAN = 400            # the mid-run reset pulses fall at 1/4, 1/2, 3/4 of min(cycles, this)
 COMB_VECTORS_PER_CYCLE = 2  # random vectors per cycle for a combinational design too wide to enumerate
 EXHAUSTIVE_BITS = 12      # combinational designs with at most this many input bits also get every vector
 
@@ -384,10 +385,14 @@ def _main(iface: Interface, clk: Clocking, sig: dict[str, str], cycles: int) -> 
         return ["  initial begin", *body, *verdict]
     c = f"{sig[clk.clock]}_i"
     inactive = 1 if clk.edge == "negedge" else 0
-    pulses = " || ".join(f"__eb_cycle == {RESET_CYCLES + cycles * q // 4}" for q in (1, 2, 3))
+    # after the inactive edge a single-edge flip-flop design shows nothing new (a candidate on the wrong
+    # edge already differs before it); with latches or both edges in use every edge is looked at
+    after = "1" if clk.edge == "both" or clk.latches else f"{c} == 1'b{1 - inactive}"
+    span = min(cycles, PULSE_SPAN)       # a long run keeps a long reset-free tail (a calendar's hours)
+    pulses = " || ".join(f"__eb_cycle == {RESET_CYCLES + span * q // 4}" for q in (1, 2, 3))
     return [
         "  task __eb_phase;   // new inputs, compare before the clock edge, edge, compare after it",
-        f"    begin __eb_drive; #2 __eb_check; #2 {c} = ~{c}; #1 __eb_check; end",
+        f"    begin __eb_drive; #2 __eb_check; #2 {c} = ~{c}; #1 if ({after}) __eb_check; end",
         "  endtask",
         "  initial begin",
         f"    {c} = 1'b{inactive};",

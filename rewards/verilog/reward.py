@@ -65,7 +65,7 @@ class VerilogRewardConfig:
     forbidden: tuple[str, ...] = DEFAULT_FORBIDDEN
     tag_output: bool = True            # only the testbench's own (tagged) lines count as verdicts
     formal: str = "off"                # off | confirm | required (rewards.verilog.formal, after a pass)
-    equiv_cycles: int = 300            # generated benches (no testbench): clock cycles; combinational: 2x vectors
+    equiv_cycles: int = 500            # generated benches (no testbench): clock cycles; combinational: 2x vectors
     workdir_root: str | None = None    # where work dirs are made (default: the system temp dir)
     keep_workdirs: bool = False        # debugging: leave work dirs behind
 
