@@ -9,10 +9,10 @@ scored like a VerilogEval one (the bench prints ``Mismatches: N in M samples`` t
   polarity parameters; port names only break ties (a `load` can drive an SRST pin too).
 - Stimulus: a reset sequence, then random inputs mixed with corner values (all zeros, all ones,
   one-hot) and stretches of held or mostly-1 inputs, the reset asserted for a cycle at 1/4, 1/2 and
-  3/4 of the run (not at random: random resets would keep counters from ever wrapping). Clocked
-  designs get new inputs in both clock phases and are compared before and after every clock edge (so
-  Mealy outputs, async resets and the wrong edge show up); combinational ones after the inputs
-  settle, every vector first when there are few.
+  3/4 of the run's start (not at random: random resets would keep counters from ever wrapping).
+  Clocked designs get new inputs in both clock phases and are compared before every clock edge and
+  after every active one (so Mealy outputs, async resets and the wrong edge show up); combinational
+  ones after the inputs settle, every vector first when there are few.
 - X in a reference output is a don't-care, X/Z in the candidate where the reference is 0/1 is a
   mismatch (VerilogEval's ``ref === (ref ^ dut ^ ref)``; a reference Z must be matched by Z).
 - Seeded by the problem id: the same bench every run. Anything it cannot drive faithfully (several
@@ -361,7 +361,7 @@ def _drive_task(iface: Interface, clk: Clocking, sig: dict[str, str]) -> list[st
     return out + ["    end", "  endtask"]
 
 
-SEGMENT = 32
+SEGMENT = 16
 PULSE_SPAN = 400            # the mid-run reset pulses fall at 1/4, 1/2, 3/4 of min(cycles, this)
 COMB_VECTORS_PER_CYCLE = 2  # random vectors per cycle for a combinational design too wide to enumerate
 EXHAUSTIVE_BITS = 12      # combinational designs with at most this many input bits also get every vector
