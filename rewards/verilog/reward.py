@@ -76,6 +76,7 @@ class VerilogRewardConfig:
     forbidden: tuple[str, ...] = DEFAULT_FORBIDDEN
     tag_output: bool = True            # only the testbench's own (tagged) lines count as verdicts
     formal: str = "off"                # off | confirm | required (rewards.verilog.formal, after a pass)
+    equiv_cycles: int = 500            # generated benches (no testbench): clock cycles; combinational: 2x vectors
     workdir_root: str | None = None    # where work dirs are made (default: the system temp dir)
     keep_workdirs: bool = False        # debugging: leave work dirs behind
 
@@ -85,6 +86,8 @@ class VerilogRewardConfig:
         self.forbidden = tuple(self.forbidden)
         if self.formal not in FORMAL_MODES:
             raise ValueError(f"formal must be one of {FORMAL_MODES}, got {self.formal!r}")
+        if self.equiv_cycles < 1:
+            raise ValueError(f"equiv_cycles must be >= 1, got {self.equiv_cycles}")
         if self.time_limit_s <= 0:
             raise ValueError(f"time_limit_s must be > 0, got {self.time_limit_s}")
         if any(w < 0 for w in (self.format_weight, self.compile_weight, self.pass_weight)):
@@ -116,6 +119,7 @@ class VerilogScore:
     formal: str | None = None           # equivalent | not_equivalent | unknown (when formal != off)
     formal_detail: dict[str, Any] | None = None   # FormalResult.to_dict(): method, counterexample, ...
     error: str | None = None            # infrastructure failure (reward None: TRL skips the sample)
+    first_mismatch: dict[str, Any] | None = None  # generated benches: sample, cycle, output, expected, got
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -176,10 +180,10 @@ class VerilogReward:
             self.problems[p.id] = p
 
     def _problems_from_columns(self, n: int, columns: dict[str, Any]) -> list[Problem]:
-        """Each sample's Problem: rebuilt from dataset columns when they carry a testbench, else
+        """Each sample's Problem: rebuilt from dataset columns when they carry a testbench (or a reference), else
         looked up by `id`/`problem_id` in the loaded problems."""
         names = {f.name for f in fields(Problem)}
-        if "testbench" in columns:
+        if "testbench" in columns or "reference" in columns:     # reference-only rows get a generated bench
             out = []
             for i in range(n):
                 row = {k: columns[k][i] for k in names if k in columns and columns[k] is not None}
@@ -316,7 +320,12 @@ class VerilogReward:
             err = syntax_error(code)
             if err:
                 return self._result(problem, "format", f"syntax error (pyslang): {err}", compile_error=err)
-        job = build_job(problem, code, self.config.iverilog_flags, self.config.vvp_flags, self.tools)
+        if not problem.testbench:
+            early = self._equiv_precheck(problem, code)
+            if early is not None:
+                return early
+        job = build_job(problem, code, self.config.iverilog_flags, self.config.vvp_flags, self.tools,
+                        self.config.equiv_cycles, self.config.sandbox_backend)
         root = self.config.workdir_root
         if root:
             Path(root).mkdir(parents=True, exist_ok=True)
@@ -359,7 +368,8 @@ class VerilogReward:
         partial = verdict.partial if not verdict.passed else None
         if not verdict.passed:
             return self._result(problem, "simulate", verdict.reason, mismatches=verdict.mismatches,
-                                samples=verdict.samples, partial=partial, sandbox_verdict=verdict_name)
+                                samples=verdict.samples, partial=partial, sandbox_verdict=verdict_name,
+                                first_mismatch=verdict.first_mismatch)
         score = self._result(problem, "pass", verdict.reason, mismatches=verdict.mismatches,
                              samples=verdict.samples, sandbox_verdict=verdict_name)
         # FORMAL-HOOK: after a simulation pass, `config.formal` decides whether a formal equivalence
@@ -368,6 +378,27 @@ class VerilogReward:
         if self.config.formal != "off":
             score = self._formal_check(problem, code, score)
         return score
+
+    def _equiv_precheck(self, problem: Problem, code: str) -> VerilogScore | None:
+        """Reference-only problem: an unsupported reference is an error (reward None, never a pass);
+        a candidate whose ports differ from the reference's fails before simulating, naming the port."""
+        from rewards.verilog.equivbench import (
+            UnsupportedReference,
+            equivalence_bench,
+            port_mismatch,
+            uses_bench_names,
+        )
+        if uses_bench_names(code):
+            return self._result(problem, "none", "forbidden construct(s) in the candidate: __eb_ (names reserved "
+                                "for the generated bench)")
+        try:
+            bench = equivalence_bench(problem, self.config.equiv_cycles, self.config.sandbox_backend)
+        except UnsupportedReference as exc:
+            return self._result(problem, "format", f"unsupported reference: {exc}", error=f"unsupported: {exc}")
+        why = port_mismatch(bench.interface, code, problem.top_module)
+        if why:
+            return self._result(problem, "syntax", f"port mismatch: {why}", compile_error=why)
+        return None
 
     def _formal_check(self, problem: Problem, code: str, score: VerilogScore) -> VerilogScore:
         if not problem.reference:
