@@ -234,7 +234,7 @@ def test_reference_only_jsonl_row_end_to_end(tmp_path):
     rewards = r(["p"] * 2, [COUNTER, mutant], id=["count4"] * 2, spec=[""] * 2, reference=[COUNTER] * 2,
                 testbench=[None] * 2)                            # dataset columns, testbench column empty
     assert rewards[0] == pytest.approx(1.0) and rewards[1] == pytest.approx(bad.reward)
-    assert r.last_details[1]["first_mismatch"] == bad.first_mismatch
+    assert r.last_scores[1].details["first_mismatch"] == bad.first_mismatch
 
 
 def test_row_needs_testbench_or_reference():
