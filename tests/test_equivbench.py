@@ -288,3 +288,23 @@ def test_candidate_latch_against_combinational_reference(reward):
     assert reward.score(p, ref).passed
     s = reward.score(p, latch)                    # in-order vectors alone would pass it (2 comes before 3)
     assert s.stage == "simulate" and not s.passed and s.first_mismatch["output"] == "f"
+
+
+@pytest.mark.skipif(shutil.which("yosys") is None, reason="yosys not installed")
+def test_formal_confirms_reference_only_passes_by_default():
+    """formal: auto = confirm where earl wrote the bench. A design wrong on one 32-bit input passes random
+    stimulus, Yosys refutes it (demoted with its counterexample); the reference itself is proven; and a
+    problem with its own testbench is not checked formally."""
+    from rewards.verilog.reward import VerilogReward
+    ref = "module RefModule(input [31:0] a, output [31:0] y);\n  assign y = a + 1;\nendmodule\n"
+    sneaky = ("module TopModule(input [31:0] a, output [31:0] y);\n"
+              "  assign y = (a == 32'hDEADBEEF) ? 32'd0 : a + 1;\nendmodule\n")
+    p = Problem(id="inc32", spec="y = a + 1", reference=ref)
+    auto, off = VerilogReward(), VerilogReward(formal="off")
+    good, bad = auto.score_batch([p, p], [ref.replace("RefModule", "TopModule"), sneaky])
+    assert good.passed and good.formal == "equivalent"
+    assert not bad.passed and bad.formal == "not_equivalent" and "formal" in bad.reason
+    assert off.score(p, sneaky).passed, "random stimulus alone misses it: the point of the proof"
+    assert auto.stats()["formal/refuted"] == 1 and auto.stats()["formal/proven"] == 1
+    benched = Problem(id="b", spec="", reference=ref, testbench=p.testbench or "module tb; endmodule")
+    assert auto.formal_mode(benched) == "off" and auto.formal_mode(p) == "confirm"

@@ -25,7 +25,7 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, get_args
 
 from rewards.base import Score
 from rewards.verilog.cache import EquivalenceCache, cache_key
@@ -38,12 +38,13 @@ from rewards.verilog.harness import (
     problem_issue,
 )
 from rewards.verilog.problems import Problem
-from sandboxes.tools import backend_programs, require_programs
+from sandboxes.tools import ToolNotFound, backend_programs, require_programs
 
 log = logging.getLogger(__name__)
 
 STAGES = ("none", "format", "syntax", "compile", "simulate", "pass")
-FORMAL_MODES = ("off", "confirm", "required")
+FormalMode = Literal["auto", "off", "confirm", "required"]
+FORMAL_MODES: tuple[str, ...] = get_args(FormalMode)
 PROGRAMS = ("iverilog", "vvp")      # run for every sample; yosys too when formal is on
 NEEDED_FOR = "needed by the Verilog reward"
 
@@ -75,7 +76,8 @@ class VerilogRewardConfig:
     syntax_precheck: bool = True       # pyslang parse before spawning anything
     forbidden: tuple[str, ...] = DEFAULT_FORBIDDEN
     tag_output: bool = True            # only the testbench's own (tagged) lines count as verdicts
-    formal: str = "off"                # off | confirm | required (rewards.verilog.formal, after a pass)
+    formal: FormalMode = "auto"        # after a simulation pass (rewards.verilog.formal); auto: confirm on
+                                       # reference-only problems (a generated bench), off on hand-written ones
     equiv_cycles: int = 500            # generated benches (no testbench): clock cycles; combinational: 2x vectors
     workdir_root: str | None = None    # where work dirs are made (default: the system temp dir)
     keep_workdirs: bool = False        # debugging: leave work dirs behind
@@ -152,6 +154,7 @@ class VerilogReward:
         self.cache: EquivalenceCache[VerilogScore] = EquivalenceCache(self.config.cache)
         self.last_scores: list[Score] | None = None
         self._stage_counts: Counter[str] = Counter()
+        self._formal_counts: Counter[str] = Counter()   # verdicts of the formal checks of simulation passes
         self._lock = threading.Lock()
         self._sandbox = self._pool = self._formal = None
         self._column_problems: dict[tuple, Problem] = {}
@@ -162,7 +165,7 @@ class VerilogReward:
         vvp, yosys (formal on) or bwrap (sandbox_backend: bwrap) raises one ToolNotFound naming it,
         instead of every sample scoring "compile error: iverilog: not found"."""
         c = self.config
-        formal = ("yosys",) if c.formal != "off" else ()
+        formal = ("yosys",) if c.formal in ("confirm", "required") else ()
         require_programs([*PROGRAMS, *formal, *backend_programs(c.sandbox_backend)], NEEDED_FOR)
         box = self._get_sandbox()
         tools = {name: box.program(name, NEEDED_FOR) for name in PROGRAMS}
@@ -266,15 +269,19 @@ class VerilogReward:
         self.last_scores = [s.as_score() for s in final]
         with self._lock:
             self._stage_counts.update(s.stage for s in final)
+            self._formal_counts.update(s.formal for s in final if s.formal)
         return final
 
     def stats(self) -> dict[str, Any]:
-        """Cumulative counts by stage and cache hits/misses/hit rate (for the trainer's logs)."""
+        """Cumulative counts by stage, of formal verdicts on simulation passes (proven / refuted / unknown),
+        and cache hits/misses/hit rate (for the trainer's logs and a run's report)."""
         with self._lock:
             counts = {f"stage/{s}": self._stage_counts.get(s, 0) for s in STAGES}
+            formal = {f"formal/{k}": self._formal_counts.get(v, 0)
+                      for k, v in (("proven", "equivalent"), ("refuted", "not_equivalent"), ("unknown", "unknown"))}
             total = sum(counts.values())
-        return {**counts, "scored": total,
-                "pass_rate": (counts["stage/pass"] / total) if total else 0.0, **self.cache.stats()}
+        return {**counts, "scored": total, "pass_rate": (counts["stage/pass"] / total) if total else 0.0,
+                **(formal if any(formal.values()) else {}), **self.cache.stats()}
 
     def close(self) -> None:
         if self._pool is not None:
@@ -305,6 +312,8 @@ class VerilogReward:
         t0 = time.perf_counter()
         try:
             score = self._compile_and_simulate(problem, code)
+        except ToolNotFound:
+            raise                   # yosys missing for formal: auto on a reference-only problem; stop
         except Exception as exc:
             log.exception("verilog reward: scoring %s failed", problem.id)
             score = self._result(problem, "format", f"internal error: {type(exc).__name__}: {exc}",
@@ -375,9 +384,16 @@ class VerilogReward:
         # FORMAL-HOOK: after a simulation pass, `config.formal` decides whether a formal equivalence
         # check (rewards.verilog.formal, yosys SAT in the sandbox) confirms it. "confirm": a proven
         # counterexample turns the pass into a fail, "unknown" keeps it; "required": only a proof passes.
-        if self.config.formal != "off":
+        if self.formal_mode(problem) != "off":
             score = self._formal_check(problem, code, score)
         return score
+
+    def formal_mode(self, problem: Problem) -> str:
+        """`config.formal` for this problem: auto is confirm where earl wrote the bench (reference-only)."""
+        mode = self.config.formal
+        if mode != "auto":
+            return mode
+        return "confirm" if not problem.testbench and problem.reference else "off"
 
     def _equiv_precheck(self, problem: Problem, code: str) -> VerilogScore | None:
         """Reference-only problem: an unsupported reference is an error (reward None, never a pass);
@@ -407,7 +423,8 @@ class VerilogReward:
         result = self._get_formal().check_problem(problem, code)
         why = f"formal: {result.verdict}" + (f" ({result.reason})" if result.reason else "")
         detail = result.to_dict()
-        demote = result.verdict == NOT_EQUIVALENT or (self.config.formal == "required" and result.verdict != EQUIVALENT)
+        required = self.formal_mode(problem) == "required"
+        demote = result.verdict == NOT_EQUIVALENT or (required and result.verdict != EQUIVALENT)
         if demote:
             if result.verdict == NOT_EQUIVALENT:     # the bench passed a design formal refutes
                 detail["false_positive"] = True
