@@ -115,11 +115,13 @@ class EvalSettings:
 @dataclass
 class StageConfig:
     """One stage. `trainer` holds TRL's SFTConfig/GRPOConfig fields, `gating` EARL's GatingConfig fields,
-    `settings` an eval stage's sampling and scoring."""
+    `dynamic_sampling` DynamicSamplingConfig's (pipelines/dynamic_sampling.py), `settings` an eval stage's
+    sampling and scoring."""
     kind: str = ""                    # sft | rl | eval; defaults to the stage's name
     data: DataSource | None = None    # overrides data.train for this stage
     trainer: dict[str, Any] = field(default_factory=dict)
     gating: dict[str, Any] | None = None
+    dynamic_sampling: dict[str, Any] | None = None   # rl stages: drop equal-reward groups, refill (DAPO)
     settings: EvalSettings = field(default_factory=EvalSettings)   # eval stages only
 
 
@@ -352,6 +354,28 @@ def _gating_class() -> type | None:
     return GatingConfig
 
 
+def _dynamic_sampling_class() -> type:
+    from pipelines.dynamic_sampling import DynamicSamplingConfig
+    return DynamicSamplingConfig
+
+
+def _validate_rl_section(stage: StageConfig, key: str, section: str, cls: type | None) -> None:
+    """An rl-only section (gating, dynamic_sampling): names and types against `cls`, then its own checks."""
+    value = getattr(stage, section)
+    if value is None:
+        return
+    if stage.kind != "rl":
+        raise ConfigError(f"{key}.{section}: only an rl stage takes {section}")
+    if cls is None:
+        return
+    value = check_fields(cls, value, f"{key}.{section}")
+    setattr(stage, section, value)
+    try:
+        cls(**value)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"{key}.{exc}" if str(exc).startswith(f"{section}.") else f"{key}.{section}: {exc}")
+
+
 def validate(cfg: PipelineConfig) -> PipelineConfig:
     """Cross-field checks and trainer-section checks against TRL; raises ConfigError naming the key."""
     if not cfg.stages:
@@ -372,16 +396,8 @@ def validate(cfg: PipelineConfig) -> PipelineConfig:
                 raise ConfigError(f"{key}.data: stage {name} needs training data (data.train or {key}.data)")
         elif stage.trainer:
             raise ConfigError(f"{key}.trainer: an eval stage takes `settings:`, not `trainer:`")
-        if stage.gating is not None:
-            if stage.kind != "rl":
-                raise ConfigError(f"{key}.gating: only an rl stage is gated")
-            gating_cls = _gating_class()
-            if gating_cls is not None:
-                stage.gating = check_fields(gating_cls, stage.gating, f"{key}.gating")
-                try:
-                    gating_cls(**stage.gating)
-                except (TypeError, ValueError) as exc:
-                    raise ConfigError(f"{key}.{exc}" if str(exc).startswith("gating.") else f"{key}.gating: {exc}")
+        _validate_rl_section(stage, key, "gating", _gating_class())
+        _validate_rl_section(stage, key, "dynamic_sampling", _dynamic_sampling_class())
         if stage.kind == "eval":
             _validate_eval(stage, cfg, name)
     for i, src in enumerate([cfg.data.train, cfg.data.eval]):
