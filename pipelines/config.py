@@ -103,6 +103,7 @@ class EvalSettings:
     n: int = 1                        # samples per problem
     k: list[int] = field(default_factory=lambda: [1])
     temperature: float = 0.0          # 0 = greedy (needs n == 1)
+    greedy: bool = False              # also decode greedily and report greedy pass@1 (with n > 1 at T > 0)
     top_p: float = 1.0
     max_new_tokens: int = 96
     batch_size: int = 64              # prompts per generate call
@@ -484,6 +485,9 @@ def _validate_eval(stage: StageConfig, cfg: PipelineConfig, name: str) -> None:
         raise ConfigError(f"{key}.k: pass@{bad[0]} needs 1 <= k <= n (n={ev.n})")
     if ev.temperature == 0 and ev.n > 1:
         raise ConfigError(f"{key}.temperature: greedy decoding (0) gives identical samples; use n=1 or T>0")
+    if ev.greedy and ev.temperature == 0:
+        raise ConfigError(f"{key}.greedy: the samples are greedy already (temperature 0); greedy: true adds a "
+                          "greedy decode next to sampling at T > 0")
     earlier = list(cfg.stages)[:list(cfg.stages).index(name)]
     for m in ev.models:
         if m not in earlier:

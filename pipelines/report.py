@@ -83,7 +83,7 @@ def _metrics_table(results: list) -> list[str]:
 
 def write_report(run) -> Path:
     """Write <run>/report.md (and plots/) from the run folder's state, metrics and eval results."""
-    from pipelines.evaluate import EvalResult, paired
+    from pipelines.evaluate import EvalResult, family_table, paired
     state = run.load_state()
     lines = [f"# Run report: {run.root.name}", ""]
     lines += ["| stage | kind | wall s | result |", "|---|---|---|---|"]
@@ -100,17 +100,26 @@ def write_report(run) -> Path:
                  if r.label in state.get("stages", {}) else -1)
     if results:
         ks = results[0].k
+        greedy = all(r.greedy for r in results)       # sampled pass@k next to greedy pass@1
         lines += ["", "## Held-out evaluation", "",
-                  "| model | problems | n | " + " | ".join(f"pass@{k}" for k in ks) + " |",
-                  "|---|---|---|" + "---|" * len(ks)]
+                  "| model | problems | n | " + " | ".join(f"pass@{k}" for k in ks)
+                  + (" | greedy pass@1" if greedy else "") + " |",
+                  "|---|---|---|" + "---|" * (len(ks) + greedy)]
         for r in results:
             lines.append(f"| {r.label} | {len(r.problems)} | {r.n} | "
-                         + " | ".join(f"{r.pass_at_k.get(k, float('nan')):.1%}" for k in ks) + " |")
+                         + " | ".join(f"{r.pass_at_k.get(k, float('nan')):.1%}" for k in ks)
+                         + (f" | {r.greedy_pass_at_1:.1%}" if greedy else "") + " |")
         lines += _metrics_table(results)
         for a, b in itertools.pairwise(results):
-            c = paired(a, b)
-            lines.append(f"\n{a.label} → {b.label}: {c['up']} fail→pass, {c['down']} pass→fail "
-                         f"(two-sided sign test p = {c['sign_test_p']:.3g}) on {c['problems']} problems.")
+            for g in (False, True) if greedy else (False,):
+                c = paired(a, b, greedy=g)
+                what = " (greedy)" if g else (" (first sample)" if greedy else "")
+                lines.append(f"\n{a.label} → {b.label}{what}: {c['up']} fail→pass, {c['down']} pass→fail "
+                             f"(two-sided sign test p = {c['sign_test_p']:.3g}) on {c['problems']} problems.")
+        for key in ("family", "phrasing"):
+            table = family_table(results, key)
+            if table:
+                lines += ["", f"### Held-out by {key}", "", table]
     plots: list[Path] = []
     for name, st in state.get("stages", {}).items():
         if st.get("kind") in ("rl", "sft"):
