@@ -166,7 +166,7 @@ def _train(tmp_path, kinds: list[str], dynamic: dict | None, **args):
     tok = tiny_tokenizer()
     reward = KindReward()
     trainer = EARLGRPOTrainer(model=tiny_model(tok), reward_funcs=[reward],
-                              args=grpo_args(tmp_path, per_device_train_batch_size=8, **args),
+                              args=grpo_args(tmp_path, **{"per_device_train_batch_size": 8, **args}),
                               train_dataset=_dataset(kinds), processing_class=tok, dynamic_sampling=dynamic)
     trainer.train()
     return trainer, reward
@@ -255,3 +255,13 @@ def test_config_dynamic_sampling_is_validated_strictly():
             _cfg(bad)
     with pytest.raises(ConfigError, match="only an rl stage"):
         _cfg({"enabled": True}, stage="sft")
+
+
+def test_trainer_buffers_the_filtered_batch_over_steps_per_generation(tmp_path):
+    """TRL's buffering is untouched: one filtered generation batch of TRL's shape serves both micro-steps."""
+    kinds = ["pass", "fail"] * 6 + ["mix"] * 4
+    trainer, reward = _train(tmp_path, kinds, {"enabled": True, "max_rounds": 30}, per_device_train_batch_size=4,
+                             steps_per_generation=2, gradient_accumulation_steps=2, max_steps=2)
+    assert trainer.state.global_step == 2
+    assert _logged(trainer, "dynamic_sampling/groups_kept") == [2.0, 2.0]
+    assert all(len(c) == 8 for c in reward.calls)
