@@ -289,6 +289,22 @@ def test_earl_eval_cli_on_verilog_eval_folder(small_run, verilog_eval_dir, tmp_p
     assert "Prob001_zero" in out and "pass@1" in out
 
 
+@needs_iverilog
+@pytest.mark.slow
+def test_earl_eval_cli_sampled_and_greedy_with_family_table(small_run, tmp_path, capsys):
+    rc = main(["eval", "--model", str(small_run.final_dir("rl")), "--problems", "rtl:4:5", "--n", "2", "--k", "1,2",
+               "--greedy", "--max-new-tokens", "16", "--out", str(tmp_path)])
+    assert rc == 0
+    out = capsys.readouterr().out
+    assert "sampled pass@1 = " in out and "greedy pass@1 = " in out
+    assert "| family | problems | final pass@1 | final pass@2 | final greedy |" in out   # label: the folder name
+    saved = json.loads((tmp_path / "eval.json").read_text())
+    assert len(saved["greedy"]) == 4 and all(len(p["samples"]) == 1 for p in saved["greedy"])
+    assert all(len(p["samples"]) == 2 and "family" in p["meta"] for p in saved["problems"])
+    assert main(["eval", "--model", "x", "--problems", "rtl:2", "--greedy"]) == 2
+    assert "--greedy" in capsys.readouterr().err
+
+
 def test_earl_eval_cli_rejects_bad_k(capsys):
     assert main(["eval", "--model", "x", "--problems", "rtl:2", "--n", "2", "--k", "1,5"]) == 2
     assert "--k" in capsys.readouterr().err
