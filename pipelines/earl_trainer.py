@@ -193,11 +193,14 @@ class EARLGRPOTrainer(GRPOTrainer):
         total[torch.isnan(rewards_per_func).all(dim=1)] = torch.nan
         self._ds_rewards = total.detach().cpu()
         self._ds_passed = None
-        stages = getattr(self.reward_funcs[0], "stages", None)
+        try:
+            stages = getattr(self.reward_funcs[0], "stages", None)
+            details = getattr(self.reward_funcs[0], "last_details", None)
+        except Exception:  # noqa: BLE001 - a wrapper's __getattr__ may raise anything
+            stages = details = None
         if not stages:
             return
         last = str(tuple(stages)[-1])
-        details = getattr(self.reward_funcs[0], "last_details", None)
         flags = torch.full((n_local,), -1, dtype=torch.long)
         if isinstance(details, list) and len(details) == n_local:
             flags = torch.tensor([-1 if not isinstance(d, dict) or "stage" not in d else int(d["stage"] == last)
