@@ -104,6 +104,7 @@ class EvalSettings:
     n: int = 1                        # samples per problem
     k: list[int] = field(default_factory=lambda: [1])
     temperature: float = 0.0          # 0 = greedy (needs n == 1)
+    greedy: bool = False              # also decode greedily and report greedy pass@1 (with n > 1 at T > 0)
     top_p: float = 1.0
     max_new_tokens: int = 96
     batch_size: int = 64              # prompts per generate call
@@ -116,11 +117,13 @@ class EvalSettings:
 @dataclass
 class StageConfig:
     """One stage. `trainer` holds TRL's SFTConfig/GRPOConfig fields, `gating` EARL's GatingConfig fields,
-    `settings` an eval stage's sampling and scoring."""
+    `dynamic_sampling` DynamicSamplingConfig's (pipelines/dynamic_sampling.py), `settings` an eval stage's
+    sampling and scoring."""
     kind: str = ""                    # sft | rl | eval; defaults to the stage's name
     data: DataSource | None = None    # overrides data.train for this stage
     trainer: dict[str, Any] = field(default_factory=dict)
     gating: dict[str, Any] | None = None
+    dynamic_sampling: dict[str, Any] | None = None   # rl stages: drop equal-reward groups, refill (DAPO)
     settings: EvalSettings = field(default_factory=EvalSettings)   # eval stages only
 
 
@@ -224,6 +227,31 @@ def _trl_config_class(kind: str) -> type:
     return {"sft": SFTConfig, "rl": GRPOConfig}[kind]
 
 
+def _rl_section_class(section: str) -> type:
+    """The dataclass of an rl-only section (imported here: both pull in torch, needed only when used)."""
+    if section == "gating":
+        from pipelines.gating import GatingConfig
+        return GatingConfig
+    from pipelines.dynamic_sampling import DynamicSamplingConfig
+    return DynamicSamplingConfig
+
+
+def _validate_rl_section(stage: StageConfig, key: str, section: str) -> None:
+    """An rl-only section (gating, dynamic_sampling): names and types against its class, then its own checks."""
+    value = getattr(stage, section)
+    if value is None:
+        return
+    if stage.kind != "rl":
+        raise ConfigError(f"{key}.{section}: only an rl stage takes {section}")
+    cls = _rl_section_class(section)
+    value = check_fields(cls, value, f"{key}.{section}")
+    setattr(stage, section, value)
+    try:
+        cls(**value)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"{key}.{exc}" if str(exc).startswith(f"{section}.") else f"{key}.{section}: {exc}")
+
+
 def validate(cfg: PipelineConfig) -> PipelineConfig:
     """Cross-field checks and trainer-section checks against TRL; raises ConfigError naming the key."""
     if not cfg.stages:
@@ -244,15 +272,8 @@ def validate(cfg: PipelineConfig) -> PipelineConfig:
                 raise ConfigError(f"{key}.data: stage {name} needs training data (data.train or {key}.data)")
         elif stage.trainer:
             raise ConfigError(f"{key}.trainer: an eval stage takes `settings:`, not `trainer:`")
-        if stage.gating is not None:
-            if stage.kind != "rl":
-                raise ConfigError(f"{key}.gating: only an rl stage is gated")
-            from pipelines.gating import GatingConfig  # torch: loaded only for a gated stage
-            stage.gating = check_fields(GatingConfig, stage.gating, f"{key}.gating")
-            try:
-                GatingConfig(**stage.gating)
-            except (TypeError, ValueError) as exc:
-                raise ConfigError(f"{key}.{exc}" if str(exc).startswith("gating.") else f"{key}.gating: {exc}")
+        _validate_rl_section(stage, key, "gating")
+        _validate_rl_section(stage, key, "dynamic_sampling")
         if stage.kind == "eval":
             _validate_eval(stage, cfg, name)
     for i, src in enumerate([cfg.data.train, cfg.data.eval]):
@@ -337,6 +358,9 @@ def _validate_eval(stage: StageConfig, cfg: PipelineConfig, name: str) -> None:
         raise ConfigError(f"{key}.k: pass@{bad[0]} needs 1 <= k <= n (n={ev.n})")
     if ev.temperature == 0 and ev.n > 1:
         raise ConfigError(f"{key}.temperature: greedy decoding (0) gives identical samples; use n=1 or T>0")
+    if ev.greedy and ev.temperature == 0:
+        raise ConfigError(f"{key}.greedy: the samples are greedy already (temperature 0); greedy: true adds a "
+                          "greedy decode next to sampling at T > 0")
     earlier = list(cfg.stages)[:list(cfg.stages).index(name)]
     for m in ev.models:
         if m not in earlier:
