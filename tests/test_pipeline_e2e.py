@@ -251,6 +251,38 @@ def test_two_eval_stages_keep_their_own_results(tmp_path):
     assert "## Held-out evaluation: eval_a" in report and "## Held-out evaluation: eval_b" in report
 
 
+REFERENCE_ONLY = ["stages.rl.data.options.reference_only=true", "data.eval.options.reference_only=true",
+                  "stages.eval.settings.models=[]"]
+
+
+@needs_iverilog
+@pytest.mark.slow
+def test_rl_and_eval_stages_train_on_reference_only_tasks(tmp_path):
+    """Tasks with a reference and no bench (CodeV-R1's shape) need no other change: the RL and eval stages run
+    on them, and the reward TRL calls, handed the trainer's own dataset columns (testbench None after Arrow),
+    builds the bench from the reference: references pass, a design of the wrong shape does not."""
+    from pipelines.runner import StageContext
+    from pipelines.stages import rl
+    from rewards.verilog.problems import Problem, reference_solution
+    run = train(load_config(TINY, SMALL + REFERENCE_ONLY + [f"run.run_dir={tmp_path / 'run'}"]))
+    state = run.load_state()
+    assert [s["status"] for s in state["stages"].values()] == ["done", "done", "done"]
+    assert sorted({r["step"] for r in run.read_metrics("rl") if "reward" in r}) == [1, 2, 3]
+    assert len(EvalResult.load(run.root / "eval" / "rl.json").problems) == 4
+
+    cfg = load_config(run.config_path)
+    ctx = StageContext(cfg, "rl", cfg.stages["rl"], RunFolder(tmp_path / "probe"), str(run.final_dir("sft")))
+    trainer = rl.build_trainer(ctx)
+    rows = trainer.train_dataset.select(range(4)).to_list()
+    assert all(r["testbench"] is None for r in rows)
+    refs = [reference_solution(Problem.from_columns(r)) for r in rows]
+    wrong = "module TopModule(input a, output y);\n  assign y = a;\nendmodule\n"
+    columns = {k: [r[k] for r in rows] * 2 for k in rows[0] if k != "prompt"}
+    rewards = trainer.reward_funcs[0](prompts=[r["prompt"] for r in rows] * 2, completions=refs + [wrong] * 4,
+                                      **columns)
+    assert rewards[:4] == [1.0] * 4 and all(r is not None and r < 0.5 for r in rewards[4:])
+
+
 # --------------------------------------------------------------------------- evaluation
 
 
