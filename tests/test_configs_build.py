@@ -84,7 +84,7 @@ def test_config_builds_its_trainers(path, tiny_chat, tmp_path):
 
 @pytest.mark.slow
 def test_codev_r1_recipe_trains_on_its_dataset_layout(tiny_chat, tmp_path):
-    """The CodeV-R1 recipe: DAPO clipping/loss, 16 samples, no KL, the gate, on reference-only rows read from
+    """The CodeV-R1 recipe: DAPO clipping/loss and dynamic sampling, 16 samples, no KL, the gate, on reference-only rows read from
     a 4-row file in CodeV-R1's parquet layout (the real one is on the hub)."""
     from pipelines.stages import rl
     _, cfg = swapped(REPO / "configs" / "verilog_qwen2.5-coder-7b_codev-r1.yaml", tiny_chat, tmp_path / "run")
@@ -92,6 +92,7 @@ def test_codev_r1_recipe_trains_on_its_dataset_layout(tiny_chat, tmp_path):
     a = trainer.args
     assert (a.loss_type, a.epsilon, a.epsilon_high, a.beta, a.num_generations) == ("dapo", 0.2, 0.28, 0.0, 16)
     assert trainer.gating.granularity == "batch" and trainer.gating.top_ratio == 0.2
+    assert trainer.dynamic_sampling.enabled and trainer.dynamic_sampling.metric == "pass"
     rows = trainer.train_dataset
     assert rows.num_rows == 4 and all(t is None for t in rows["testbench"]), "reference-only problems"
     assert all("adder4" in r for r in rows["reference"])
