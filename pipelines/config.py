@@ -124,6 +124,7 @@ class StageConfig:
     trainer: dict[str, Any] = field(default_factory=dict)
     gating: dict[str, Any] | None = None
     dynamic_sampling: dict[str, Any] | None = None   # rl stages: drop equal-reward groups, refill (DAPO)
+    reward_overlap: bool | None = None   # rl stages: score while TRL's log-prob passes run (None: on; reward_overlap.py)
     settings: EvalSettings = field(default_factory=EvalSettings)   # eval stages only
 
 
@@ -272,6 +273,8 @@ def validate(cfg: PipelineConfig) -> PipelineConfig:
                 raise ConfigError(f"{key}.data: stage {name} needs training data (data.train or {key}.data)")
         elif stage.trainer:
             raise ConfigError(f"{key}.trainer: an eval stage takes `settings:`, not `trainer:`")
+        if stage.reward_overlap is not None and stage.kind != "rl":
+            raise ConfigError(f"{key}.reward_overlap: only an rl stage takes reward_overlap")
         _validate_rl_section(stage, key, "gating")
         _validate_rl_section(stage, key, "dynamic_sampling")
         if stage.kind == "eval":

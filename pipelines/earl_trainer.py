@@ -25,11 +25,15 @@ Built on TRL 1.16 through its own extension points, not a fork:
   computed per round. ``_calculate_rewards`` (already overridden for stage logging) keeps the gathered
   rewards and pass flags the decision needs; ``_save_checkpoint`` / ``_load_optimizer_and_scheduler``
   carry the refill cursor through a checkpoint, as TRL does for its adaptive entropy coefficient.
+* Reward overlap (``reward_overlap``, on by default; :mod:`pipelines.reward_overlap`): ``_generate`` starts the
+  rewards in a worker thread as soon as the completions exist, so they run while TRL computes its old and
+  reference log-probs; ``_calculate_rewards`` collects them (TRL's call, gathering and NaN handling unchanged).
 
 Logged each step under ``earl/``: mean entropy, gated fraction, mean entropy of kept and of dropped
 tokens; per reward that declares ``stages`` and leaves ``last_scores`` (rewards/base.py): fraction of
 completions per stage and pass rate under ``stages/<reward>/``; with dynamic sampling, group counts and
-rounds per generation batch under ``dynamic_sampling/``; every logging step the most-gated token strings go to
+rounds per generation batch under ``dynamic_sampling/``; seconds per generation batch spent generating,
+computing rewards and waiting for them under ``timing/``; every logging step the most-gated token strings go to
 the log and to ``<output_dir>/earl_gated_tokens.jsonl``.
 """
 from __future__ import annotations
@@ -37,6 +41,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import time
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import asdict
@@ -47,6 +52,7 @@ import torch
 from trl import GRPOConfig, GRPOTrainer
 
 from pipelines import dynamic_sampling as ds
+from pipelines import reward_overlap as ro
 from pipelines.entropy import token_string
 from pipelines.gating import GateStats, GatingConfig, entropy_gate, gate_scale, gate_stats, scale_advantages
 from rewards.base import scores_of, stages_of
@@ -75,14 +81,15 @@ def resolve_gating(gating: GatingConfig | dict | None, args: GRPOConfig | None) 
 class EARLGRPOTrainer(GRPOTrainer):
     """GRPOTrainer whose policy-gradient term reaches only the tokens the entropy gate keeps.
 
-    Same arguments as ``trl.GRPOTrainer`` plus ``gating``, ``dynamic_sampling`` and ``reward_weights``
-    (copied into ``args.reward_weights``, e.g. the weights from ``rewards.registry.compose``).
+    Same arguments as ``trl.GRPOTrainer`` plus ``gating``, ``dynamic_sampling``, ``reward_weights``
+    (copied into ``args.reward_weights``, e.g. the weights from ``rewards.registry.compose``) and
+    ``reward_overlap`` (score while TRL's no-grad log-prob passes run; False: TRL's order).
     """
 
     def __init__(self, model: Any, reward_funcs: Any, args: GRPOConfig | None = None,
                  train_dataset: Any = None, processing_class: Any = None, *,
                  gating: GatingConfig | dict | None = None, reward_weights: Sequence[float] | None = None,
-                 dynamic_sampling: ds.DynamicSamplingConfig | dict | None = None,
+                 dynamic_sampling: ds.DynamicSamplingConfig | dict | None = None, reward_overlap: bool = True,
                  eval_dataset: Any = None, callbacks: list | None = None, **kwargs: Any):
         self.gating = resolve_gating(gating, args)
         if isinstance(dynamic_sampling, dict):
@@ -112,15 +119,32 @@ class EARLGRPOTrainer(GRPOTrainer):
         if self.dynamic_sampling.enabled:
             self._check_dynamic_sampling()
             self._refill = ds.RefillStream(len(self.train_dataset), self.args.seed)
+        self._prefetch: ro.RewardPrefetch | None = None
+        if reward_overlap and self.environment_factories is None and not self.tools:
+            self._prefetch = ro.RewardPrefetch(self.reward_funcs)
+        self._round_inputs: list[dict] | None = None     # the round's rows, for the rewards' columns
+        self._timing: Counter = Counter()                # seconds within the current generation batch
 
     # ---- advantages: TRL's, negative ones optionally scaled; dynamic sampling around it ---------------
     def _generate_and_score_completions(self, inputs):
+        self._timing.clear()
         if self.dynamic_sampling.enabled and self.model.training:
-            return self._dynamic_batch(inputs)
-        return self._score_round(inputs)
+            out = self._dynamic_batch(inputs)
+        else:
+            out = self._score_round(inputs)
+        mode = "train" if self.model.training else "eval"
+        for name in ("generate", "reward", "reward_wait"):
+            self._metrics[mode][f"timing/{name}"].append(self._timing[name])
+        return out
 
     def _score_round(self, inputs):
-        out = super()._generate_and_score_completions(inputs)
+        self._round_inputs = inputs
+        try:
+            out = super()._generate_and_score_completions(inputs)
+        finally:
+            self._round_inputs = None
+            if self._prefetch is not None:
+                self._prefetch.discard()          # a round that failed before its rewards were collected
         w = float(self.gating.negative_weight)
         if w != 1.0 and "advantages" in out:
             adv = out["advantages"]
@@ -280,8 +304,39 @@ class EARLGRPOTrainer(GRPOTrainer):
             self._token_seen.update(ids[mask.bool()].tolist())
             self._token_kept.update(ids[gate.bool()].tolist())
 
+    # ---- rewards: started when the completions exist, collected where TRL asks ---------------------------
+    def _generate(self, prompts):
+        t0 = time.perf_counter()
+        out = super()._generate(prompts)
+        self._timing["generate"] += time.perf_counter() - t0
+        extra_fields = out[5]
+        if self._prefetch is not None and self._round_inputs is not None and not extra_fields:
+            kwargs = {**ro.reward_columns(self._round_inputs), "trainer_state": self.state,
+                      "log_extra": self._log_completion_extra, "log_metric": self._log_metric}
+            self._prefetch.start(prompts, out[3], out[1], kwargs)
+        return out
+
+    def _collect_rewards(self, inputs, prompts, completions, completion_ids_list) -> torch.Tensor:
+        """TRL's ``_calculate_rewards``, served from the prefetch when one was started for this batch."""
+        pending = self._prefetch.claim() if self._prefetch is not None else None
+        if pending is None:
+            t0 = time.perf_counter()
+            rewards = super()._calculate_rewards(inputs, prompts, completions, completion_ids_list)
+            self._timing["reward"] += time.perf_counter() - t0
+            return rewards
+        funcs = self.reward_funcs
+        self.reward_funcs = self._prefetch.serving(pending)
+        try:
+            return super()._calculate_rewards(inputs, prompts, completions, completion_ids_list)
+        finally:
+            self.reward_funcs = funcs
+            pending.wait()
+            self._timing["reward"] += sum(pending.seconds)
+
     def _calculate_rewards(self, inputs, prompts, completions, completion_ids_list):
-        rewards = super()._calculate_rewards(inputs, prompts, completions, completion_ids_list)
+        t0 = time.perf_counter()
+        rewards = self._collect_rewards(inputs, prompts, completions, completion_ids_list)
+        self._timing["reward_wait"] += time.perf_counter() - t0
         self._log_reward_stages(len(completions))
         if self.dynamic_sampling.enabled and self.model.training:
             self._keep_round_values(rewards, len(completions))
