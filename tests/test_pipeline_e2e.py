@@ -362,18 +362,36 @@ def test_earl_eval_cli_rejects_bad_k(capsys):
     assert "--k" in capsys.readouterr().err
 
 
-def test_ablation_summary_reports_per_seed_and_mean():
-    from pipelines.ablation import summary
+def test_ablation_summary_reports_per_seed_pooled_and_head_to_head():
+    from pipelines.ablation import ArmRun, parse_arm, patched, summary
     from pipelines.evaluate import ProblemResult
 
-    def res(flags):
+    def res(flags, greedy=None):
         return EvalResult("rl", "m", 1, [1], [ProblemResult(str(i), 1, int(f), [f], [0.0]) for i, f in
-                                              enumerate(flags)])
+                                              enumerate(flags)],
+                          greedy=[ProblemResult(str(i), 1, int(f), [f], [0.0]) for i, f in enumerate(greedy or [])])
     sft = res([True, False, False, False])
-    results = {"earl": {0: res([True, True, False, False]), 1: res([True, True, True, False])},
-               "none": {0: res([False, False, False, False]), 1: res([True, False, False, False])}}
+    results = {"earl": {0: ArmRun(res([True, True, False, False]), 100.0, 60, 0.4),
+                        1: ArmRun(res([True, True, True, False]), 90.0, 60, 0.3)},
+               "none": {0: ArmRun(res([False, False, False, False])), 1: ArmRun(res([True, False, False, False]))}}
     text = summary(load_config(TINY), sft, results)
-    assert "| 0 | earl | 50.0% | +25.0% | 1 | 0 |" in text
+    assert "| 0 | earl | 50.0% | +25.0% | 1 | 0 | 1 | 100 | 60 | 0.40 |" in text
     assert "| 0 | none | 0.0% | -25.0% | 0 | 1 |" in text
-    assert "| earl | 62.5% | 17.7% | +37.5% |" in text
-    assert "| none | 12.5% | 17.7% | -12.5% |" in text
+    assert "| earl | 62.5% | 17.7% | +37.5% | 3 / 0 | 0.25 |" in text
+    assert "| none | 12.5% | 17.7% | -12.5% | 0 / 1 | 1 |" in text
+    assert "| earl vs none | 4 / 0 | 0.125 |" in text
+    # with a greedy decode the comparison is on it, and sampled pass@1 / pass@k get their own columns
+    sft_g = EvalResult("sft", "m", 2, [1, 2], [ProblemResult("0", 2, 1, [True, False], [1, 0]),
+                                                ProblemResult("1", 2, 0, [False, False], [0, 0])],
+                       greedy=[ProblemResult("0", 1, 1, [True], [1]), ProblemResult("1", 1, 0, [False], [0])])
+    rl_g = EvalResult("rl", "m", 2, [1, 2], [ProblemResult("0", 2, 2, [True, True], [1, 1]),
+                                              ProblemResult("1", 2, 1, [False, True], [0, 1])],
+                      greedy=[ProblemResult("0", 1, 1, [True], [1]), ProblemResult("1", 1, 1, [True], [1])])
+    text = summary(load_config(TINY), sft_g, {"ds": {0: ArmRun(rl_g, 50.0, 38, 0.1)}})
+    assert "greedy pass@1" in text and "| 0 | ds | 100.0% | +50.0% | 1 | 0 | 1 | 75.0% | 100.0% | 50 | 38 | 0.10 |" in text
+    assert parse_arm("ds:dynamic_sampling.enabled=true,trainer.max_steps=38") == (
+        "ds", {"dynamic_sampling.enabled": True, "trainer.max_steps": 38})
+    assert patched({"gating": None, "trainer": {"lr": 1}}, {"gating.granularity": "none", "trainer.max_steps": 3}) \
+        == {"gating": {"granularity": "none"}, "trainer": {"lr": 1, "max_steps": 3}}
+    with pytest.raises(ValueError, match="--arm ds: 'x' is not KEY=VALUE"):
+        parse_arm("ds:x")
