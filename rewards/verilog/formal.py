@@ -27,12 +27,13 @@ import re
 import tempfile
 import threading
 import time
-from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from rewards.verilog.cache import EquivalenceCache
+from rewards.verilog.extract import module_names, normalize
 from sandboxes.limits import Backend
 from sandboxes.tools import ToolNotFound
 
@@ -318,7 +319,7 @@ class FormalChecker:
         if runner is None:
             preflight(self.config)
         self.runner = runner or sandbox_runner
-        self._cache: OrderedDict[str, FormalResult] = OrderedDict()
+        self._cache: EquivalenceCache[FormalResult] = EquivalenceCache(max_entries=self.config.cache_size)
         self._lock = threading.Lock()
         self.stats = {"checks": 0, "cache_hits": 0, EQUIVALENT: 0, NOT_EQUIVALENT: 0, UNKNOWN: 0}
 
@@ -331,15 +332,14 @@ class FormalChecker:
         is found by name (reset, rst, areset, rst_n, resetn, ...)."""
         if isinstance(reset, str):
             reset = (reset, 1)
-        key = hashlib.sha256(json.dumps([candidate, reference, top, ref_top, reset, asdict(self.config)])
-                             .encode()).hexdigest()
-        with self._lock:
-            hit = self._cache.get(key)
-            if hit is not None:
-                self._cache.move_to_end(key)
+        # comments and whitespace cannot change a proof: keyed like the simulation cache (rewards.verilog.cache)
+        key = hashlib.sha256(json.dumps([normalize(candidate), reference, top, ref_top, reset,
+                                         asdict(self.config)]).encode("utf-8", "surrogatepass")).hexdigest()
+        hit = self._cache.get(key)
+        if hit is not None:
+            with self._lock:
                 self.stats["cache_hits"] += 1
-                return FormalResult(**{**asdict(hit), "cached": True,
-                                       "counterexample": hit.counterexample})
+            return FormalResult(**{**asdict(hit), "cached": True, "counterexample": hit.counterexample})
         t0 = time.monotonic()
         try:
             result = self._check(candidate, reference, top, ref_top, reset)
@@ -354,9 +354,7 @@ class FormalChecker:
         with self._lock:
             self.stats["checks"] += 1
             self.stats[result.verdict] += 1
-            self._cache[key] = result
-            while len(self._cache) > self.config.cache_size:
-                self._cache.popitem(last=False)
+        self._cache.put(key, result)
         return result
 
     def check_problem(self, problem: Any, candidate: str) -> FormalResult:
@@ -544,12 +542,9 @@ def _precheck(source: str, side: str, cfg: FormalConfig) -> None:
             raise FormalError(f"size budget: {side} declares a {width}-bit range > max_io_bits {cfg.max_io_bits}")
 
 
-_MODULE_RE = re.compile(r"^\s*module\s+([A-Za-z_][\w$]*)", re.MULTILINE)
-
-
 def _pick_module(source: str, wanted: str, side: str) -> str:
     """`wanted` if the source defines it, else its only top-level module (RTLLM: file name != module)."""
-    names = _MODULE_RE.findall(source)
+    names = module_names(source)
     if wanted in names:
         return wanted
     if len(names) == 1:
