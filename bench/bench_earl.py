@@ -116,10 +116,12 @@ def _interleaved(base, earl, reps: int, warmup: bool = True) -> tuple[float, flo
     a, e = [], []
     for i in range(reps):
         if i % 2:
-            e.append(earl(i + 1)); a.append(base(i + 1))
+            e.append(earl(i + 1))
+            a.append(base(i + 1))
         else:
-            a.append(base(i + 1)); e.append(earl(i + 1))
-    return statistics.median(a), statistics.median(e), statistics.median(y / x for x, y in zip(a, e))
+            a.append(base(i + 1))
+            e.append(earl(i + 1))
+    return statistics.median(a), statistics.median(e), statistics.median(y / x for x, y in zip(a, e, strict=True))
 
 
 def step_time_rows(quick: bool) -> list[tuple[str, float, float]]:
@@ -218,8 +220,8 @@ def run(quick: bool = False) -> str:
               "fixed batch, tiny Llama (hidden 128, 4 layers), TRL and EARL calls alternated, each call seeded "
               "alike so both sample identical completions; the ratio is the median of per-pair ratios. The "
               "'own work' rows add the directly timed gate + metrics time to TRL's loss time (robust to load "
-              "from other processes, which the paired timings are not). Goal EARL / TRL ≤ 1.05. Memory: peak RSS (VmHWM "
-              "after reset) minus RSS before the call, each variant in a fresh process.")]
+              "from other processes, which the paired timings are not). Goal EARL / TRL ≤ 1.05. Memory: peak RSS "
+              "(VmHWM after reset) minus RSS before the call, each variant in a fresh process.")]
     return "\n".join(lines)
 
 

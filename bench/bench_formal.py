@@ -72,7 +72,7 @@ def _false_positives(cases: list) -> tuple[dict, list]:
         reward.close()
     by_set: dict[str, list[int]] = {}
     examples = []
-    for (p, kind, _), s in zip(cases, scores):
+    for (p, kind, _), s in zip(cases, scores, strict=True):
         key = (f"rtlgen family mutants ({kind[6:kind.index('/')]}-sample bench)" if kind.startswith("rtlgen")
                else f"VerilogEval {kind}")
         row = by_set.setdefault(key, [0, 0, 0, 0])    # mutants, sim passes, refuted, unknown

@@ -62,11 +62,11 @@ def run(quick: bool = False) -> str:
         lines.append(f"| {launcher} | {nproc} | {4 * nproc} | {r['step_s']:.3f} | {ratio:.2f}x "
                      f"| {nproc / ratio:.2f}x |")
     lines += ["", (f"Measured with tests/scaleout_worker.py (TRL GRPOTrainer, ~60 k-param Llama, 8 new tokens, "
-              f"per-device batch 4) launched by pipelines.launch on {os.cpu_count()} CPU cores: median wall time between optimizer "
-              f"steps (a TrainerCallback on rank 0) over steps 2-{steps}, each rank single-threaded; weak "
-              "scaling, so a ratio of 1.00x means no communication overhead. Shared machine: rerun before "
-              "trusting differences under ~10 %. ZeRO-3 pays most in GRPO's generation: every generated token "
-              "re-gathers each layer's sharded parameters.")]
+              f"per-device batch 4) launched by pipelines.launch on {os.cpu_count()} CPU cores: median wall time "
+              f"between optimizer steps (a TrainerCallback on rank 0) over steps 2-{steps}, each rank "
+              "single-threaded; weak scaling, so a ratio of 1.00x means no communication overhead. Shared "
+              "machine: rerun before trusting differences under ~10 %. ZeRO-3 pays most in GRPO's generation: "
+              "every generated token re-gathers each layer's sharded parameters.")]
     return "\n".join(lines) + "\n"
 
 

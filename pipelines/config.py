@@ -249,7 +249,7 @@ def _validate_rl_section(stage: StageConfig, key: str, section: str) -> None:
     try:
         cls(**value)
     except (TypeError, ValueError) as exc:
-        raise ConfigError(f"{key}.{exc}" if str(exc).startswith(f"{section}.") else f"{key}.{section}: {exc}")
+        raise ConfigError(f"{key}.{exc}" if str(exc).startswith(f"{section}.") else f"{key}.{section}: {exc}") from exc
 
 
 def validate(cfg: PipelineConfig) -> PipelineConfig:

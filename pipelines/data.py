@@ -164,7 +164,7 @@ def reward_rows(problems: list, data_cfg: DataConfig) -> list[dict[str, Any]]:
         return []
     kind = kind_of(problems[0])
     return [{**cols, "prompt": format_prompt(kind.prompt_text(p), data_cfg)}
-            for p, cols in zip(problems, kind.reward_columns(problems))]
+            for p, cols in zip(problems, kind.reward_columns(problems), strict=False)]
 
 
 def rl_dataset(problems: list, data_cfg: DataConfig):

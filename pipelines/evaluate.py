@@ -273,14 +273,14 @@ def _score_chunk(part: list[tuple[int, str]], rows: list[dict], funcs: list, wei
     if data_cfg.prompt_format == "chat":
         completions = [[{"role": "assistant", "content": s}] for s in completions]
     records = [SampleScore() for _ in part]
-    for j, (fn, w) in enumerate(zip(funcs, weights)):
+    for j, (fn, w) in enumerate(zip(funcs, weights, strict=True)):
         vals = fn(prompts, completions, **cols)
-        for rec, v in zip(records, vals):
+        for rec, v in zip(records, vals, strict=False):
             rec.total += w * (v or 0.0)
         if j > 0:
             continue
         scores = scores_of(fn, len(part))
-        for rec, v, sc in zip(records, vals, scores or [None] * len(part)):
+        for rec, v, sc in zip(records, vals, scores or [None] * len(part), strict=False):
             rec.missing = v is None
             if sc is not None:
                 rec.stage, rec.passed = sc.stage, sc.passed
@@ -318,7 +318,8 @@ def score(problems: list[Problem], samples: list[list[str]], reward_entries: Seq
         records += _score_chunk(flat[c:c + chunk], rows, funcs, weights, data_cfg)
     judge = kind_of(problems[0]).judge if problems else None
     it = iter(records)
-    return [_problem_result(p, ss, [next(it) for _ in ss], judge, threshold) for p, ss in zip(problems, samples)]
+    return [_problem_result(p, ss, [next(it) for _ in ss], judge, threshold)
+            for p, ss in zip(problems, samples, strict=False)]
 
 
 def evaluate(model_path: str, problems: list[Problem], ev: EvalSettings, rewards: Sequence[RewardEntry],

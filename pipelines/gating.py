@@ -98,7 +98,7 @@ def gather_across_ranks(local: torch.Tensor) -> torch.Tensor:
     padded[: local.numel()] = local
     parts = [torch.zeros_like(padded) for _ in range(world)]
     dist.all_gather(parts, padded)
-    return torch.cat([p[: int(s.item())] for p, s in zip(parts, sizes)])
+    return torch.cat([p[: int(s.item())] for p, s in zip(parts, sizes, strict=True)])
 
 
 def kth_largest(values: torch.Tensor, ratio: float) -> torch.Tensor | None:

@@ -176,7 +176,7 @@ def weighted_sum(funcs: Sequence[RewardFn], weights: Sequence[float], prompts, c
                  **columns: Any) -> list[float]:
     """Score outside a trainer the way TRL combines rewards (None counts as 0 here)."""
     total = [0.0] * len(completions)
-    for fn, w in zip(funcs, weights):
+    for fn, w in zip(funcs, weights, strict=True):
         for i, v in enumerate(fn(prompts, completions, **columns)):
             total[i] += w * (v or 0.0)
     return total

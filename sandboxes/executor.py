@@ -119,7 +119,8 @@ def _pidfd(pid: int) -> int | None:
 def _pump(proc: subprocess.Popen, stdin: bytes | None, wall_s: float, cap: int) -> tuple[_Capped, _Capped, bool]:
     """Feed stdin, read stdout/stderr incrementally until the program ends or the wall clock runs out.
 
-    Kills the whole process group on expiry and after exit (stragglers). Returns (stdout, stderr, timed_out). The child is left unreaped for the caller to wait().
+    Kills the whole process group on expiry and after exit (stragglers). Returns (stdout, stderr, timed_out).
+    The child is left unreaped for the caller to wait().
     """
     sel = selectors.DefaultSelector()
     streams: dict[int, _Capped] = {}

@@ -39,7 +39,7 @@ def _score(work_root: Path, tag: str, **config):
         scores = reward.score_batch([problem] * len(completions), completions)
     finally:
         reward.close()
-    return dict(zip(names, scores))
+    return dict(zip(names, scores, strict=True))
 
 
 def _ve_dir() -> Path:

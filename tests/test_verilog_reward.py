@@ -49,9 +49,9 @@ def test_mutants_fail_at_the_right_stage(problems, reward):
             batch.append((p, f"```verilog\n{code}```"))
             expect.append((pid, kind, stage))
     scores = reward.score_batch([b[0] for b in batch], [b[1] for b in batch])
-    wrong = [(e, s.stage, s.reason) for e, s in zip(expect, scores) if s.stage != e[2] or s.passed]
+    wrong = [(e, s.stage, s.reason) for e, s in zip(expect, scores, strict=True) if s.stage != e[2] or s.passed]
     assert not wrong
-    for (pid, kind, _), s in zip(expect, scores):
+    for (_pid, kind, _), s in zip(expect, scores, strict=True):
         assert s.reason
         if kind == "syntax":
             assert s.reward == pytest.approx(0.1) and "syntax error" in s.reason and s.compile_error
@@ -77,7 +77,7 @@ def test_format_failures(problems, reward):
              f"```verilog\n{finishing}```":
                  "forbidden construct(s) in the candidate: $finish"}
     scores = reward.score_batch([p] * len(cases), list(cases))
-    for (text, why), s in zip(cases.items(), scores):
+    for (_text, why), s in zip(cases.items(), scores, strict=True):
         assert s.stage == "none" and s.reward == 0.0 and why in s.reason
 
 

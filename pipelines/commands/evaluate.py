@@ -82,8 +82,8 @@ def run(args: argparse.Namespace) -> int:
                       limit=args.limit, greedy=args.greedy)
     model_cfg = ModelConfig(name_or_path=args.model, dtype=args.dtype)
     data_cfg = DataConfig(prompt_format=_prompt_format(args.model, args.prompt_format))
-    res = evaluate(args.model, problems, ev, [RewardEntry(name=args.reward or kind.default_reward)], model_cfg, data_cfg,
-                   label=Path(args.model).name, seed=args.seed)
+    res = evaluate(args.model, problems, ev, [RewardEntry(name=args.reward or kind.default_reward)], model_cfg,
+                   data_cfg, label=Path(args.model).name, seed=args.seed)
     from pipelines.evaluate import family_table
     families = "\n\n".join(t for t in (family_table([res], "family"), family_table([res], "phrasing")) if t)
     print(res.table())

@@ -571,7 +571,9 @@ def testbench(design: Design, seed: int, samples: int = SAMPLES) -> str:
     """VerilogEval-style bench: same random stimulus into RefModule and TopModule, count mismatches."""
     ins = [p for p in design.ports if p.direction == "input" and not p.clock]
     outs = [p for p in design.ports if p.direction == "output"]
-    rng = lambda p: f"[{p.width - 1}:0] " if p.width > 1 else ""
+
+    def rng(p: Port) -> str:
+        return f"[{p.width - 1}:0] " if p.width > 1 else ""
 
     def conns(side: str) -> str:
         parts = []

@@ -297,14 +297,14 @@ class SecurityRepairReward:
         return [{"vulnerable": v, "reference": r or None, "func_name": f or None, "tests": t or None,
                  "vul_type": c, "id": i}
                 for v, r, f, t, c, i in zip(vulnerable, col("reference", "func_src_after"), col("func_name"),
-                                            col("tests"), col("vul_type"), col("id"))]
+                                            col("tests"), col("vul_type"), col("id"), strict=True)]
 
     # -- scoring --------------------------------------------------------------------------------
     def score_batch(self, rows: Sequence[dict[str, Any]], completions: Sequence[Any],
                     progress: Callable[[int], None] | None = None) -> list[RepairScore]:
         """Static scoring in this thread, then the tests of those still in the running, in parallel.
         A row that cannot be judged scores None (logged) and the others go on."""
-        staged = [self._static(row, c) for row, c in zip(rows, completions)]
+        staged = [self._static(row, c) for row, c in zip(rows, completions, strict=False)]
         pending = [i for i, (score, code) in enumerate(staged)
                    if score is None and rows[i].get("tests") and self.config.run_tests]
         outcomes: dict[int, TestOutcome] = {}
@@ -318,10 +318,10 @@ class SecurityRepairReward:
                     log.exception("security_repair: test run failed")
                     return TestOutcome(False, "error", 0.0, str(exc)[:200])
             with ThreadPoolExecutor(max_workers=max(1, self.config.workers)) as pool:
-                for i, out in zip(pending, pool.map(work, pending)):
+                for i, out in zip(pending, pool.map(work, pending), strict=True):
                     outcomes[i] = out
         final: list[RepairScore] = []
-        for i, (row, (early, code)) in enumerate(zip(rows, staged)):
+        for i, (row, (early, code)) in enumerate(zip(rows, staged, strict=False)):
             final.append(early if early is not None else self._finish(row, code, outcomes.get(i)))
             if progress is not None:
                 progress(1)

@@ -231,7 +231,7 @@ class VerilogReward:
             raise ValueError(f"{len(problems)} problems for {len(completions)} completions")
         results: list[VerilogScore | None] = [None] * len(completions)
         todo: dict[str, tuple[Problem, str, list[int]]] = {}
-        for i, (prob, comp) in enumerate(zip(problems, completions)):
+        for i, (prob, comp) in enumerate(zip(problems, completions, strict=True)):
             t0 = time.perf_counter()
             code, early = self._format_check(prob, comp)
             if early is not None:
@@ -261,7 +261,7 @@ class VerilogReward:
                 progress(len(idx))
             return score
 
-        for (key, (_, _, idx)), score in zip(jobs, self._map(work, jobs)):
+        for (_key, (_, _, idx)), score in zip(jobs, self._map(work, jobs), strict=True):
             for n, i in enumerate(idx):
                 results[i] = score if n == 0 else replace(score, cache_hit=True)
         final = [r for r in results if r is not None]
