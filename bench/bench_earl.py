@@ -12,22 +12,18 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-if str(REPO) not in sys.path:
-    sys.path.insert(0, str(REPO))
 
 # ---- step time -------------------------------------------------------------------------------------------
 
 
 def _tiny():
-    sys.path.insert(0, str(REPO / "tests"))
-    from conftest_earl import tiny_model, tiny_tokenizer
+    from tests.helpers.tiny_grpo import tiny_model, tiny_tokenizer
     tok = tiny_tokenizer()
     return tok, tiny_model(tok, seed=0, hidden=128, layers=4)
 
 
 def _trainer(cls, model, tok, out: Path, gating=None, **overrides):
-    sys.path.insert(0, str(REPO / "tests"))
-    from conftest_earl import grpo_args, length_reward, tiny_dataset
+    from tests.helpers.tiny_grpo import grpo_args, length_reward, tiny_dataset
 
     kw = {} if gating is None else {"gating": gating}
     trainer = cls(model=model, reward_funcs=[length_reward], args=grpo_args(out, **overrides),
@@ -43,8 +39,8 @@ def _step_times(cls, model, tok, out: Path, gating=None, n_prompts: int = 4, num
     advantages, loss forward + backward. Seeded per call so both trainers sample identical completions.
     ``sync`` (e.g. ``torch.cuda.synchronize``) runs before each clock read so queued kernels are counted."""
     import torch
-    sys.path.insert(0, str(REPO / "tests"))
-    from conftest_earl import PROMPTS
+
+    from tests.helpers.tiny_grpo import PROMPTS
 
     sync = sync or (lambda: None)
     trainer = _trainer(cls, model, tok, out, gating, per_device_train_batch_size=n_prompts * num_generations,

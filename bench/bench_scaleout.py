@@ -15,11 +15,10 @@ import sys
 import tempfile
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
 from pipelines.launch import LaunchConfig, accelerate_argv, launch_env
 from tests.helpers.net import free_port
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def _run(launcher: str, nproc: int, steps: int, out: Path) -> dict:

@@ -5,17 +5,15 @@ Only the table's shape and finiteness are checked, never timings (a test must no
 from __future__ import annotations
 
 import math
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-
 from bench import gpu
 from bench.run import discover
+
+REPO = Path(__file__).resolve().parents[1]
 
 STEP_ROWS = ("GRPO step: generate + reward + loss fwd/bwd", "loss fwd/bwd only", "loss fwd/bwd only")
 ENTROPY_ROWS = ("TRL fused LM head", "earl `chunked_entropy`, 256 rows", "earl `chunked_entropy`, 1024 rows",

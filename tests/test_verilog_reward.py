@@ -9,11 +9,18 @@ from __future__ import annotations
 import shutil
 
 import pytest
-from conftest_verilog import OPERATOR_FLIPS, as_top, break_syntax, empty_body, flip_operator, invert_outputs
 
 from rewards.registry import build_reward, compose
 from rewards.verilog.loaders import load_problems
 from rewards.verilog.reward import VerilogReward, VerilogRewardConfig, reference_candidate
+from tests.helpers.verilog_mutants import (
+    OPERATOR_FLIPS,
+    as_top,
+    break_syntax,
+    empty_body,
+    flip_operator,
+    invert_outputs,
+)
 
 pytestmark = pytest.mark.skipif(shutil.which("iverilog") is None, reason="iverilog not installed")
 
