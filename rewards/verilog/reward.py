@@ -38,6 +38,7 @@ from rewards.verilog.harness import (
     problem_issue,
 )
 from rewards.verilog.problems import Problem
+from sandboxes.strict import from_dict
 from sandboxes.tools import ToolNotFound, backend_programs, require_programs
 
 log = logging.getLogger(__name__)
@@ -97,11 +98,8 @@ class VerilogRewardConfig:
 
     @classmethod
     def from_kwargs(cls, **kwargs: Any) -> VerilogRewardConfig:
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(kwargs) - known)
-        if unknown:
-            raise TypeError(f"VerilogReward: unknown option(s) {unknown}; known: {sorted(known)}")
-        return cls(**kwargs)
+        """From a config's `kwargs:` (sandboxes.strict: unknown names and wrong types name the option)."""
+        return from_dict(cls, kwargs, "verilog_functional", noun="option")
 
 
 @dataclass
