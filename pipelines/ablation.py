@@ -29,12 +29,15 @@ def _stages_cfg(base: PipelineConfig, stages: dict, **run) -> PipelineConfig:
 
 
 def _run(cfg: PipelineConfig) -> RunFolder:
+    assert cfg.run.run_dir, "ablation configs always set run.run_dir"
     root = Path(cfg.run.run_dir)
     state = RunFolder(root).load_state()
     if state.get("finished"):
         return RunFolder(root)
     if (root / "config.yaml").is_file():
-        return resume(root)
+        run = resume(root)
+        assert run is not None, "resume returns None only for a dry run"
+        return run
     return train(cfg)
 
 
@@ -117,7 +120,7 @@ def summary(base: PipelineConfig, sft_eval: EvalResult, results: dict[str, dict[
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m pipelines.ablation", description=__doc__.split("\n")[0])
+    p = argparse.ArgumentParser(prog="python -m pipelines.ablation", description=(__doc__ or "").split("\n")[0])
     p.add_argument("--config", default="configs/verilog_tiny.yaml")
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--out", default="runs/ablation")

@@ -121,6 +121,7 @@ def entropy_gate(entropies: torch.Tensor, mask: torch.Tensor, config: GatingConf
         return valid.clone()
     ent = entropies.detach().float()
     if config.granularity == "threshold":
+        assert config.threshold is not None, "GatingConfig checks granularity threshold has one"
         return (ent >= float(config.threshold)) & valid
     if config.granularity == "batch":
         t = kth_largest(gather_across_ranks(ent[valid]), config.top_ratio)

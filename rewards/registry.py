@@ -94,7 +94,7 @@ def build_reward(name: str, **kwargs: Any) -> RewardFn:
             bound.__name__ = getattr(obj, "__name__", name)
             return bound
         return obj
-    built = obj(**kwargs)
+    built: RewardFn = obj(**kwargs)
     if not callable(built):
         raise TypeError(f"reward {name!r}: {obj!r}(**kwargs) returned a non-callable {type(built).__name__}")
     return built

@@ -99,7 +99,7 @@ def run(args: argparse.Namespace) -> int:
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     dtype = "auto" if args.dtype == "auto" else getattr(torch, args.dtype)
     tokenizer = AutoTokenizer.from_pretrained(args.tokenizer or args.model)
-    model = AutoModelForCausalLM.from_pretrained(args.model, dtype=dtype).to(device).eval()
+    model = AutoModelForCausalLM.from_pretrained(args.model, dtype=dtype).to(device).eval()  # pyright: ignore[reportArgumentType]
     prompts = _prompts(problems, tokenizer, args.prompt_format)
 
     completions = E.sample_with_entropy(model, tokenizer, prompts, n=args.n, temperature=args.temperature,

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from typing import Literal
 
 from pipelines.commands import comma_ints
 from pipelines.tasks import kinds
@@ -34,7 +35,7 @@ def add_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", default=None, help="write eval.json and table.md here")
 
 
-def _prompt_format(model: str, wanted: str | None) -> str:
+def _prompt_format(model: str, wanted: Literal["plain", "chat"] | None) -> Literal["plain", "chat"]:
     if wanted:
         return wanted
     from pipelines.modeling import load_tokenizer

@@ -596,11 +596,13 @@ def generate(n: int, seed: int = 0, split: str = "train", templates: list[str] |
     while len(out) < n and misses < MAX_ATTEMPTS_PER_TASK * max(1, len(chosen)):
         t = chosen[len(out) % len(chosen)] if misses == 0 else rng.choice(chosen)
         task = render(t, rng, allowed)
-        if task.prompt in seen or split_of(task.prompt) != split:
+        prompt = task.prompt
+        assert prompt is not None, "render sets the prompt"
+        if prompt in seen or split_of(prompt) != split:
             misses += 1
             continue
         misses = 0
-        seen.add(task.prompt)
+        seen.add(prompt)
         task.id = f"sec-{split}-{seed}-{len(out):05d}"
         task.meta["split"] = split
         out.append(task)

@@ -148,7 +148,7 @@ def find_function(tree: ast.AST, name: str | None) -> ast.FunctionDef | ast.Asyn
     return funcs[0] if funcs else None
 
 
-def _body(fn: ast.AST) -> list[ast.stmt]:
+def _body(fn: ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef | ast.Module) -> list[ast.stmt]:
     body = list(fn.body)
     if body and isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant) \
             and isinstance(body[0].value.value, str):
@@ -165,7 +165,7 @@ def _literal(node: ast.AST) -> bool:
         return False
 
 
-def is_stub(fn: ast.AST) -> bool:
+def is_stub(fn: ast.FunctionDef | ast.AsyncFunctionDef) -> bool:
     """Body is only pass / ... / return <constant or nothing> / raise."""
     for stmt in _body(fn):
         if isinstance(stmt, (ast.Pass, ast.Raise)):
@@ -389,8 +389,10 @@ class SecurityRepairReward:
             semantic = (1 - cfg.functional_share) * sec + cfg.functional_share * float(tests.passed)
         total = cfg.syntactic_weight + cfg.semantic_weight
         reward = (cfg.syntactic_weight * sim + cfg.semantic_weight * semantic) / total
-        ofn = find_function(parse(original), row.get("func_name"))
-        fn = find_function(parse(code), row.get("func_name") or (ofn.name if ofn else None))
+        otree, tree = parse(original), parse(code)
+        assert otree is not None and tree is not None, "static_score stops unparsable code before finish"
+        ofn = find_function(otree, row.get("func_name"))
+        fn = find_function(tree, row.get("func_name") or (ofn.name if ofn else None))
         if ofn is not None and fn is not None:
             ratio = count_statements(fn) / max(1, count_statements(ofn))
             if ratio < cfg.min_size_ratio:

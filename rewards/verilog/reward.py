@@ -38,6 +38,7 @@ from rewards.verilog.harness import (
     problem_issue,
 )
 from rewards.verilog.problems import Problem
+from sandboxes.limits import Backend
 from sandboxes.strict import from_dict
 from sandboxes.tools import ToolNotFound, backend_programs, require_programs
 
@@ -71,7 +72,7 @@ class VerilogRewardConfig:
     memory_mb: int = 2048
     max_output_bytes: int = 1_000_000
     max_file_mb: int = 64
-    sandbox_backend: str = "auto"      # auto | bwrap | unshare | none
+    sandbox_backend: Backend = "auto"  # auto | bwrap | unshare | none
     workers: int | None = None         # parallel sandboxes per batch; None = 2 x CPU count (see default_workers)
     cache: bool = True                 # equivalence cache (whitespace/comment variants scored once)
     syntax_precheck: bool = True       # pyslang parse before spawning anything
