@@ -53,8 +53,11 @@ test: setup-test  ## run the whole test suite (slow tests included)
 test-fast: setup  ## tests not marked slow
 	$(PY) -m pytest -m 'not slow' $(PYTEST_ARGS)
 
-lint: setup  ## ruff
+lint: setup  ## ruff, then pyright (basic) on the system node, offline
 	$(VENV)/bin/ruff check pipelines rewards sandboxes tests bench
+	@command -v node >/dev/null || { echo "lint: pyright needs Node.js on PATH (apt-get install nodejs);" \
+	  "without one its wrapper would try to download Node.js"; exit 1; }
+	PYRIGHT_PYTHON_IGNORE_WARNINGS=1 $(VENV)/bin/pyright
 
 bench: setup  ## benchmarks -> BENCHMARKS.md
 	$(PY) -m bench.run

@@ -12,22 +12,18 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-if str(REPO) not in sys.path:
-    sys.path.insert(0, str(REPO))
 
 # ---- step time -------------------------------------------------------------------------------------------
 
 
 def _tiny():
-    sys.path.insert(0, str(REPO / "tests"))
-    from conftest_earl import tiny_model, tiny_tokenizer
+    from tests.helpers.tiny_grpo import tiny_model, tiny_tokenizer
     tok = tiny_tokenizer()
     return tok, tiny_model(tok, seed=0, hidden=128, layers=4)
 
 
 def _trainer(cls, model, tok, out: Path, gating=None, **overrides):
-    sys.path.insert(0, str(REPO / "tests"))
-    from conftest_earl import grpo_args, length_reward, tiny_dataset
+    from tests.helpers.tiny_grpo import grpo_args, length_reward, tiny_dataset
 
     kw = {} if gating is None else {"gating": gating}
     trainer = cls(model=model, reward_funcs=[length_reward], args=grpo_args(out, **overrides),
@@ -43,8 +39,8 @@ def _step_times(cls, model, tok, out: Path, gating=None, n_prompts: int = 4, num
     advantages, loss forward + backward. Seeded per call so both trainers sample identical completions.
     ``sync`` (e.g. ``torch.cuda.synchronize``) runs before each clock read so queued kernels are counted."""
     import torch
-    sys.path.insert(0, str(REPO / "tests"))
-    from conftest_earl import PROMPTS
+
+    from tests.helpers.tiny_grpo import PROMPTS
 
     sync = sync or (lambda: None)
     trainer = _trainer(cls, model, tok, out, gating, per_device_train_batch_size=n_prompts * num_generations,
@@ -116,10 +112,12 @@ def _interleaved(base, earl, reps: int, warmup: bool = True) -> tuple[float, flo
     a, e = [], []
     for i in range(reps):
         if i % 2:
-            e.append(earl(i + 1)); a.append(base(i + 1))
+            e.append(earl(i + 1))
+            a.append(base(i + 1))
         else:
-            a.append(base(i + 1)); e.append(earl(i + 1))
-    return statistics.median(a), statistics.median(e), statistics.median(y / x for x, y in zip(a, e))
+            a.append(base(i + 1))
+            e.append(earl(i + 1))
+    return statistics.median(a), statistics.median(e), statistics.median(y / x for x, y in zip(a, e, strict=True))
 
 
 def step_time_rows(quick: bool) -> list[tuple[str, float, float]]:
@@ -218,8 +216,8 @@ def run(quick: bool = False) -> str:
               "fixed batch, tiny Llama (hidden 128, 4 layers), TRL and EARL calls alternated, each call seeded "
               "alike so both sample identical completions; the ratio is the median of per-pair ratios. The "
               "'own work' rows add the directly timed gate + metrics time to TRL's loss time (robust to load "
-              "from other processes, which the paired timings are not). Goal EARL / TRL ≤ 1.05. Memory: peak RSS (VmHWM "
-              "after reset) minus RSS before the call, each variant in a fresh process.")]
+              "from other processes, which the paired timings are not). Goal EARL / TRL ≤ 1.05. Memory: peak RSS "
+              "(VmHWM after reset) minus RSS before the call, each variant in a fresh process.")]
     return "\n".join(lines)
 
 

@@ -218,7 +218,7 @@ def measure_set(name: str, problems: list, per_problem: int = 6, workers: int | 
         refs = [reference_candidate(p) for p in problems]
         ref_scores = official.score_batch(problems, refs)
         kept = []
-        for p, code, s in zip(problems, refs, ref_scores):
+        for p, code, s in zip(problems, refs, ref_scores, strict=True):
             try:
                 equivalence_bench(_reference_only(p), generated.config.equiv_cycles)
             except UnsupportedReference as exc:
@@ -238,7 +238,7 @@ def measure_set(name: str, problems: list, per_problem: int = 6, workers: int | 
     finally:
         official.close()
         generated.close()
-    for smp, o, g in zip(samples, off, gen):
+    for smp, o, g in zip(samples, off, gen, strict=True):
         _tally(res, smp, o, g)
     if adjudicate:
         _adjudicate(res)

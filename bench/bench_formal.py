@@ -20,8 +20,6 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 DATA = REPO.parent / "shared" / "data" / "verilog-eval-v2-sample"
-if str(REPO / "tests") not in sys.path:
-    sys.path.insert(0, str(REPO / "tests"))      # mutation helpers live beside the tests
 
 
 def _time_per_problem(problems: list, wall_s: float) -> list[tuple[str, float, object]]:
@@ -46,7 +44,7 @@ def _time_per_problem(problems: list, wall_s: float) -> list[tuple[str, float, o
 
 
 def _mutants(problems: list, quick: bool) -> list[tuple[object, str, str]]:
-    from conftest_verilog import flip_operator, invert_outputs
+    from tests.helpers.verilog_mutants import flip_operator, invert_outputs
     cases = []
     for p in problems:
         cases.append((p, "flip", flip_operator(p.id, p.reference)))
@@ -72,7 +70,7 @@ def _false_positives(cases: list) -> tuple[dict, list]:
         reward.close()
     by_set: dict[str, list[int]] = {}
     examples = []
-    for (p, kind, _), s in zip(cases, scores):
+    for (p, kind, _), s in zip(cases, scores, strict=True):
         key = (f"rtlgen family mutants ({kind[6:kind.index('/')]}-sample bench)" if kind.startswith("rtlgen")
                else f"VerilogEval {kind}")
         row = by_set.setdefault(key, [0, 0, 0, 0])    # mutants, sim passes, refuted, unknown

@@ -116,8 +116,8 @@ def run(quick: bool = False) -> str:
         lines.append(f"Measured with time.perf_counter around each call, {n} calls per variant taken in turns "
                      f"(load average {load:.1f} on {os.cpu_count()} cores during the run; medians are what a "
                      f"busy machine pays, p10 approaches the idle cost). Backend `{box.backend}`, euid "
-                     f"{os.geteuid()}; as root, runs share one empty network namespace, `private_loopback` makes one per "
-                     f"call (what every run paid before).")
+                     f"{os.geteuid()}; as root, runs share one empty network namespace, `private_loopback` makes "
+                     f"one per call (what every run paid before).")
     finally:
         shutil.rmtree(work, ignore_errors=True)
     return "\n".join(lines) + "\n"

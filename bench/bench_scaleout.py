@@ -15,11 +15,10 @@ import sys
 import tempfile
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
 from pipelines.launch import LaunchConfig, accelerate_argv, launch_env
 from tests.helpers.net import free_port
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def _run(launcher: str, nproc: int, steps: int, out: Path) -> dict:
@@ -62,11 +61,11 @@ def run(quick: bool = False) -> str:
         lines.append(f"| {launcher} | {nproc} | {4 * nproc} | {r['step_s']:.3f} | {ratio:.2f}x "
                      f"| {nproc / ratio:.2f}x |")
     lines += ["", (f"Measured with tests/scaleout_worker.py (TRL GRPOTrainer, ~60 k-param Llama, 8 new tokens, "
-              f"per-device batch 4) launched by pipelines.launch on {os.cpu_count()} CPU cores: median wall time between optimizer "
-              f"steps (a TrainerCallback on rank 0) over steps 2-{steps}, each rank single-threaded; weak "
-              "scaling, so a ratio of 1.00x means no communication overhead. Shared machine: rerun before "
-              "trusting differences under ~10 %. ZeRO-3 pays most in GRPO's generation: every generated token "
-              "re-gathers each layer's sharded parameters.")]
+              f"per-device batch 4) launched by pipelines.launch on {os.cpu_count()} CPU cores: median wall time "
+              f"between optimizer steps (a TrainerCallback on rank 0) over steps 2-{steps}, each rank "
+              "single-threaded; weak scaling, so a ratio of 1.00x means no communication overhead. Shared "
+              "machine: rerun before trusting differences under ~10 %. ZeRO-3 pays most in GRPO's generation: "
+              "every generated token re-gathers each layer's sharded parameters.")]
     return "\n".join(lines) + "\n"
 
 

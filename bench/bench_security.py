@@ -61,7 +61,7 @@ def throughput(tasks, quick: bool) -> str:
     reward = SecurityRepairReward(run_tests=False)
     rows = [{**t.to_columns(), "reference": None} for t in sample]
     t0 = time.perf_counter()
-    for row, code in zip(rows, codes):
+    for row, code in zip(rows, codes, strict=True):
         reward.score(row, code)
     full = (time.perf_counter() - t0) / len(rows)
     # functional term: one sandboxed test run per sample (generated tasks carry tests)

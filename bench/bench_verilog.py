@@ -64,8 +64,7 @@ def _ours(items, **config) -> tuple[float, int, dict]:
 
 
 def _grpo_batch(problems) -> list:
-    sys.path.insert(0, str(REPO / "tests"))
-    from conftest_verilog import as_top, break_syntax, empty_body, flip_operator, invert_outputs
+    from tests.helpers.verilog_mutants import as_top, break_syntax, empty_body, flip_operator, invert_outputs
     items = []
     for p in problems:
         good = as_top(p.reference)

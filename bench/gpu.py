@@ -103,13 +103,12 @@ def preflight(device: str, dtype: str) -> tuple[torch.device, torch.dtype]:
 
 
 def padded_tokenizer(vocab: int):
-    """tests/conftest_earl.py's byte-level BPE with filler tokens up to the model's vocabulary, so every id a
+    """tests/helpers/tiny_grpo.py's byte-level BPE with filler tokens up to the model's vocabulary, so every id a
     random model samples decodes to text, as with a real tokenizer of that size (unknown ids decode to '')."""
     from tokenizers import Tokenizer
     from transformers import PreTrainedTokenizerFast
 
-    sys.path.insert(0, str(REPO / "tests"))
-    from conftest_earl import tiny_tokenizer
+    from tests.helpers.tiny_grpo import tiny_tokenizer
 
     spec = json.loads(tiny_tokenizer().backend_tokenizer.to_str())
     table = spec["model"]["vocab"]
@@ -299,8 +298,7 @@ def step_rows(shape: Shape, tok, model, device: torch.device, dtype: torch.dtype
 
 
 def _prompts() -> list[str]:
-    sys.path.insert(0, str(REPO / "tests"))
-    from conftest_earl import PROMPTS
+    from tests.helpers.tiny_grpo import PROMPTS
     return list(PROMPTS)
 
 

@@ -71,12 +71,15 @@ def _stages_cfg(base: PipelineConfig, stages: dict, **run) -> PipelineConfig:
 
 
 def _run(cfg: PipelineConfig) -> RunFolder:
+    assert cfg.run.run_dir, "ablation configs always set run.run_dir"
     root = Path(cfg.run.run_dir)
     state = RunFolder(root).load_state()
     if state.get("finished"):
         return RunFolder(root)
     if (root / "config.yaml").is_file():
-        return resume(root)
+        run = resume(root)
+        assert run is not None, "resume returns None only for a dry run"
+        return run
     return train(cfg)
 
 
@@ -226,7 +229,7 @@ def _head_to_head(results: dict[str, dict[int, ArmRun]], greedy: bool) -> list[s
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m pipelines.ablation", description=__doc__.split("\n")[0])
+    p = argparse.ArgumentParser(prog="python -m pipelines.ablation", description=(__doc__ or "").split("\n")[0])
     p.add_argument("--config", default="configs/verilog_tiny.yaml")
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--out", default="runs/ablation")

@@ -2,8 +2,9 @@
 
 Command modules are imported lazily so `earl --help` and `earl score` stay fast (no torch import).
 
-Errors a user can fix (bad config, missing file or program, unreadable data: `USER_ERRORS`) print as one line naming the command, exit code 2; `--debug` or EARL_DEBUG=1 shows the traceback
-instead. Ctrl-C exits 130 with no traceback.
+Errors a user can fix (bad config, missing file or program, unreadable data: `USER_ERRORS`) print as one line
+naming the command, exit code 2; `--debug` or EARL_DEBUG=1 shows the traceback instead. Ctrl-C exits 130
+with no traceback.
 """
 from __future__ import annotations
 

@@ -224,7 +224,7 @@ def check_ranges(values: dict[str, Any], key: str, ranges: dict[str, tuple[float
 
 
 def _trl_config_class(kind: str) -> type:
-    from trl import GRPOConfig, SFTConfig
+    from trl import GRPOConfig, SFTConfig  # pyright: ignore[reportPrivateImportUsage]  trl exports these lazily (_LazyModule), pyright sees no re-export
     return {"sft": SFTConfig, "rl": GRPOConfig}[kind]
 
 
@@ -250,7 +250,7 @@ def _validate_rl_section(stage: StageConfig, key: str, section: str) -> None:
     try:
         cls(**value)
     except (TypeError, ValueError) as exc:
-        raise ConfigError(f"{key}.{exc}" if str(exc).startswith(f"{section}.") else f"{key}.{section}: {exc}")
+        raise ConfigError(f"{key}.{exc}" if str(exc).startswith(f"{section}.") else f"{key}.{section}: {exc}") from exc
 
 
 def validate(cfg: PipelineConfig) -> PipelineConfig:
@@ -410,5 +410,5 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
         except UnicodeDecodeError as exc:
             line = path.read_bytes()[: exc.start].count(b"\n") + 1
             raise ConfigError(f"{path}:{line}: not UTF-8 text (byte {exc.object[exc.start]:#04x})") from None
-    raw = apply_overrides(raw, list(overrides or []))
+    raw = apply_overrides(raw or {}, list(overrides or []))
     return validate(from_dict(PipelineConfig, raw))

@@ -55,6 +55,7 @@ def load_source(src: DataSource, task: str | None = None) -> list:
         problems = _from_mapped_rows(src, kind, hf_rows, f"hf:{src.hf}")
     else:
         import datasets
+        assert src.hf, "validate() gives every source exactly one of path, hf, generator"
         rows = datasets.load_dataset(src.hf, split=src.hf_split, data_files=src.hf_files)
         problems = _from_hf_rows(rows, f"hf:{src.hf}", kind)
     if src.n is not None and not src.generator:
@@ -135,6 +136,7 @@ def _maybe_json(v: Any) -> Any:
 
 
 def _generate(src: DataSource) -> list:
+    assert src.generator, "called for generator sources only"
     kind = kinds.for_generator(src.generator)
     return list(kind.generate(n=src.n, seed=src.seed, split=src.split, **src.options))
 
@@ -164,7 +166,7 @@ def reward_rows(problems: list, data_cfg: DataConfig) -> list[dict[str, Any]]:
         return []
     kind = kind_of(problems[0])
     return [{**cols, "prompt": format_prompt(kind.prompt_text(p), data_cfg)}
-            for p, cols in zip(problems, kind.reward_columns(problems))]
+            for p, cols in zip(problems, kind.reward_columns(problems), strict=False)]
 
 
 def rl_dataset(problems: list, data_cfg: DataConfig):

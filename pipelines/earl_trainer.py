@@ -347,7 +347,7 @@ class EARLGRPOTrainer(GRPOTrainer):
         vocabulary (``stages``, in order of progress, the last one = pass) and left one `Score` per
         completion (``last_scores``, read through rewards.base.scores_of)."""
         mode = "train" if self.model.training else "eval"
-        for func, name in zip(self.reward_funcs, self.reward_func_names):
+        for func, name in zip(self.reward_funcs, self.reward_func_names, strict=True):
             stages = stages_of(func)
             if not stages:                                 # the same on every rank: no collective skipped
                 continue
@@ -358,7 +358,7 @@ class EARLGRPOTrainer(GRPOTrainer):
             total = float(counts.sum())
             if total == 0:
                 continue
-            for stage, c in zip(stages, counts[:-1].tolist()):
+            for stage, c in zip(stages, counts[:-1].tolist(), strict=True):
                 self._metrics[mode][f"stages/{name}/{stage}"].append(c / total)
             self._metrics[mode][f"stages/{name}/pass_rate"].append(float(counts[len(stages) - 1]) / total)
 

@@ -18,7 +18,7 @@ def rank_token_types(completions: Sequence[ScoredCompletion], min_count: int = 5
     """Token types by mean entropy, highest first (ties by count, then name); types seen < min_count dropped."""
     sums: dict[str, list[float]] = defaultdict(list)
     for c in completions:
-        for tok, h in zip(c.tokens, c.entropies):
+        for tok, h in zip(c.tokens, c.entropies, strict=False):
             sums[token_type(tok)].append(h)
     rows = []
     for tok, hs in sums.items():
@@ -60,7 +60,7 @@ def render_html(completions: Sequence[ScoredCompletion], path: Path, title: str 
         mean = sum(c.entropies) / len(c.entropies) if c.entropies else float("nan")
         parts.append(f"<h3>{html.escape(c.problem_id)} #{c.sample} &mdash; {len(c.tokens)} tokens, "
                      f"mean {mean:.3f} nats</h3><pre>")
-        for tok, h in zip(c.tokens, c.entropies):
+        for tok, h in zip(c.tokens, c.entropies, strict=False):
             a = min(1.0, h / scale)
             parts.append(f"<span style='background:rgba(220,30,30,{a:.2f})' title='{h:.3f}'>"
                          f"{html.escape(tok)}</span>")

@@ -213,7 +213,7 @@ def generate_hf(model_path: str, problems: list[Problem], ev: EvalSettings, mode
     tok = load_tokenizer(tokenizer_path(model_path, model_cfg), padding_side="left")
     model = load_model(model_path, model_cfg)
     device = "cuda" if torch.cuda.is_available() else "cpu"
-    model.to(device).eval()
+    model.to(device).eval()  # pyright: ignore[reportArgumentType]  transformers' from_pretrained/.to are typed through a @wraps wrapper that drops the bound self
     prompts = _prompts(problems, data_cfg, tok)
     greedy = ev.temperature == 0
     gen_kw: dict[str, Any] = {"max_new_tokens": ev.max_new_tokens, "do_sample": not greedy,
@@ -229,7 +229,7 @@ def generate_hf(model_path: str, problems: list[Problem], ev: EvalSettings, mode
             batch = tok(prompts[i:i + step], return_tensors="pt", padding=True,
                         add_special_tokens=data_cfg.prompt_format != "chat")
             batch = {k: v.to(device) for k, v in batch.items()}
-            ids = model.generate(**batch, **gen_kw)[:, batch["input_ids"].shape[1]:]
+            ids = model.generate(**batch, **gen_kw)[:, batch["input_ids"].shape[1]:]  # pyright: ignore[reportAttributeAccessIssue]  transformers' stubs
             texts = tok.batch_decode(ids, skip_special_tokens=True)
             out.extend(texts[j:j + ev.n] for j in range(0, len(texts), ev.n))
     return out
@@ -238,7 +238,7 @@ def generate_hf(model_path: str, problems: list[Problem], ev: EvalSettings, mode
 def generate_vllm(model_path: str, problems: list[Problem], ev: EvalSettings, model_cfg: ModelConfig,
                   data_cfg: DataConfig, seed: int = 0) -> list[list[str]]:
     try:
-        from vllm import LLM, SamplingParams
+        from vllm import LLM, SamplingParams  # pyright: ignore[reportMissingImports]  the optional [vllm] extra
     except ImportError:
         raise RuntimeError("eval backend vllm: vllm is not installed (pip install 'earl[vllm]'), "
                            "or set backend: hf") from None
@@ -273,14 +273,14 @@ def _score_chunk(part: list[tuple[int, str]], rows: list[dict], funcs: list, wei
     if data_cfg.prompt_format == "chat":
         completions = [[{"role": "assistant", "content": s}] for s in completions]
     records = [SampleScore() for _ in part]
-    for j, (fn, w) in enumerate(zip(funcs, weights)):
+    for j, (fn, w) in enumerate(zip(funcs, weights, strict=True)):
         vals = fn(prompts, completions, **cols)
-        for rec, v in zip(records, vals):
+        for rec, v in zip(records, vals, strict=False):
             rec.total += w * (v or 0.0)
         if j > 0:
             continue
         scores = scores_of(fn, len(part))
-        for rec, v, sc in zip(records, vals, scores or [None] * len(part)):
+        for rec, v, sc in zip(records, vals, scores or [None] * len(part), strict=False):
             rec.missing = v is None
             if sc is not None:
                 rec.stage, rec.passed = sc.stage, sc.passed
@@ -318,7 +318,8 @@ def score(problems: list[Problem], samples: list[list[str]], reward_entries: Seq
         records += _score_chunk(flat[c:c + chunk], rows, funcs, weights, data_cfg)
     judge = kind_of(problems[0]).judge if problems else None
     it = iter(records)
-    return [_problem_result(p, ss, [next(it) for _ in ss], judge, threshold) for p, ss in zip(problems, samples)]
+    return [_problem_result(p, ss, [next(it) for _ in ss], judge, threshold)
+            for p, ss in zip(problems, samples, strict=False)]
 
 
 def evaluate(model_path: str, problems: list[Problem], ev: EvalSettings, rewards: Sequence[RewardEntry],

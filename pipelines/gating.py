@@ -98,7 +98,7 @@ def gather_across_ranks(local: torch.Tensor) -> torch.Tensor:
     padded[: local.numel()] = local
     parts = [torch.zeros_like(padded) for _ in range(world)]
     dist.all_gather(parts, padded)
-    return torch.cat([p[: int(s.item())] for p, s in zip(parts, sizes)])
+    return torch.cat([p[: int(s.item())] for p, s in zip(parts, sizes, strict=True)])
 
 
 def kth_largest(values: torch.Tensor, ratio: float) -> torch.Tensor | None:
@@ -121,6 +121,7 @@ def entropy_gate(entropies: torch.Tensor, mask: torch.Tensor, config: GatingConf
         return valid.clone()
     ent = entropies.detach().float()
     if config.granularity == "threshold":
+        assert config.threshold is not None, "GatingConfig checks granularity threshold has one"
         return (ent >= float(config.threshold)) & valid
     if config.granularity == "batch":
         t = kth_largest(gather_across_ranks(ent[valid]), config.top_ratio)

@@ -16,6 +16,7 @@ import argparse
 import os
 import subprocess
 import sys
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -111,7 +112,7 @@ def accelerate_argv(cfg: LaunchConfig, program: list[str]) -> list[str]:
     return argv + list(program)
 
 
-def is_launched(env: dict[str, str] | None = None) -> bool:
+def is_launched(env: Mapping[str, str] | None = None) -> bool:
     """True inside a launched rank (torchrun/accelerate set LOCAL_RANK; we set EARL_LAUNCHED)."""
     env = os.environ if env is None else env
     return "LOCAL_RANK" in env or env.get("EARL_LAUNCHED") == "1"

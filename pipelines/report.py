@@ -77,7 +77,7 @@ def _metrics_table(results: list) -> list[str]:
     for r in results:
         cells = [r.metrics.get(k) for k in names]
         out.append(f"| {r.label} | " + " | ".join(format_metric(k, v) if isinstance(v, float) else ""
-                                                  for k, v in zip(names, cells)) + " |")
+                                                  for k, v in zip(names, cells, strict=True)) + " |")
     return out
 
 

@@ -137,7 +137,7 @@ class StageContext:
 
 def trainer_args(cfg: PipelineConfig, name: str, stage: StageConfig, run: RunFolder):
     """Build TRL's SFTConfig / GRPOConfig for a stage, with run-folder defaults the user did not set."""
-    from trl import GRPOConfig, SFTConfig
+    from trl import GRPOConfig, SFTConfig  # pyright: ignore[reportPrivateImportUsage]  trl exports these lazily (_LazyModule), pyright sees no re-export
     cls = SFTConfig if stage.kind == "sft" else GRPOConfig
     kw = dict(stage.trainer)
     kw.setdefault("output_dir", str(run.checkpoints_dir(name)))

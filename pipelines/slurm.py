@@ -135,7 +135,8 @@ def _rel(path: Path | str, job: SlurmJob) -> str:
 
 def _accelerate_cmd(job: SlurmJob, program: str) -> str:
     """The per-task command, single-quoted by the caller so each task's shell expands $SLURM_NODEID."""
-    parts = [_rel(job.python, job), "-m", "accelerate.commands.launch", "--config_file", _rel(config_file(job.launcher), job),
+    parts = [_rel(job.python, job), "-m", "accelerate.commands.launch",
+             "--config_file", _rel(config_file(job.launcher), job),
              "--num_processes", str(job.world_size), "--num_machines", "$SLURM_NNODES",
              "--machine_rank", "$SLURM_NODEID", "--main_process_ip", "$MAIN_ADDR",
              "--main_process_port", "$MAIN_PORT", "--rdzv_backend", "c10d"]
@@ -170,7 +171,8 @@ def render_train_script(job: SlurmJob) -> str:
         f'rm -f "$RUN_DIR/{STOP_FILE}"  # a stop request is for the job that got it, not its restart',
         'SRUN_PID=""',
         "requeue() {  # USR1 from --signal before the time limit, or `scancel --signal=USR1 --batch`",
-        '  echo "[earl] $(date +%T) job $SLURM_JOB_ID got USR1: checkpointing, then requeueing; the restart resumes $RUN_DIR"',
+        '  echo "[earl] $(date +%T) job $SLURM_JOB_ID got USR1: checkpointing, then requeueing;'
+        ' the restart resumes $RUN_DIR"',
         '  echo "$(date +%s) $SLURM_JOB_ID ${SLURM_RESTART_COUNT:-0}" >> "$RUN_DIR/preemptions.log"',
         f'  touch "$RUN_DIR/{STOP_FILE}"  # every rank saves at the end of its current step and exits',
         f"  for _ in $(seq {_stop_wait_s(job)}); do kill -0 \"$SRUN_PID\" 2>/dev/null || break; sleep 1; done",

@@ -94,7 +94,7 @@ def build_reward(name: str, **kwargs: Any) -> RewardFn:
             bound.__name__ = getattr(obj, "__name__", name)
             return bound
         return obj
-    built = obj(**kwargs)
+    built: RewardFn = obj(**kwargs)
     if not callable(built):
         raise TypeError(f"reward {name!r}: {obj!r}(**kwargs) returned a non-callable {type(built).__name__}")
     return built
@@ -176,7 +176,7 @@ def weighted_sum(funcs: Sequence[RewardFn], weights: Sequence[float], prompts, c
                  **columns: Any) -> list[float]:
     """Score outside a trainer the way TRL combines rewards (None counts as 0 here)."""
     total = [0.0] * len(completions)
-    for fn, w in zip(funcs, weights):
+    for fn, w in zip(funcs, weights, strict=True):
         for i, v in enumerate(fn(prompts, completions, **columns)):
             total[i] += w * (v or 0.0)
     return total

@@ -213,6 +213,7 @@ def _make_netns() -> int:
     helper = subprocess.Popen([unshare, "--net", "--", "/bin/sh", "-c", "echo ready; read _"],
                               stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                               start_new_session=True)
+    assert helper.stdin is not None and helper.stdout is not None and helper.stderr is not None   # all piped
     try:
         ready = helper.stdout.readline()            # printed after unshare(2) and the exec
         if ready != b"ready\n":

@@ -119,10 +119,13 @@ def _pidfd(pid: int) -> int | None:
 def _pump(proc: subprocess.Popen, stdin: bytes | None, wall_s: float, cap: int) -> tuple[_Capped, _Capped, bool]:
     """Feed stdin, read stdout/stderr incrementally until the program ends or the wall clock runs out.
 
-    Kills the whole process group on expiry and after exit (stragglers). Returns (stdout, stderr, timed_out). The child is left unreaped for the caller to wait().
+    Kills the whole process group on expiry and after exit (stragglers). Returns (stdout, stderr, timed_out).
+    The child is left unreaped for the caller to wait().
     """
     sel = selectors.DefaultSelector()
     streams: dict[int, _Capped] = {}
+    assert proc.stdout is not None and proc.stderr is not None, "Sandbox.run pipes stdout and stderr"
+    stdin_pipe = proc.stdin                 # piped when there is stdin to feed, else None
     for pipe, slack in ((proc.stdout, 0), (proc.stderr, TAIL)):
         fd = pipe.fileno()
         os.set_blocking(fd, False)
@@ -131,8 +134,8 @@ def _pump(proc: subprocess.Popen, stdin: bytes | None, wall_s: float, cap: int) 
     out_fd, err_fd = proc.stdout.fileno(), proc.stderr.fileno()
     pending = memoryview(stdin or b"")
     in_fd = None
-    if proc.stdin is not None:
-        in_fd = proc.stdin.fileno()
+    if stdin_pipe is not None:
+        in_fd = stdin_pipe.fileno()
         os.set_blocking(in_fd, False)
         sel.register(in_fd, selectors.EVENT_WRITE)
     pidfd = _pidfd(proc.pid)
@@ -154,14 +157,14 @@ def _pump(proc: subprocess.Popen, stdin: bytes | None, wall_s: float, cap: int) 
                 fd = key.fd
                 if fd == pidfd:
                     exited = True
-                elif fd == in_fd:
+                elif in_fd is not None and stdin_pipe is not None and fd == in_fd:
                     try:
                         pending = pending[os.write(in_fd, pending[:READ_CHUNK]):]
                     except (BrokenPipeError, OSError):
                         pending = pending[:0]
                     if not pending:
                         sel.unregister(in_fd)
-                        proc.stdin.close()
+                        stdin_pipe.close()
                         in_fd = None
                 elif _read_into(fd, streams[fd]) == 0:
                     sel.unregister(fd)
@@ -182,9 +185,9 @@ def _pump(proc: subprocess.Popen, stdin: bytes | None, wall_s: float, cap: int) 
         sel.close()
         if pidfd is not None:
             os.close(pidfd)
-        if in_fd is not None:
+        if in_fd is not None and stdin_pipe is not None:
             try:
-                proc.stdin.close()
+                stdin_pipe.close()
             except OSError:
                 pass
     return streams[out_fd], streams[err_fd], timed_out
@@ -314,7 +317,8 @@ class Sandbox:
             _kill_group(proc.pid)
             rc = proc.wait()
             for pipe in (proc.stdout, proc.stderr):
-                pipe.close()
+                if pipe is not None:        # always piped (stdout=PIPE, stderr=PIPE above)
+                    pipe.close()
         return self._result(rc, out, err, timed_out, time.monotonic() - start, lim)
 
     # ------------------------------------------------------------ helpers

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import enum
 import functools
 import types
 import typing
@@ -49,7 +50,7 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
         if value not in typing.get_args(tp):
             raise OptionError(f"{key}: expected one of {list(typing.get_args(tp))}, got {value!r}")
         return value
-    if dataclasses.is_dataclass(tp):
+    if isinstance(tp, type) and dataclasses.is_dataclass(tp):
         return from_dict(tp, value, key)
     if origin in (list, tuple, set) or tp in (list, tuple):
         if isinstance(value, (str, bytes)) or not isinstance(value, (list, tuple)):
@@ -95,7 +96,7 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
     if isinstance(tp, type):
         if isinstance(value, tp):
             return value
-        if issubclass(tp, str) and isinstance(value, str):      # str-valued enums (TRL's IntervalStrategy...)
+        if issubclass(tp, str) and issubclass(tp, enum.Enum) and isinstance(value, str):   # TRL's IntervalStrategy...
             try:
                 return tp(value).value         # keep the plain string: the resolved config stays YAML
             except ValueError:

@@ -9,6 +9,7 @@ reward this rank computed), beside the trainer's own checkpoints and ``log_histo
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import sys
@@ -152,7 +153,7 @@ def step_clock():
 
         @property
         def step_s(self) -> list[float]:
-            return [b - a for a, b in zip(self.stamps, self.stamps[1:])]
+            return [b - a for a, b in itertools.pairwise(self.stamps)]
 
     return StepClock()
 

@@ -147,7 +147,8 @@ class SlurmCluster:
 
     # ---- queries ------------------------------------------------------------------------------------
     def scontrol(self, *args: str, check: bool = True) -> str:
-        proc = subprocess.run(["scontrol", *args], env=self.env, capture_output=True, text=True, timeout=30, check=False)
+        proc = subprocess.run(["scontrol", *args], env=self.env, capture_output=True, text=True, timeout=30,
+                              check=False)
         if check and proc.returncode != 0:
             raise RuntimeError(f"scontrol {' '.join(args)} failed: {proc.stderr.strip()}")
         return proc.stdout

@@ -5,17 +5,15 @@ Only the table's shape and finiteness are checked, never timings (a test must no
 from __future__ import annotations
 
 import math
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-
 from bench import gpu
 from bench.run import discover
+
+REPO = Path(__file__).resolve().parents[1]
 
 STEP_ROWS = ("GRPO step: generate + reward + loss fwd/bwd", "loss fwd/bwd only", "loss fwd/bwd only")
 ENTROPY_ROWS = ("TRL fused LM head", "earl `chunked_entropy`, 256 rows", "earl `chunked_entropy`, 1024 rows",
@@ -49,11 +47,12 @@ def test_tiny_run_on_cpu_prints_and_writes_the_gpu_section(tmp_path, capsys):
     table = capsys.readouterr().out
     steps, entropy = _tables(table)
 
-    assert len(steps) == len(STEP_ROWS) and all(r[0].startswith(p) for r, p in zip(steps, STEP_ROWS))
+    assert len(steps) == len(STEP_ROWS) and all(r[0].startswith(p) for r, p in zip(steps, STEP_ROWS, strict=True))
     for name, trl_s, earl_s, ratio in steps:
         assert _finite(trl_s) and _finite(earl_s) and _finite(ratio) and float(ratio) > 0, name
 
-    assert len(entropy) == len(ENTROPY_ROWS) and all(r[0].startswith(p) for r, p in zip(entropy, ENTROPY_ROWS))
+    assert len(entropy) == len(ENTROPY_ROWS)
+    assert all(r[0].startswith(p) for r, p in zip(entropy, ENTROPY_ROWS, strict=True))
     for name, mib, ms, vs_full, diff in entropy:
         assert all(_finite(c) for c in (mib, ms, vs_full, diff)), name
         assert float(mib) > 0 and float(diff) < 1e-3, name       # every path measured the same entropy

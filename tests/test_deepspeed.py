@@ -155,7 +155,7 @@ def _check_rewards_gathered(out: Path, info: list[dict], steps: int) -> None:
                 for r in range(2)]
     assert [len(p) for p in per_rank] == [steps, steps], "each rank scores once per step, no step redone"
     logged = [h["reward"] for h in info[0]["log_history"] if "reward" in h]
-    expected = [sum(a + b) / len(a + b) for a, b in zip(per_rank[0], per_rank[1])]
+    expected = [sum(a + b) / len(a + b) for a, b in zip(per_rank[0], per_rank[1], strict=True)]
     assert logged == pytest.approx(expected[-len(logged):], abs=1e-5)
 
 
@@ -202,5 +202,6 @@ def test_two_process_zero_trains_resumes_and_loads(tmp_path, launcher, stage):
 
 def test_launch_cli_rejects_unknown_launcher(tmp_path):
     proc = subprocess.run([sys.executable, "-c", ("from pipelines.launch import *; "
-                           "LaunchConfig('zero7', 2).validate()")], cwd=ROOT, capture_output=True, text=True, check=False)
+                           "LaunchConfig('zero7', 2).validate()")],
+                          cwd=ROOT, capture_output=True, text=True, check=False)
     assert proc.returncode != 0 and "zero7" in proc.stderr

@@ -15,7 +15,7 @@ import torch
 from pipelines import dynamic_sampling as ds
 from pipelines.config import ConfigError, load_config
 from rewards.base import Score
-from tests.conftest_earl import PROMPTS, grpo_args, tiny_model, tiny_tokenizer
+from tests.helpers.tiny_grpo import PROMPTS, grpo_args, tiny_model, tiny_tokenizer
 
 ROOT = Path(__file__).resolve().parents[1]
 G = 4
@@ -210,7 +210,7 @@ def test_trainer_without_dynamic_sampling_is_one_round(tmp_path):
 
 def test_trainer_refuses_setups_it_cannot_assemble(tmp_path):
     from pipelines.earl_trainer import EARLGRPOTrainer
-    from tests.conftest_earl import length_reward
+    from tests.helpers.tiny_grpo import length_reward
     tok = tiny_tokenizer()
     for reward, extra, match in [(KindReward(), {"multi_objective_aggregation": "normalize_then_sum"},
                                   "group baselines"),

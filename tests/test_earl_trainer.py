@@ -6,8 +6,6 @@ from __future__ import annotations
 import copy
 import json
 import math
-import sys
-from pathlib import Path
 
 import pytest
 import torch
@@ -17,9 +15,7 @@ from pipelines.earl_trainer import EARLGRPOTrainer, resolve_gating
 from pipelines.entropy import reference_entropy
 from pipelines.gating import GatingConfig
 from rewards.base import Score
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from conftest_earl import StagedReward, grpo_args, length_reward, tiny_dataset, tiny_model, tiny_tokenizer
+from tests.helpers.tiny_grpo import StagedReward, grpo_args, length_reward, tiny_dataset, tiny_model, tiny_tokenizer
 
 B, P, C = 4, 6, 9
 

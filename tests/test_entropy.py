@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import csv
 import json
-import sys
 from pathlib import Path
 
 import pytest
@@ -18,9 +17,7 @@ from pipelines.entropy import (
     reference_entropy,
 )
 from pipelines.entropy_report import rank_token_types, render_html
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from conftest_earl import tiny_model, tiny_tokenizer
+from tests.helpers.tiny_grpo import tiny_model, tiny_tokenizer
 
 
 @pytest.mark.parametrize("chunk", [1, 7, 64, 4096])

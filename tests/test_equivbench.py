@@ -178,9 +178,11 @@ def test_ports_named_like_bench_variables(reward):
 def test_reference_x_is_dont_care_candidate_x_is_not(reward):
     ref = "module TopModule (input sel, input [1:0] a, output [1:0] y);\n  assign y = sel ? a : 2'bxx;\nendmodule\n"
     p = _problem(ref, "xcare")
-    anything = "module TopModule (input sel, input [1:0] a, output [1:0] y);\n  assign y = sel ? a : 2'b10;\nendmodule\n"
+    anything = ("module TopModule (input sel, input [1:0] a, output [1:0] y);\n"
+                "  assign y = sel ? a : 2'b10;\nendmodule\n")
     assert reward.score(p, anything).passed
-    cand_x = "module TopModule (input sel, input [1:0] a, output [1:0] y);\n  assign y = sel ? {a[1], 1'bx} : 2'b00;\nendmodule\n"
+    cand_x = ("module TopModule (input sel, input [1:0] a, output [1:0] y);\n"
+              "  assign y = sel ? {a[1], 1'bx} : 2'b00;\nendmodule\n")
     s = reward.score(p, cand_x)
     assert s.stage == "simulate" and not s.passed and s.mismatches > 0
     assert s.first_mismatch["output"] == "y" and "x" in s.first_mismatch["got"]

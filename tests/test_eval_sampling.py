@@ -42,7 +42,7 @@ def _fake_generate(quality: dict[str, int]):
 @needs_iverilog
 def test_sampled_and_greedy_are_both_reported(monkeypatch, tmp_path):
     problems = load_source(DataSource(generator="rtl", n=4, seed=3, split="heldout"))
-    quality = {p.id: q for p, q in zip(problems, [0, 1, 2, 4])}
+    quality = {p.id: q for p, q in zip(problems, [0, 1, 2, 4], strict=True)}
     monkeypatch.setattr(ev_mod, "generate_hf", _fake_generate(quality))
     settings = EvalSettings(n=4, k=[1, 4], temperature=0.8, greedy=True, max_new_tokens=8)
     res = ev_mod.evaluate("m", problems, settings, [RewardEntry()], ModelConfig(), DataConfig(), label="rl")
@@ -62,7 +62,7 @@ def test_sampled_and_greedy_are_both_reported(monkeypatch, tmp_path):
 
 def _result(label: str, first: list[bool], greedy: list[bool] | None = None, fams=("a", "a", "b", "b")):
     probs = [ProblemResult(str(i), 2, int(f) + 1, [f, True], [0.0, 1.0], meta={"family": fam, "phrasing": i % 2})
-             for i, (f, fam) in enumerate(zip(first, fams))]
+             for i, (f, fam) in enumerate(zip(first, fams, strict=True))]
     g = [ProblemResult(str(i), 1, int(x), [x], [float(x)]) for i, x in enumerate(greedy or [])]
     return EvalResult(label, "m", 2, [1, 2], probs, greedy=g)
 

@@ -85,7 +85,10 @@ def resimulate(reference: str, candidate: str, result: FormalResult, clock: str 
     lines = ["module tb;"]      # inputs start X, so asserting a reset in cycle 1 is an edge
     lines += [f"  reg [{w - 1}:0] tb_in_{n};" for n, w in ins]
     lines += [f"  wire [{w - 1}:0] tb_gold_{n}, tb_gate_{n};" for n, w in outs]
-    conn = lambda side: ", ".join([f".{n}(tb_in_{n})" for n, _ in ins] + [f".{n}(tb_{side}_{n})" for n, _ in outs])
+
+    def conn(side: str) -> str:
+        return ", ".join([f".{n}(tb_in_{n})" for n, _ in ins] + [f".{n}(tb_{side}_{n})" for n, _ in outs])
+
     lines += [f"  RefModule tb_gold({conn('gold')});", f"  TopModule tb_gate({conn('gate')});"]
     gold = "{" + ", ".join(f"tb_gold_{n}" for n, _ in outs) + "}"
     gate = "{" + ", ".join(f"tb_gate_{n}" for n, _ in outs) + "}"

@@ -148,7 +148,7 @@ def test_references_pass_their_own_bench():
     assert len(problems) >= 100 and {p.meta["names"] for p in problems} >= {3}
     with ThreadPoolExecutor(2) as pool:
         results = list(pool.map(lambda p: simulate(p, solution(p)), problems))
-    failed = [(p.id, p.meta["variant"], log[-300:]) for p, (mm, n, log) in zip(problems, results)
+    failed = [(p.id, p.meta["variant"], log[-300:]) for p, (mm, n, log) in zip(problems, results, strict=True)
               if mm != 0 or n != 200]
     assert not failed, failed
 
@@ -204,5 +204,5 @@ def test_one_mutant_per_family_is_caught():
     with ThreadPoolExecutor(2) as pool:
         results = list(pool.map(lambda c: simulate(*c), cases))
     survivors = [(p.meta["family"], p.meta["variant"], m, log[-200:])
-                 for (p, m), (mm, n, log) in zip(cases, results) if mm is None or mm == 0]
+                 for (p, m), (mm, n, log) in zip(cases, results, strict=True) if mm is None or mm == 0]
     assert not survivors, survivors

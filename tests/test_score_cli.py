@@ -8,11 +8,11 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest_verilog import as_top, flip_operator
 
 from pipelines.cli import main
 from pipelines.commands.score import summarize
 from rewards.verilog.loaders import load_problems
+from tests.helpers.verilog_mutants import as_top, flip_operator
 
 REPO = Path(__file__).resolve().parents[1]
 needs_iverilog = pytest.mark.skipif(shutil.which("iverilog") is None, reason="iverilog not installed")

@@ -51,7 +51,7 @@ def test_hostile_repairs_are_contained_and_score_zero(reward: SecurityRepairRewa
     names = sorted(HOSTILE)
     rows = [{"vulnerable": VULN, "tests": TESTS}] * len(names)
     scores = reward.score_batch(rows, [hostile(HOSTILE[n]) for n in names])
-    for name, s in zip(names, scores):
+    for name, s in zip(names, scores, strict=True):
         assert s.reward == 0.0, (name, s.reason, s.tests)
         assert s.tests_passed is False and s.reason.startswith("tests_"), (name, s.reason)
     assert scores[names.index("endless_loop")].tests["verdict"] in {"timeout", "cpu"}

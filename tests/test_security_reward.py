@@ -72,7 +72,8 @@ def test_gaming_reasons(reward: SecurityRepairReward) -> None:
 
 
 def test_shrinking_fix_is_penalized(reward: SecurityRepairReward) -> None:
-    tiny = "def find_user(conn, name):\n    return conn.execute('SELECT id, name FROM users WHERE name = ?', (name,)).fetchall()\n"
+    tiny = ("def find_user(conn, name):\n"
+            "    return conn.execute('SELECT id, name FROM users WHERE name = ?', (name,)).fetchall()\n")
     s = reward.score(ROW, tiny)
     assert s.secure and s.reward < reward.score(ROW, FIX).reward
 

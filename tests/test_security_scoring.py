@@ -43,7 +43,8 @@ def test_unknown_problem_id_is_named(problems: Path) -> None:
 def test_line_index_ids_for_rows_without_id(tmp_path: Path) -> None:
     p = tmp_path / "sven.jsonl"
     p.write_text(json.dumps({"func_src_before": "def f(n):\n    return '<b>%s</b>' % n\n", "vul_type": "cwe-079",
-                             "func_src_after": "import html\ndef f(n):\n    return '<b>%s</b>' % html.escape(n)\n"}) + "\n")
+                             "func_src_after": "import html\ndef f(n):\n"
+                                               "    return '<b>%s</b>' % html.escape(n)\n"}) + "\n")
     rows = score_samples(str(p), [{"problem_id": "0", "completion": "import html\ndef f(n):\n"
                                    "    return '<b>%s</b>' % html.escape(n)\n"}])
     assert rows[0]["problem_id"] == "0" and rows[0]["secure"]

@@ -32,7 +32,8 @@ MOD = "module TopModule(input a, output y);\n  assign y = ~a;\nendmodule"
     f"```sv\n{MOD}\n```",
     f"```\n{MOD}\n```",
     f"Here is the design:\n\n{MOD}\n\nIt inverts a.",
-    f"<think>I should write module Foo first... ```verilog\nmodule Wrong; endmodule\n```</think>\n```verilog\n{MOD}\n```",
+    f"<think>I should write module Foo first... ```verilog\nmodule Wrong; endmodule\n```</think>\n"
+    f"```verilog\n{MOD}\n```",
     f"reasoning without opening tag ```verilog\nmodule Wrong; endmodule\n``` </think>{MOD}",
     f"<answer>\n```verilog\n{MOD}\n```\n</answer>",
     f"<think>hmm</think><answer>{MOD}</answer>",

@@ -9,10 +9,10 @@ import uuid
 from pathlib import Path
 
 import pytest
-from conftest_verilog import as_top, hostile_candidates
 
 from rewards.verilog.loaders import load_problems
 from rewards.verilog.reward import VerilogReward
+from tests.helpers.verilog_mutants import as_top, hostile_candidates
 
 pytestmark = pytest.mark.skipif(shutil.which("iverilog") is None, reason="iverilog not installed")
 
@@ -39,7 +39,7 @@ def _score(work_root: Path, tag: str, **config):
         scores = reward.score_batch([problem] * len(completions), completions)
     finally:
         reward.close()
-    return dict(zip(names, scores))
+    return dict(zip(names, scores, strict=True))
 
 
 def _ve_dir() -> Path:

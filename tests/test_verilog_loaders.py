@@ -73,7 +73,8 @@ def test_unjudgeable_problems_are_named_and_score_none(tmp_path, caplog):
     """A bench without a top module, or one comparing to a reference the row lacks, cannot judge any
     candidate: the loader names it, its samples score None (passed null in `earl score`), others go on."""
     from rewards.verilog.scoring import score_samples
-    bench = "module tb;\n  RefModule r();\n  TopModule t();\n  initial $display(\"Mismatches: 0 in 1 samples\");\nendmodule\n"
+    bench = ("module tb;\n  RefModule r();\n  TopModule t();\n"
+             "  initial $display(\"Mismatches: 0 in 1 samples\");\nendmodule\n")
     rows = [{"id": "no_top", "spec": "", "testbench": "// no module here"},
             {"id": "no_ref", "spec": "", "testbench": bench}]
     path = tmp_path / "p.jsonl"

@@ -9,11 +9,18 @@ from __future__ import annotations
 import shutil
 
 import pytest
-from conftest_verilog import OPERATOR_FLIPS, as_top, break_syntax, empty_body, flip_operator, invert_outputs
 
 from rewards.registry import build_reward, compose
 from rewards.verilog.loaders import load_problems
 from rewards.verilog.reward import VerilogReward, VerilogRewardConfig, reference_candidate
+from tests.helpers.verilog_mutants import (
+    OPERATOR_FLIPS,
+    as_top,
+    break_syntax,
+    empty_body,
+    flip_operator,
+    invert_outputs,
+)
 
 pytestmark = pytest.mark.skipif(shutil.which("iverilog") is None, reason="iverilog not installed")
 
@@ -49,9 +56,9 @@ def test_mutants_fail_at_the_right_stage(problems, reward):
             batch.append((p, f"```verilog\n{code}```"))
             expect.append((pid, kind, stage))
     scores = reward.score_batch([b[0] for b in batch], [b[1] for b in batch])
-    wrong = [(e, s.stage, s.reason) for e, s in zip(expect, scores) if s.stage != e[2] or s.passed]
+    wrong = [(e, s.stage, s.reason) for e, s in zip(expect, scores, strict=True) if s.stage != e[2] or s.passed]
     assert not wrong
-    for (pid, kind, _), s in zip(expect, scores):
+    for (_pid, kind, _), s in zip(expect, scores, strict=True):
         assert s.reason
         if kind == "syntax":
             assert s.reward == pytest.approx(0.1) and "syntax error" in s.reason and s.compile_error
@@ -77,7 +84,7 @@ def test_format_failures(problems, reward):
              f"```verilog\n{finishing}```":
                  "forbidden construct(s) in the candidate: $finish"}
     scores = reward.score_batch([p] * len(cases), list(cases))
-    for (text, why), s in zip(cases.items(), scores):
+    for (_text, why), s in zip(cases.items(), scores, strict=True):
         assert s.stage == "none" and s.reward == 0.0 and why in s.reason
 
 

@@ -29,7 +29,8 @@ def add_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--temperature", type=float, default=1.0, help="sampling temperature (entropy is at it)")
     parser.add_argument("--max-new-tokens", type=int, default=256)
     parser.add_argument("--min-count", type=int, default=5, help="rank only token types seen this often")
-    parser.add_argument("--chunk-size", type=int, default=256, help="tokens per entropy chunk (fp32 temporaries: chunk × vocab)")
+    parser.add_argument("--chunk-size", type=int, default=256,
+                        help="tokens per entropy chunk (fp32 temporaries: chunk × vocab)")
     parser.add_argument("--batch-size", type=int, default=8, help="sequences per generate/forward batch")
     parser.add_argument("--prompt-format", choices=["plain", "chat"], default="plain",
                         help="chat: wrap each prompt with the tokenizer's chat template")
@@ -98,7 +99,7 @@ def run(args: argparse.Namespace) -> int:
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     dtype = "auto" if args.dtype == "auto" else getattr(torch, args.dtype)
     tokenizer = AutoTokenizer.from_pretrained(args.tokenizer or args.model)
-    model = AutoModelForCausalLM.from_pretrained(args.model, dtype=dtype).to(device).eval()
+    model = AutoModelForCausalLM.from_pretrained(args.model, dtype=dtype).to(device).eval()  # pyright: ignore[reportArgumentType]
     prompts = _prompts(problems, tokenizer, args.prompt_format)
 
     completions = E.sample_with_entropy(model, tokenizer, prompts, n=args.n, temperature=args.temperature,

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from typing import Literal
 
 from pipelines.commands import comma_ints
 from pipelines.tasks import kinds
@@ -34,7 +35,7 @@ def add_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", default=None, help="write eval.json and table.md here")
 
 
-def _prompt_format(model: str, wanted: str | None) -> str:
+def _prompt_format(model: str, wanted: Literal["plain", "chat"] | None) -> Literal["plain", "chat"]:
     if wanted:
         return wanted
     from pipelines.modeling import load_tokenizer
@@ -82,8 +83,8 @@ def run(args: argparse.Namespace) -> int:
                       limit=args.limit, greedy=args.greedy)
     model_cfg = ModelConfig(name_or_path=args.model, dtype=args.dtype)
     data_cfg = DataConfig(prompt_format=_prompt_format(args.model, args.prompt_format))
-    res = evaluate(args.model, problems, ev, [RewardEntry(name=args.reward or kind.default_reward)], model_cfg, data_cfg,
-                   label=Path(args.model).name, seed=args.seed)
+    res = evaluate(args.model, problems, ev, [RewardEntry(name=args.reward or kind.default_reward)], model_cfg,
+                   data_cfg, label=Path(args.model).name, seed=args.seed)
     from pipelines.evaluate import family_table
     families = "\n\n".join(t for t in (family_table([res], "family"), family_table([res], "phrasing")) if t)
     print(res.table())

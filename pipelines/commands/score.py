@@ -165,7 +165,7 @@ def write_results(path: str | Path, samples: list[dict], rows: list[dict]) -> Pa
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     with path.open("w", encoding="utf-8") as fh:
-        for i, (sample, row) in enumerate(zip(samples, rows)):
+        for i, (sample, row) in enumerate(zip(samples, rows, strict=False)):
             out = {"index": i, **row, "problem_id": sample["problem_id"]}
             fh.write(json.dumps(out, ensure_ascii=False, default=str) + "\n")
     return path

@@ -23,7 +23,9 @@ def run(ctx: StageContext) -> dict[str, Any]:
     if not is_main():            # under a multi-process launcher rank 0 evaluates; the others are done
         return {}
     cfg, ev = ctx.cfg, ctx.stage.settings
-    problems = load_source(ctx.stage.data or cfg.data.eval, cfg.data.task)
+    data = ctx.stage.data or cfg.data.eval
+    assert data is not None, "validate() requires data.eval (or the stage's data) for an eval stage"
+    problems = load_source(data, cfg.data.task)
     targets = [(m, ctx.finals[m]) for m in ev.models]
     current = next((k for k, v in ctx.finals.items() if v == ctx.model_path), "base")
     if current not in ev.models:
@@ -44,7 +46,7 @@ def run(ctx: StageContext) -> dict[str, Any]:
     if any(r.metrics for r in results):
         summary["metrics"] = {r.label: r.metrics for r in results}
     if all(r.greedy for r in results):
-        summary["greedy_pass_at_1"] = {r.label: round(r.greedy_pass_at_1, 4) for r in results}
+        summary["greedy_pass_at_1"] = {r.label: round(r.greedy_pass_at_1 or 0.0, 4) for r in results}
     for a, b in itertools.pairwise(results):
         for greedy in (False, True) if a.greedy and b.greedy else (False,):
             cmp = paired(a, b, greedy=greedy)

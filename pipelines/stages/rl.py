@@ -11,7 +11,7 @@ import json
 import os
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 from pipelines.data import load_source, rl_dataset
 from pipelines.dynamic_sampling import DynamicSamplingConfig
@@ -21,6 +21,9 @@ from pipelines.modeling import load_model, load_tokenizer, peft_config, save_fin
 from pipelines.runner import StageContext, trainer_args
 from rewards.base import stages_of
 from rewards.registry import compose
+
+if TYPE_CHECKING:
+    from trl import GRPOConfig  # pyright: ignore[reportPrivateImportUsage]  trl exports it lazily (_LazyModule)
 
 
 class DataOrderRecorder:
@@ -67,11 +70,14 @@ def read_data_order(path: str | Path) -> dict[int, list[str]]:
 
 def build_trainer(ctx: StageContext):
     cfg = ctx.cfg
-    args = trainer_args(cfg, ctx.name, ctx.stage, ctx.run)
-    funcs, weights = compose([vars(r) for r in cfg.rewards])     # the one source of reward weights
+    args = cast("GRPOConfig", trainer_args(cfg, ctx.name, ctx.stage, ctx.run))  # rl stage: a GRPOConfig
+    composed, weights = compose([vars(r) for r in cfg.rewards])     # the one source of reward weights
+    funcs: list[Callable[..., Any]] = list(composed)
     ctx.out_dir.mkdir(parents=True, exist_ok=True)
     recorder = funcs[0] = DataOrderRecorder(funcs[0], ctx.out_dir / "data_order.jsonl")
-    problems = load_source(ctx.stage.data or cfg.data.train, cfg.data.task)
+    data = ctx.stage.data or cfg.data.train
+    assert data is not None, "validate() requires training data for an rl stage"
+    problems = load_source(data, cfg.data.task)
     trainer = EARLGRPOTrainer(
         model=load_model(ctx.model_path, cfg.model),
         reward_funcs=funcs,

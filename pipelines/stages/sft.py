@@ -9,10 +9,12 @@ from pipelines.runner import StageContext, trainer_args
 
 
 def build_trainer(ctx: StageContext):
-    from trl import SFTTrainer
+    from trl import SFTTrainer  # pyright: ignore[reportPrivateImportUsage]  trl exports these lazily (_LazyModule), pyright sees no re-export
     cfg = ctx.cfg
     args = trainer_args(cfg, ctx.name, ctx.stage, ctx.run)
-    problems = load_source(ctx.stage.data or cfg.data.train, cfg.data.task)
+    data = ctx.stage.data or cfg.data.train
+    assert data is not None, "validate() requires training data for an sft stage"
+    problems = load_source(data, cfg.data.task)
     tokenizer = load_tokenizer(tokenizer_path(ctx.model_path, cfg.model), padding_side="right")
     return SFTTrainer(
         model=load_model(ctx.model_path, cfg.model),

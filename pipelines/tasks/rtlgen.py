@@ -13,6 +13,7 @@ import hashlib
 import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Literal, overload
 
 from pipelines.tasks.options import index_set
 from rewards.verilog.problems import Problem, reference_solution
@@ -89,6 +90,10 @@ def _a(w: int) -> str:
     return "An" if w in (8, 11, 18) else "A"
 
 
+@overload
+def _reset(rng: random.Random, N: dict[str, str], optional: Literal[False] = False) -> dict: ...
+@overload
+def _reset(rng: random.Random, N: dict[str, str], optional: bool) -> dict | None: ...
 def _reset(rng: random.Random, N: dict[str, str], optional: bool = False) -> dict | None:
     """Pick a reset style; returns name, active level, sync-ness and the spec/body fragments."""
     styles = ["sync", "sync_n", "async", "async_n"] + (["none", "none"] if optional else [])
@@ -571,7 +576,9 @@ def testbench(design: Design, seed: int, samples: int = SAMPLES) -> str:
     """VerilogEval-style bench: same random stimulus into RefModule and TopModule, count mismatches."""
     ins = [p for p in design.ports if p.direction == "input" and not p.clock]
     outs = [p for p in design.ports if p.direction == "output"]
-    rng = lambda p: f"[{p.width - 1}:0] " if p.width > 1 else ""
+
+    def rng(p: Port) -> str:
+        return f"[{p.width - 1}:0] " if p.width > 1 else ""
 
     def conns(side: str) -> str:
         parts = []

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import hashlib
 import random
-from collections.abc import Callable
 from dataclasses import dataclass
 from string import Template
 
@@ -128,7 +127,7 @@ $fn($conn, "alice")
 $fn($conn, "o'hara")
 $fn($conn, "x'); DROP TABLE $table; --")
 assert sorted(r[0] for r in $conn.execute("SELECT $col FROM $table")) == ["alice", "o'hara", "x'); DROP TABLE $table; --"]
-""", ("conn", "user", "table", "col")),
+""", ("conn", "user", "table", "col")),  # noqa: E501  a line of the generated test itself: wrapping it changes the task
     Template_("sql_like", "cwe-089", ("search", "find_matching", "search_names", "match_rows"),
               ('"SELECT $col FROM $table WHERE $col LIKE \'%%%s%%\'" % $term',
                'f"SELECT $col FROM $table WHERE $col LIKE \'%{$term}%\'"',
@@ -443,7 +442,8 @@ assert a != $fn("pw", "s2")
 assert len(a) == 64
 """, ("msg",)),
     Template_("weak_digest", "cwe-327", ("fingerprint", "file_digest", "checksum", "content_id"),
-              ("hashlib.md5(data).hexdigest()", "hashlib.sha1(data).hexdigest()", 'hashlib.new("md5", data).hexdigest()'),
+              ("hashlib.md5(data).hexdigest()", "hashlib.sha1(data).hexdigest()",
+               'hashlib.new("md5", data).hexdigest()'),
               """
 import hashlib
 
@@ -556,7 +556,10 @@ def render(t: Template_, rng: random.Random, variants: set[int] | None = None) -
     subs["fn"] = rng.choice(t.fn_names)
     variant = rng.choice([v for v in range(len(t.variants)) if variants is None or v in variants] or [0])
     subs["body"] = Template(t.variants[variant]).substitute(subs)
-    fill: Callable[[str], str] = lambda text: Template(text).substitute(subs).strip() + "\n"
+
+    def fill(text: str) -> str:
+        return Template(text).substitute(subs).strip() + "\n"
+
     task = SecurityTask(id="", vulnerable=fill(t.vulnerable), vul_type=t.cwe, reference=fill(t.fixed),
                         func_name=subs["fn"], tests=fill(t.tests),
                         meta={"template": t.key, "variant": variant, "generator": "secgen"})
@@ -593,11 +596,13 @@ def generate(n: int, seed: int = 0, split: str = "train", templates: list[str] |
     while len(out) < n and misses < MAX_ATTEMPTS_PER_TASK * max(1, len(chosen)):
         t = chosen[len(out) % len(chosen)] if misses == 0 else rng.choice(chosen)
         task = render(t, rng, allowed)
-        if task.prompt in seen or split_of(task.prompt) != split:
+        prompt = task.prompt
+        assert prompt is not None, "render sets the prompt"
+        if prompt in seen or split_of(prompt) != split:
             misses += 1
             continue
         misses = 0
-        seen.add(task.prompt)
+        seen.add(prompt)
         task.id = f"sec-{split}-{seed}-{len(out):05d}"
         task.meta["split"] = split
         out.append(task)

@@ -148,7 +148,7 @@ def find_function(tree: ast.AST, name: str | None) -> ast.FunctionDef | ast.Asyn
     return funcs[0] if funcs else None
 
 
-def _body(fn: ast.AST) -> list[ast.stmt]:
+def _body(fn: ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef | ast.Module) -> list[ast.stmt]:
     body = list(fn.body)
     if body and isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant) \
             and isinstance(body[0].value.value, str):
@@ -165,7 +165,7 @@ def _literal(node: ast.AST) -> bool:
         return False
 
 
-def is_stub(fn: ast.AST) -> bool:
+def is_stub(fn: ast.FunctionDef | ast.AsyncFunctionDef) -> bool:
     """Body is only pass / ... / return <constant or nothing> / raise."""
     for stmt in _body(fn):
         if isinstance(stmt, (ast.Pass, ast.Raise)):
@@ -297,14 +297,14 @@ class SecurityRepairReward:
         return [{"vulnerable": v, "reference": r or None, "func_name": f or None, "tests": t or None,
                  "vul_type": c, "id": i}
                 for v, r, f, t, c, i in zip(vulnerable, col("reference", "func_src_after"), col("func_name"),
-                                            col("tests"), col("vul_type"), col("id"))]
+                                            col("tests"), col("vul_type"), col("id"), strict=True)]
 
     # -- scoring --------------------------------------------------------------------------------
     def score_batch(self, rows: Sequence[dict[str, Any]], completions: Sequence[Any],
                     progress: Callable[[int], None] | None = None) -> list[RepairScore]:
         """Static scoring in this thread, then the tests of those still in the running, in parallel.
         A row that cannot be judged scores None (logged) and the others go on."""
-        staged = [self._static(row, c) for row, c in zip(rows, completions)]
+        staged = [self._static(row, c) for row, c in zip(rows, completions, strict=False)]
         pending = [i for i, (score, code) in enumerate(staged)
                    if score is None and rows[i].get("tests") and self.config.run_tests]
         outcomes: dict[int, TestOutcome] = {}
@@ -318,10 +318,10 @@ class SecurityRepairReward:
                     log.exception("security_repair: test run failed")
                     return TestOutcome(False, "error", 0.0, str(exc)[:200])
             with ThreadPoolExecutor(max_workers=max(1, self.config.workers)) as pool:
-                for i, out in zip(pending, pool.map(work, pending)):
+                for i, out in zip(pending, pool.map(work, pending), strict=True):
                     outcomes[i] = out
         final: list[RepairScore] = []
-        for i, (row, (early, code)) in enumerate(zip(rows, staged)):
+        for i, (row, (early, code)) in enumerate(zip(rows, staged, strict=False)):
             final.append(early if early is not None else self._finish(row, code, outcomes.get(i)))
             if progress is not None:
                 progress(1)
@@ -389,8 +389,10 @@ class SecurityRepairReward:
             semantic = (1 - cfg.functional_share) * sec + cfg.functional_share * float(tests.passed)
         total = cfg.syntactic_weight + cfg.semantic_weight
         reward = (cfg.syntactic_weight * sim + cfg.semantic_weight * semantic) / total
-        ofn = find_function(parse(original), row.get("func_name"))
-        fn = find_function(parse(code), row.get("func_name") or (ofn.name if ofn else None))
+        otree, tree = parse(original), parse(code)
+        assert otree is not None and tree is not None, "static_score stops unparsable code before finish"
+        ofn = find_function(otree, row.get("func_name"))
+        fn = find_function(tree, row.get("func_name") or (ofn.name if ofn else None))
         if ofn is not None and fn is not None:
             ratio = count_statements(fn) / max(1, count_statements(ofn))
             if ratio < cfg.min_size_ratio:

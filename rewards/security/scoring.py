@@ -32,7 +32,7 @@ def score_samples(problems_path: str, samples: list[dict], *, workers: int | Non
     matched = match_samples(tasks, samples, "tasks")
     scores = reward.score_batch([t.to_columns() for t in matched], [s.get("completion") for s in samples],
                                 progress=progress)
-    return [result_row(t, s, references) for t, s in zip(matched, scores)]
+    return [result_row(t, s, references) for t, s in zip(matched, scores, strict=True)]
 
 
 def reference_samples(problems_path: str) -> list[dict]:

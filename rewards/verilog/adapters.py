@@ -128,7 +128,8 @@ def _codev_r1(row: dict[str, Any], where: str, index: int, allow_pickle: bool = 
     reference = reference_code(code)
     spec = _text(row.get("prompt") if row.get("prompt") else row.get("question"), "prompt or question")
     top = top_module_of(reference, spec)
-    extra = row.get("extra_info") if isinstance(row.get("extra_info"), dict) else {}
+    extra = row.get("extra_info")
+    extra = extra if isinstance(extra, dict) else {}
     pid = extra.get("index", index)
     source = row.get("data_source") or "codev-r1"
     ports = {k: v for k, v in truth.items() if k != "answer"}

@@ -274,7 +274,8 @@ def render_bench(iface: Interface, clk: Clocking, ref_module: str, dut_module: s
              "  integer __eb_samples = 0, __eb_errors = 0, __eb_cycle = 0, __eb_k = 0, __eb_j = 0, __eb_v = 0;",
              "  reg __eb_bad = 0, __eb_hold = 0, __eb_miss = 0;"]
     for p in iface.inputs:
-        lines.append(f"  reg {_rng(p)}{sig[p.name]}_i = 0;" if p.name == clk.clock else f"  reg {_rng(p)}{sig[p.name]}_i;")
+        lines.append(f"  reg {_rng(p)}{sig[p.name]}_i = 0;" if p.name == clk.clock
+                     else f"  reg {_rng(p)}{sig[p.name]}_i;")
         if p.name not in (clk.clock, clk.reset):
             lines.append(f"  reg [1:0] {sig[p.name]}_m = 0;")
     for p in iface.outputs:

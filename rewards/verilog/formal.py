@@ -43,7 +43,8 @@ EQUIVALENT, NOT_EQUIVALENT, UNKNOWN = "equivalent", "not_equivalent", "unknown"
 
 # Port names taken for a reset (VerilogEval, RTLLM and rtlgen's name sets), and which are active low.
 _RESET_RE = re.compile(r"^([as]?(rst|reset)|arst|clr|clear|ar|rs|r|zap)(_i)?$", re.IGNORECASE)
-_RESET_LOW_RE = re.compile(r"^(([as]?(rst|reset)|arst|clr|clear|ar|rs|r|zap)_?n(i|_i)?|n_?[as]?(rst|reset))$", re.IGNORECASE)
+_RESET_LOW_RE = re.compile(r"^(([as]?(rst|reset)|arst|clr|clear|ar|rs|r|zap)_?n(i|_i)?|n_?[as]?(rst|reset))$",
+                           re.IGNORECASE)
 _FF_TYPES = {"$dff", "$dffe", "$adff", "$adffe", "$sdff", "$sdffe", "$sdffce", "$dffsr", "$dffsre",
              "$aldff", "$aldffe", "$ff"}
 _LATCH_TYPES = {"$dlatch", "$adlatch", "$dlatchsr", "$sr"}

@@ -29,7 +29,15 @@ from rewards.verilog.problems import Problem
 VERILOGEVAL_FLAGS: tuple[str, ...] = ("-Wall", "-Winfloop", "-Wno-timescale", "-g2012")
 COMPILE_FAILED_EXIT = 97          # the shell's exit code when iverilog failed (its log says why)
 
-_KEYWORDS = frozenset(["module", "macromodule", "endmodule", "function", "endfunction", "task", "endtask", "if", "else", "for", "while", "case", "casez", "casex", "begin", "end", "always", "always_ff", "always_comb", "always_latch", "initial", "final", "assign", "wire", "reg", "logic", "bit", "integer", "real", "input", "output", "inout", "parameter", "localparam", "genvar", "generate", "endgenerate", "return", "repeat", "forever", "posedge", "negedge", "and", "or", "not", "nand", "nor", "xor", "xnor", "buf", "bufif0", "bufif1", "notif0", "notif1", "pullup", "pulldown", "default", "typedef", "struct", "enum", "int", "byte", "shortint", "longint", "wait", "fork", "join", "disable", "force", "release", "deassign", "tri", "supply0", "supply1"])
+_KEYWORDS = frozenset([
+    "module", "macromodule", "endmodule", "function", "endfunction", "task", "endtask", "if", "else", "for",
+    "while", "case", "casez", "casex", "begin", "end", "always", "always_ff", "always_comb", "always_latch",
+    "initial", "final", "assign", "wire", "reg", "logic", "bit", "integer", "real", "input", "output", "inout",
+    "parameter", "localparam", "genvar", "generate", "endgenerate", "return", "repeat", "forever", "posedge",
+    "negedge", "and", "or", "not", "nand", "nor", "xor", "xnor", "buf", "bufif0", "bufif1", "notif0", "notif1",
+    "pullup", "pulldown", "default", "typedef", "struct", "enum", "int", "byte", "shortint", "longint", "wait",
+    "fork", "join", "disable", "force", "release", "deassign", "tri", "supply0", "supply1"
+])
 _INSTANCE = re.compile(
     r"(?m)^[ \t]*([A-Za-z_][\w$]*)(?![\w$])\s*(?:#\s*\((?:[^()]|\([^()]*\))*\)\s*)?"
     r"([A-Za-z_][\w$]*)(?![\w$])\s*(?:\[[^\]]*\]\s*)?\(")

@@ -38,6 +38,8 @@ from rewards.verilog.harness import (
     problem_issue,
 )
 from rewards.verilog.problems import Problem
+from sandboxes.limits import Backend
+from sandboxes.strict import from_dict
 from sandboxes.tools import ToolNotFound, backend_programs, require_programs
 
 log = logging.getLogger(__name__)
@@ -70,7 +72,7 @@ class VerilogRewardConfig:
     memory_mb: int = 2048
     max_output_bytes: int = 1_000_000
     max_file_mb: int = 64
-    sandbox_backend: str = "auto"      # auto | bwrap | unshare | none
+    sandbox_backend: Backend = "auto"  # auto | bwrap | unshare | none
     workers: int | None = None         # parallel sandboxes per batch; None = 2 x CPU count (see default_workers)
     cache: bool = True                 # equivalence cache (whitespace/comment variants scored once)
     syntax_precheck: bool = True       # pyslang parse before spawning anything
@@ -97,11 +99,8 @@ class VerilogRewardConfig:
 
     @classmethod
     def from_kwargs(cls, **kwargs: Any) -> VerilogRewardConfig:
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(kwargs) - known)
-        if unknown:
-            raise TypeError(f"VerilogReward: unknown option(s) {unknown}; known: {sorted(known)}")
-        return cls(**kwargs)
+        """From a config's `kwargs:` (sandboxes.strict: unknown names and wrong types name the option)."""
+        return from_dict(cls, kwargs, "verilog_functional", noun="option")
 
 
 @dataclass
@@ -231,7 +230,7 @@ class VerilogReward:
             raise ValueError(f"{len(problems)} problems for {len(completions)} completions")
         results: list[VerilogScore | None] = [None] * len(completions)
         todo: dict[str, tuple[Problem, str, list[int]]] = {}
-        for i, (prob, comp) in enumerate(zip(problems, completions)):
+        for i, (prob, comp) in enumerate(zip(problems, completions, strict=True)):
             t0 = time.perf_counter()
             code, early = self._format_check(prob, comp)
             if early is not None:
@@ -261,7 +260,7 @@ class VerilogReward:
                 progress(len(idx))
             return score
 
-        for (key, (_, _, idx)), score in zip(jobs, self._map(work, jobs)):
+        for (_key, (_, _, idx)), score in zip(jobs, self._map(work, jobs), strict=True):
             for n, i in enumerate(idx):
                 results[i] = score if n == 0 else replace(score, cache_hit=True)
         final = [r for r in results if r is not None]

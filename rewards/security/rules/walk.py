@@ -76,7 +76,7 @@ class FunctionWalker(ast.NodeVisitor):
         self.scope, self.sinks = scope, sinks
 
     # -- binding ----------------------------------------------------------------------------------
-    def bind(self, target: ast.AST, value: ast.AST | None, *, aug: bool = False) -> None:
+    def bind(self, target: ast.expr, value: ast.expr | None, *, aug: bool = False) -> None:
         if isinstance(target, (ast.Tuple, ast.List)):
             for t in target.elts:
                 self.bind(t, value, aug=True if value is not None else aug)
@@ -86,7 +86,7 @@ class FunctionWalker(ast.NodeVisitor):
         if isinstance(target, ast.Name):
             self.bind_name(target.id, value, aug=aug)
 
-    def bind_name(self, name: str, value: ast.AST | None, *, aug: bool) -> None:
+    def bind_name(self, name: str, value: ast.expr | None, *, aug: bool) -> None:
         """``name = value`` (or ``name += value``). The steps run in this order: each reads what the
         previous ones already updated."""
         self._bind_taint(name, value, aug)
@@ -105,7 +105,7 @@ class FunctionWalker(ast.NodeVisitor):
         for s, flag in ((env.tainted, t), (env.request, rq)):
             s.add(name) if flag else s.discard(name)
 
-    def _bind_string(self, name: str, value: ast.AST | None, aug: bool) -> None:
+    def _bind_string(self, name: str, value: ast.expr | None, aug: bool) -> None:
         env = self.scope.env
         sb = string_build(value, env) if value is not None else None
         if aug and name in env.strings and value is not None:
@@ -160,7 +160,7 @@ class FunctionWalker(ast.NodeVisitor):
         self.visit(node.value)
         self.bind(node.target, node.value, aug=True)
 
-    def visit_For(self, node: ast.For) -> None:
+    def visit_For(self, node: ast.For | ast.AsyncFor) -> None:
         self.visit(node.iter)
         self.bind(node.target, node.iter)
         for stmt in node.body + node.orelse:
@@ -168,7 +168,7 @@ class FunctionWalker(ast.NodeVisitor):
 
     visit_AsyncFor = visit_For
 
-    def visit_With(self, node: ast.With) -> None:
+    def visit_With(self, node: ast.With | ast.AsyncWith) -> None:
         for item in node.items:
             self.visit(item.context_expr)
             if item.optional_vars is not None:
@@ -202,10 +202,10 @@ class FunctionWalker(ast.NodeVisitor):
                 elif isinstance(n.left, ast.Constant) and isinstance(right, ast.Name):
                     self.validate(right.id)           # '/' not in x
 
-    def _guarded_args(self, n: ast.Call) -> list[ast.AST]:
+    def _guarded_args(self, n: ast.Call) -> list[ast.expr]:
         """What a validator call proves safe: its arguments and receiver; for a prefix test only the
         resolved paths among them (a prefix of an unresolved path proves no containment)."""
-        args: list[ast.AST] = list(n.args) + [k.value for k in n.keywords]
+        args: list[ast.expr] = list(n.args) + [k.value for k in n.keywords]
         if call_name(n) in PATH_GUARDS:
             return [a for a in [*args, getattr(n.func, "value", None)] if a is not None and (
                 any(isinstance(x, ast.Call) and call_name(x) in RESOLVERS for x in ast.walk(a))
@@ -244,7 +244,7 @@ class FunctionWalker(ast.NodeVisitor):
         if isinstance(node.value, ast.Call) and VALIDATOR_RE.search(call_name(node.value)):
             self.untaint_guarded(node.value)
 
-    def visit_FunctionDef(self, node: ast.FunctionDef) -> None:
+    def visit_FunctionDef(self, node: ast.FunctionDef | ast.AsyncFunctionDef) -> None:
         walk_function(node, self.scope.nested(), self.sinks)
 
     visit_AsyncFunctionDef = visit_FunctionDef

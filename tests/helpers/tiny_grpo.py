@@ -69,8 +69,9 @@ def tiny_dataset(n: int = 8):
 def grpo_args(out: Path, **overrides):
     from trl import GRPOConfig
     kw = {"output_dir": str(out), "per_device_train_batch_size": 4, "num_generations": 4, "max_completion_length": 8,
-              "max_steps": 1, "learning_rate": 1e-3, "logging_steps": 1, "report_to": [], "save_strategy": "no", "use_cpu": True,
-              "seed": 0, "temperature": 1.0, "beta": 0.0, "dataloader_num_workers": 0, "disable_tqdm": True}
+          "max_steps": 1, "learning_rate": 1e-3, "logging_steps": 1, "report_to": [], "save_strategy": "no",
+          "use_cpu": True, "seed": 0, "temperature": 1.0, "beta": 0.0, "dataloader_num_workers": 0,
+          "disable_tqdm": True}
     kw.update(overrides)
     return GRPOConfig(**kw)
 
