@@ -32,8 +32,8 @@ EXCLUDED_COLUMNS = ("prompt", "completion", "completion_ids")   # TRL does not p
 def eligible(func: Any) -> bool:
     """A plain synchronous callable (TRL calls torch-module and async rewards its own way)."""
     import torch
-    return not isinstance(func, torch.nn.Module) and not inspect.iscoroutinefunction(
-        getattr(func, "__call__", func))
+    is_async = inspect.iscoroutinefunction(func) or inspect.iscoroutinefunction(type(func).__call__)
+    return not isinstance(func, torch.nn.Module) and not is_async
 
 
 def reward_columns(inputs: Sequence[dict]) -> dict[str, list]:

@@ -84,8 +84,8 @@ def test_config_builds_its_trainers(path, tiny_chat, tmp_path):
 
 @pytest.mark.slow
 def test_codev_r1_recipe_trains_on_its_dataset_layout(tiny_chat, tmp_path):
-    """The CodeV-R1 recipe: DAPO clipping/loss and dynamic sampling, 16 samples, no KL, the gate, on reference-only rows read from
-    a 4-row file in CodeV-R1's parquet layout (the real one is on the hub)."""
+    """The CodeV-R1 recipe: DAPO clipping/loss and dynamic sampling, 16 samples, no KL, the gate, on reference-only
+    rows read from a 4-row file in CodeV-R1's parquet layout (the real one is on the hub)."""
     from pipelines.stages import rl
     _, cfg = swapped(REPO / "configs" / "verilog_qwen2.5-coder-7b_codev-r1.yaml", tiny_chat, tmp_path / "run")
     trainer = rl.build_trainer(StageContext(cfg, "rl", cfg.stages["rl"], RunFolder(tmp_path / "run"), tiny_chat))

@@ -10,7 +10,7 @@ import pytest
 from pipelines.earl_trainer import EARLGRPOTrainer
 from pipelines.gating import GatingConfig
 from pipelines.reward_overlap import RewardPrefetch, reward_columns
-from tests.conftest_earl import grpo_args, length_reward, tiny_dataset, tiny_model, tiny_tokenizer
+from tests.helpers.tiny_grpo import grpo_args, length_reward, tiny_dataset, tiny_model, tiny_tokenizer
 
 
 class Counting:
@@ -99,7 +99,7 @@ def test_rewards_run_during_the_reference_pass_and_change_nothing(tmp_path):
     plain.train()
     off = [h for h in plain.state.log_history if "loss" in h]
     assert len(on) == len(off) == 2
-    for a, b in zip(on, off):
+    for a, b in zip(on, off, strict=True):
         assert a["rewards/waits/mean"] >= 0, "every reward call saw the pass finished"
         for key in ("loss", "reward", "reward_std", "rewards/waits/mean", "kl", "earl/gated_fraction"):
             assert a[key] == pytest.approx(b[key], rel=1e-6, abs=1e-9), key
