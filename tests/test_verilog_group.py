@@ -192,6 +192,15 @@ def test_formal_confirmation_of_group_passes():
     assert grouped[0].group == {"size": 3, "fallback": None}
 
 
+def test_group_size_splits_evenly():
+    p = _pick("not", r"plain")
+    sol = p.meta["solution"]
+    cands = {f"v{k}": sol.replace("assign", f"wire unused_{k} = 1'b0;\nassign", 1) for k in range(5)}
+    problems, completions, _ = _batch((p, cands))
+    scores = _score(problems, completions, group_size=3)
+    assert sorted(s.group["size"] for s in scores) == [2, 2, 3, 3, 3] and all(s.passed for s in scores)
+
+
 def test_off_switch_and_config_errors():
     p = _pick("not", r"plain")
     sol = p.meta["solution"]

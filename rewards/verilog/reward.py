@@ -488,9 +488,9 @@ class VerilogReward:
             else:
                 keyed.setdefault(directive_key(code), []).append(n)
         groups: list[list[int]] = []
-        size = self.config.group_size
         for members in keyed.values():
-            chunks = [members[i:i + size] for i in range(0, len(members), size)]
+            parts = -(-len(members) // self.config.group_size)      # as few groups as allowed, even sizes
+            chunks = [members[i * len(members) // parts:(i + 1) * len(members) // parts] for i in range(parts)]
             groups += [c for c in chunks if len(c) > 1]
             alone += [(c[0], None) for c in chunks if len(c) == 1]
         return settled, groups, alone
@@ -525,13 +525,12 @@ class VerilogReward:
         rest try again (at most 3 compiles); any other failure sends them all alone."""
         from rewards.verilog.group import build_group_job, culprits, dut_prefix
         out: dict[int, Any] = {}
-        bench = self._group_bench(problem)
+        bench, c = self._group_bench(problem), self.config
         size = len(members)
         for _attempt in range(3):
             if len(members) < 2:
                 break
             t0 = time.perf_counter()
-            c = self.config
             job = build_group_job(bench, [code for _, code in members], c.iverilog_flags, c.vvp_flags, self.tools)
             res, compile_rc, compile_log = self._run_in_workdir(job.files, job.argv)
             if compile_rc is not None and compile_rc != 0:
