@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Literal, overload
 
 from pipelines.tasks.options import index_set
+from rewards.verilog.group import PER_DUT, group_header
 from rewards.verilog.problems import Problem, reference_solution
 
 SAMPLES = 200
@@ -572,13 +573,18 @@ def spec_text(design: Design, phrasing: int) -> str:
     return "\n".join(lines) + "\n"
 
 
+DUT_PREFIX = "tb_dut_"      # the bench's per-candidate names (rewards.verilog.group); ports never start "_"
+
+
 def testbench(design: Design, seed: int, samples: int = SAMPLES) -> str:
-    """VerilogEval-style bench: same random stimulus into RefModule and TopModule, count mismatches."""
+    """VerilogEval-style bench: same random stimulus into RefModule and TopModule, count mismatches.
+    Its per-candidate lines are marked (rewards.verilog.group), so one bench can drive a GRPO group."""
     ins = [p for p in design.ports if p.direction == "input" and not p.clock]
     outs = [p for p in design.ports if p.direction == "output"]
 
     def rng(p: Port) -> str:
         return f"[{p.width - 1}:0] " if p.width > 1 else ""
+    dut, match, bad, errors = f"{DUT_PREFIX}", f"{DUT_PREFIX}_match", f"{DUT_PREFIX}_bad", f"{DUT_PREFIX}_errors"
 
     def conns(side: str) -> str:
         parts = []
@@ -586,19 +592,21 @@ def testbench(design: Design, seed: int, samples: int = SAMPLES) -> str:
             if p.clock:
                 sig = "tb_clk"
             else:
-                sig = f"tb_in_{p.name}" if p.direction == "input" else f"tb_{side}_{p.name}"
+                sig = f"tb_in_{p.name}" if p.direction == "input" else f"{side}{p.name}"
             parts.append(f".{p.name}({sig})")
         return ", ".join(parts)
 
     ref = "{" + ", ".join(f"tb_ref_{p.name}" for p in outs) + "}"
-    dut = "{" + ", ".join(f"tb_dut_{p.name}" for p in outs) + "}"
-    L = ["`timescale 1 ps/1 ps", "module tb;"]
+    got = "{" + ", ".join(f"{dut}{p.name}" for p in outs) + "}"
+    L = [group_header(DUT_PREFIX), "`timescale 1 ps/1 ps", "module tb;"]
     L += [f"  reg {rng(p)}tb_in_{p.name};" for p in ins]
-    L += [f"  wire {rng(p)}tb_ref_{p.name}, tb_dut_{p.name};" for p in outs]
-    L += [f"  integer tb_seed = {seed}, tb_errors = 0, tb_samples = 0, tb_k;", "  reg tb_bad, tb_clk = 0;"]
-    L += [f"  RefModule tb_ref_inst ({conns('ref')});", f"  TopModule tb_dut_inst ({conns('dut')});"]
+    L += [f"  wire {rng(p)}tb_ref_{p.name};" for p in outs]
+    L += [f"  wire {rng(p)}{dut}{p.name};  {PER_DUT}" for p in outs]
+    L += [f"  integer tb_seed = {seed}, tb_samples = 0, tb_k;", "  reg tb_clk = 0;",
+          f"  integer {errors} = 0;  {PER_DUT}", f"  reg {bad};  {PER_DUT}"]
+    L += [f"  RefModule tb_ref_inst ({conns('tb_ref_')});", f"  TopModule {dut}_inst ({conns(dut)});  {PER_DUT}"]
     # An X in the reference matches anything; an X in the candidate only matches an X.
-    L += [f"  wire tb_match = ({ref} === ({ref} ^ {dut} ^ {ref}));"]
+    L += [f"  wire {match} = ({ref} === ({ref} ^ {got} ^ {ref}));  {PER_DUT}"]
     L += ["  task tb_drive; begin"]
     L += [f"    tb_in_{p.name} = {design.stim.get(p.name, R)};" for p in ins]
     L += [f"    {s}" for s in design.after_drive] + ["  end endtask"]
@@ -608,14 +616,15 @@ def testbench(design: Design, seed: int, samples: int = SAMPLES) -> str:
         L += ["  always #5 tb_clk = ~tb_clk;", "  initial begin", "    tb_warm;",
               f"    repeat ({design.warm_cycles}) @(negedge tb_clk) tb_warm;",
               f"    for (tb_k = 0; tb_k < {samples}; tb_k = tb_k + 1) begin",
-              "      @(negedge tb_clk) tb_bad = !tb_match;",
-              "      tb_drive;", "      #1 if (!tb_match) tb_bad = 1;"]
+              "      @(negedge tb_clk);", f"      {bad} = !{match};  {PER_DUT}",
+              "      tb_drive;", "      #1;", f"      if (!{match}) {bad} = 1;  {PER_DUT}"]
     else:
         L += ["  initial begin", f"    for (tb_k = 0; tb_k < {samples}; tb_k = tb_k + 1) begin",
-              "      tb_drive;", "      #1 tb_bad = !tb_match;"]
-    L += ["      tb_samples = tb_samples + 1;", "      if (tb_bad) tb_errors = tb_errors + 1;", "    end",
-          '    $display("Mismatches: %0d in %0d samples", tb_errors, tb_samples);', "    $finish;", "  end",
-          '  initial begin #1000000 $display("TIMEOUT"); $finish; end', "endmodule"]
+              "      tb_drive;", "      #1;", f"      {bad} = !{match};  {PER_DUT}"]
+    L += ["      tb_samples = tb_samples + 1;", f"      if ({bad}) {errors} = {errors} + 1;  {PER_DUT}", "    end",
+          f'    $display("Mismatches: %0d in %0d samples", {errors}, tb_samples);  {PER_DUT}', "    $finish;",
+          "  end", "  initial begin", "    #1000000;", f'    $display("TIMEOUT");  {PER_DUT}', "    $finish;",
+          "  end", "endmodule"]
     return "\n".join(L) + "\n"
 
 
@@ -632,7 +641,7 @@ def solution(problem: Problem) -> str:
 
 def _check_names(design: Design) -> None:
     names = [p.name for p in design.ports]
-    if len(set(names)) != len(names) or any(n.startswith("tb_") for n in names):
+    if len(set(names)) != len(names) or any(n.startswith(("tb_", "_")) for n in names):
         raise AssertionError(f"rtlgen bug: port names clash in {design.family}/{design.variant}: {names}")
 
 

@@ -29,10 +29,12 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from rewards.verilog.extract import module_names, rename_modules
+from rewards.verilog.group import BLOCK_BEGIN, BLOCK_END, PER_DUT, group_header
 from rewards.verilog.problems import Problem
 
 BENCH_TOP = "__eb_tb"
 REF_PREFIX = "__eb_ref_"
+DUT_PREFIX = "__eb_d_"          # names of the bench's per-candidate parts (rewards.verilog.group)
 DEFAULT_CYCLES = 500
 RESET_CYCLES = 3
 _DIRECTIONS = {"In": "input", "Out": "output", "InOut": "inout", "Ref": "ref"}
@@ -269,21 +271,24 @@ def render_bench(iface: Interface, clk: Clocking, ref_module: str, dut_module: s
                  cycles: int) -> str:
     """Verilog source of the bench (see the module docstring for what it drives and compares)."""
     sig = {p.name: f"__eb_{i}" for i, p in enumerate(iface.ports)}     # no port name can clash
-    lines = [f"module {BENCH_TOP};",      # no `timescale: the designs' own (or the default) applies
+    lines = [group_header(DUT_PREFIX),
+             f"module {BENCH_TOP};",      # no `timescale: the designs' own (or the default) applies
              f"  integer __eb_seed = {seed};",
-             "  integer __eb_samples = 0, __eb_errors = 0, __eb_cycle = 0, __eb_k = 0, __eb_j = 0, __eb_v = 0;",
-             "  reg __eb_bad = 0, __eb_hold = 0, __eb_miss = 0;"]
+             "  integer __eb_samples = 0, __eb_cycle = 0, __eb_k = 0, __eb_j = 0, __eb_v = 0;",
+             "  reg __eb_hold = 0, __eb_miss = 0;",
+             f"  integer {DUT_PREFIX}errors = 0;  {PER_DUT}",
+             f"  reg {DUT_PREFIX}bad = 0;  {PER_DUT}"]
     for p in iface.inputs:
         lines.append(f"  reg {_rng(p)}{sig[p.name]}_i = 0;" if p.name == clk.clock
                      else f"  reg {_rng(p)}{sig[p.name]}_i;")
         if p.name not in (clk.clock, clk.reset):
             lines.append(f"  reg [1:0] {sig[p.name]}_m = 0;")
     for p in iface.outputs:
-        lines.append(f"  wire {_rng(p)}{sig[p.name]}_r, {sig[p.name]}_d;")
-    for mod, inst, suffix in ((ref_module, "__eb_ref", "_r"), (dut_module, "__eb_dut", "_d")):
-        conns = ", ".join(f".{p.name}({sig[p.name]}{'_i' if p.direction == 'input' else suffix})"
+        lines += [f"  wire {_rng(p)}{sig[p.name]}_r;", f"  wire {_rng(p)}{_dut_wire(iface, p)};  {PER_DUT}"]
+    for mod, inst, dut in ((ref_module, "__eb_ref", False), (dut_module, f"{DUT_PREFIX}inst", True)):
+        conns = ", ".join(f".{p.name}({sig[p.name] + '_i' if p.direction == 'input' else _out(iface, sig, p, dut)})"
                           for p in iface.ports)
-        lines.append(f"  {mod} {inst} ({conns});")
+        lines.append(f"  {mod} {inst} ({conns});" + (f"  {PER_DUT}" if dut else ""))
     lines += _check_task(iface, sig) + _drive_task(iface, clk, sig) + _main(iface, clk, sig, cycles)
     lines.append("endmodule")
     return "\n".join(lines) + "\n"
@@ -293,13 +298,24 @@ def _rng(p: Port) -> str:
     return f"[{p.width - 1}:0] " if p.width > 1 else ""
 
 
+def _dut_wire(iface: Interface, p: Port) -> str:
+    """The candidate's output wire: per candidate, so its name starts with DUT_PREFIX."""
+    return f"{DUT_PREFIX}{iface.ports.index(p)}"
+
+
+def _out(iface: Interface, sig: dict[str, str], p: Port, dut: bool) -> str:
+    return _dut_wire(iface, p) if dut else f"{sig[p.name]}_r"
+
+
 def _check_task(iface: Interface, sig: dict[str, str]) -> list[str]:
     """Per output: equal (`===`) passes at once; else every bit where the reference is not x must match
     exactly, so the candidate's x/z against a reference 0/1 is a mismatch. (VerilogEval's
     ``r === (r ^ d ^ r)`` says the same for 0/1/x, but fails a reference z even against z.)"""
-    out = ["  task __eb_check;", "    begin", "      __eb_samples = __eb_samples + 1;", "      __eb_bad = 0;"]
+    bad, errors = f"{DUT_PREFIX}bad", f"{DUT_PREFIX}errors"
+    out = ["  task __eb_check;", "    begin", "      __eb_samples = __eb_samples + 1;", BLOCK_BEGIN,
+           f"      {bad} = 0;"]
     for p in iface.outputs:
-        r, d = f"{sig[p.name]}_r", f"{sig[p.name]}_d"
+        r, d = f"{sig[p.name]}_r", _dut_wire(iface, p)
         if p.width == 1:
             out.append(f"      __eb_miss = {r} !== 1'bx && {r} !== {d};")
         else:
@@ -307,11 +323,11 @@ def _check_task(iface: Interface, sig: dict[str, str]) -> list[str]:
                     f"        for (__eb_j = 0; __eb_j < {p.width}; __eb_j = __eb_j + 1)",
                     f"          if ({r}[__eb_j] !== 1'bx && {r}[__eb_j] !== {d}[__eb_j]) __eb_miss = 1;"]
         out += ["      if (__eb_miss) begin",
-                "        if (__eb_errors == 0 && !__eb_bad)",
+                f"        if ({errors} == 0 && !{bad})",
                 (f'          $display("First mismatch: sample %0d cycle %0d output {p.name} expected %b got %b",'
                  f" __eb_samples, __eb_cycle, {r}, {d});"),
-                "        __eb_bad = 1;", "      end"]
-    return out + ["      if (__eb_bad) __eb_errors = __eb_errors + 1;", "    end", "  endtask"]
+                f"        {bad} = 1;", "      end"]
+    return out + [f"      if ({bad}) {errors} = {errors} + 1;", BLOCK_END, "    end", "  endtask"]
 
 
 def _random_expr(width: int) -> str:
@@ -369,8 +385,8 @@ EXHAUSTIVE_BITS = 12      # combinational designs with at most this many input b
 
 
 def _main(iface: Interface, clk: Clocking, sig: dict[str, str], cycles: int) -> list[str]:
-    verdict = ['    $display("Mismatches: %0d in %0d samples", __eb_errors, __eb_samples);', "    $finish;",
-               "  end"]
+    verdict = [f'    $display("Mismatches: %0d in %0d samples", {DUT_PREFIX}errors, __eb_samples);  {PER_DUT}',
+               "    $finish;", "  end"]
     step = f"if (__eb_cycle % {SEGMENT} == 0) __eb_modes;"
     if not clk.clocked:
         driven = _driven(iface, clk)

@@ -111,7 +111,7 @@ def build_job(problem: Problem, code: str, flags: tuple[str, ...] = VERILOGEVAL_
     if not problem.testbench:
         from rewards.verilog.equivbench import DEFAULT_CYCLES, with_equiv_bench
         problem = with_equiv_bench(problem, equiv_cycles or DEFAULT_CYCLES, sandbox_backend)
-    tag = "@@EARL" + secrets.token_hex(6) + "@@"
+    tag = new_tag()
     files: dict[str, str] = {}
     for name, text in (problem.files or {}).items():
         if text is None:            # HF datasets fill absent struct keys with None
@@ -130,9 +130,18 @@ def build_job(problem: Problem, code: str, flags: tuple[str, ...] = VERILOGEVAL_
     files.update(sources)
     compile_cmd = [tools.get("iverilog", "iverilog"), *flags, "-s", testbench_top(problem), "-o", "sim", *sources]
     sim_cmd = [tools.get("vvp", "vvp"), *vvp_flags, "sim"]
-    script = (f"{shlex.join(compile_cmd)} >compile.log 2>&1\nrc=$?\necho $rc >compile.rc\n"
-              f"[ $rc -eq 0 ] || exit {COMPILE_FAILED_EXIT}\nexec {shlex.join(sim_cmd)}\n")
-    return Job(files=files, argv=["/bin/sh", "-c", script], tag=tag)
+    return Job(files=files, argv=["/bin/sh", "-c", compile_and_run_script(compile_cmd, sim_cmd)], tag=tag)
+
+
+def new_tag() -> str:
+    """A fresh random output tag (see the module docstring)."""
+    return "@@EARL" + secrets.token_hex(6) + "@@"
+
+
+def compile_and_run_script(compile_cmd: list[str], sim_cmd: list[str]) -> str:
+    """Compile (log and exit status to compile.log / compile.rc, which the reward reads), then simulate."""
+    return (f"{shlex.join(compile_cmd)} >compile.log 2>&1\nrc=$?\necho $rc >compile.rc\n"
+            f"[ $rc -eq 0 ] || exit {COMPILE_FAILED_EXIT}\nexec {shlex.join(sim_cmd)}\n")
 
 
 # Vector benches: bench output (tagged stdout lines, or the file the bench writes) vs `meta.expected_output`,

@@ -81,6 +81,9 @@ class VerilogRewardConfig:
     formal: FormalMode = "auto"        # after a simulation pass (rewards.verilog.formal); auto: confirm on
                                        # reference-only problems (a generated bench), off on hand-written ones
     equiv_cycles: int = 500            # generated benches (no testbench): clock cycles; combinational: 2x vectors
+    group_simulation: bool = True      # earl's own benches: a problem's distinct candidates share one compile +
+                                       # simulation (rewards.verilog.group); same verdicts as one by one
+    group_size: int = 16               # most candidates in one group simulation
     workdir_root: str | None = None    # where work dirs are made (default: the system temp dir)
     keep_workdirs: bool = False        # debugging: leave work dirs behind
 
@@ -92,6 +95,9 @@ class VerilogRewardConfig:
             raise ValueError(f"formal must be one of {FORMAL_MODES}, got {self.formal!r}")
         if self.equiv_cycles < 1:
             raise ValueError(f"equiv_cycles must be >= 1, got {self.equiv_cycles}")
+        if self.group_size < 2:
+            raise ValueError(f"group_size must be >= 2 (group_simulation: false turns groups off), "
+                             f"got {self.group_size}")
         if self.time_limit_s <= 0:
             raise ValueError(f"time_limit_s must be > 0, got {self.time_limit_s}")
         if any(w < 0 for w in (self.format_weight, self.compile_weight, self.pass_weight)):
@@ -121,6 +127,7 @@ class VerilogScore:
     formal_detail: dict[str, Any] | None = None   # FormalResult.to_dict(): method, counterexample, ...
     error: str | None = None            # infrastructure failure (reward None: TRL skips the sample)
     first_mismatch: dict[str, Any] | None = None  # generated benches: sample, cycle, output, expected, got
+    group: dict[str, Any] | None = None  # group simulation: {"size": n, "fallback": why scored alone | None}
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -251,16 +258,16 @@ class VerilogReward:
             progress(done_early)
         jobs = list(todo.items())
 
-        def work(item: tuple[str, tuple[Problem, str, list[int]]]) -> VerilogScore:
-            key, (prob, code, idx) = item
-            score = self._score_code(prob, code)
+        def settle(n: int, score: VerilogScore) -> VerilogScore:
+            key, (_, _, idx) = jobs[n]
             if score.error is None:
                 self.cache.put(key, score)
             if progress:
                 progress(len(idx))
             return score
 
-        for (_key, (_, _, idx)), score in zip(jobs, self._map(work, jobs), strict=True):
+        scores = self._score_jobs([(prob, code) for _, (prob, code, _) in jobs], settle)
+        for (_, (_, _, idx)), score in zip(jobs, scores, strict=True):
             for n, i in enumerate(idx):
                 results[i] = score if n == 0 else replace(score, cache_hit=True)
         final = [r for r in results if r is not None]
@@ -307,19 +314,26 @@ class VerilogReward:
             return code, self._result(problem, "none", f"forbidden construct(s) in the candidate: {', '.join(bad)}")
         return code, None
 
-    def _score_code(self, problem: Problem, code: str) -> VerilogScore:
+    def _score_code(self, problem: Problem, code: str, checked: bool = False) -> VerilogScore:
+        """One candidate on its own: pre-checks (unless `checked`), compile + simulate, formal."""
         t0 = time.perf_counter()
+        score = self._guarded(problem, lambda: self._compile_and_simulate(problem, code, checked))
+        return replace(score, time_s=round(time.perf_counter() - t0, 4))
+
+    def _guarded(self, problem: Problem, fn: Callable[[], VerilogScore]) -> VerilogScore:
+        """fn(), with an unexpected exception turned into an infrastructure error (reward None)."""
         try:
-            score = self._compile_and_simulate(problem, code)
+            return fn()
         except ToolNotFound:
             raise                   # yosys missing for formal: auto on a reference-only problem; stop
         except Exception as exc:
             log.exception("verilog reward: scoring %s failed", problem.id)
-            score = self._result(problem, "format", f"internal error: {type(exc).__name__}: {exc}",
-                                 error=f"{type(exc).__name__}: {exc}")
-        return replace(score, time_s=round(time.perf_counter() - t0, 4))
+            return self._result(problem, "format", f"internal error: {type(exc).__name__}: {exc}",
+                                error=f"{type(exc).__name__}: {exc}")
 
-    def _compile_and_simulate(self, problem: Problem, code: str) -> VerilogScore:
+    def _precheck(self, problem: Problem, code: str) -> VerilogScore | None:
+        """What is decided without a sandbox: a problem that cannot be judged, a syntax error (pyslang),
+        a reference-only problem's unsupported reference or port mismatch. None: go and simulate."""
         issue = problem_issue(problem)
         if issue:
             return self._result(problem, "format", f"problem cannot be judged: {issue}", error=issue)
@@ -329,28 +343,37 @@ class VerilogReward:
             if err:
                 return self._result(problem, "format", f"syntax error (pyslang): {err}", compile_error=err)
         if not problem.testbench:
-            early = self._equiv_precheck(problem, code)
-            if early is not None:
-                return early
+            return self._equiv_precheck(problem, code)
+        return None
+
+    def _compile_and_simulate(self, problem: Problem, code: str, checked: bool = False) -> VerilogScore:
+        early = None if checked else self._precheck(problem, code)
+        if early is not None:
+            return early
         job = build_job(problem, code, self.config.iverilog_flags, self.config.vvp_flags, self.tools,
                         self.config.equiv_cycles, self.config.sandbox_backend)
+        res, compile_rc, compile_log = self._run_in_workdir(job.files, job.argv)
+        score = self._interpret(problem, res, compile_rc, compile_log, job.tag if self.config.tag_output else None)
+        return self._confirm(problem, code, score)
+
+    def _run_in_workdir(self, files: dict[str, str], argv: list[str]) -> tuple[Any, int | None, str]:
+        """Run `argv` in the sandbox over a fresh work dir holding `files`: (result, compile rc, compile log)."""
         root = self.config.workdir_root
         if root:
             Path(root).mkdir(parents=True, exist_ok=True)
         work = Path(tempfile.mkdtemp(prefix="earl-vl-", dir=root))
         try:
-            for name, text in job.files.items():
+            for name, text in files.items():
                 (work / name).write_text(text, encoding="utf-8")
-            res = self._get_sandbox().run(job.argv, work)
-            compile_rc = _read_int(work / "compile.rc")
-            compile_log = _read_head(work / "compile.log")
+            res = self._get_sandbox().run(argv, work)
+            return res, _read_int(work / "compile.rc"), _read_head(work / "compile.log")
         finally:
             if not self.config.keep_workdirs:
                 shutil.rmtree(work, ignore_errors=True)
-        return self._interpret(problem, code, res, compile_rc, compile_log, job.tag if self.config.tag_output else None)
 
-    def _interpret(self, problem: Problem, code: str, res: Any, compile_rc: int | None, compile_log: str,
+    def _interpret(self, problem: Problem, res: Any, compile_rc: int | None, compile_log: str,
                    tag: str | None) -> VerilogScore:
+        """The simulation's verdict on one candidate (before any formal check)."""
         verdict_name = res.verdict
         limit = self.config.time_limit_s
         if compile_rc is None:
@@ -378,14 +401,168 @@ class VerilogReward:
             return self._result(problem, "simulate", verdict.reason, mismatches=verdict.mismatches,
                                 samples=verdict.samples, partial=partial, sandbox_verdict=verdict_name,
                                 first_mismatch=verdict.first_mismatch)
-        score = self._result(problem, "pass", verdict.reason, mismatches=verdict.mismatches,
-                             samples=verdict.samples, sandbox_verdict=verdict_name)
+        return self._result(problem, "pass", verdict.reason, mismatches=verdict.mismatches,
+                            samples=verdict.samples, sandbox_verdict=verdict_name)
+
+    def _confirm(self, problem: Problem, code: str, score: VerilogScore) -> VerilogScore:
+        """A simulation pass, confirmed formally where `formal_mode` says so."""
         # FORMAL-HOOK: after a simulation pass, `config.formal` decides whether a formal equivalence
         # check (rewards.verilog.formal, yosys SAT in the sandbox) confirms it. "confirm": a proven
         # counterexample turns the pass into a fail, "unknown" keeps it; "required": only a proof passes.
-        if self.formal_mode(problem) != "off":
-            score = self._formal_check(problem, code, score)
+        if score.stage == "pass" and self.formal_mode(problem) != "off":
+            return self._formal_check(problem, code, score)
         return score
+
+    # -- group simulation (rewards.verilog.group) ------------------------------------------------
+
+    def _score_jobs(self, jobs: list[tuple[Problem, str]],
+                    settle: Callable[[int, VerilogScore], VerilogScore]) -> list[VerilogScore]:
+        """Scores of distinct (problem, code) pairs. Candidates of a problem whose bench earl wrote share
+        one group simulation; the rest, and a failed group's members, are scored one by one. Three rounds
+        on the pool: plan each problem (pre-checks, bench), run groups and singles, then fall-backs and
+        formal checks of group passes. `settle(n, score)` is called once per final score."""
+        out: dict[int, VerilogScore] = {}
+        by_problem: dict[int, list[int]] = {}
+        singles: list[tuple[int, dict[str, Any] | None]] = []
+        for n, (prob, _) in enumerate(jobs):
+            if self._may_group(prob):
+                by_problem.setdefault(id(prob), []).append(n)
+            else:
+                singles.append((n, None))
+        units: list[tuple[str, Any]] = []
+        for settled, groups, alone in self._map(lambda ns: self._plan_problem(jobs, ns), list(by_problem.values())):
+            out.update((n, settle(n, sc)) for n, sc in settled.items())
+            units += [("group", g) for g in groups]
+            singles += alone
+        units += [("single", s) for s in singles]
+        later: list[tuple[str, int, Any]] = []
+        for result in self._map(lambda unit: self._run_unit(jobs, unit), units):
+            for n, item in result.items():
+                if isinstance(item, VerilogScore):
+                    out[n] = settle(n, item)
+                else:
+                    later.append((item[0], n, item[1]))
+        for n, score in zip([n for _, n, _ in later], self._map(lambda it: self._run_later(jobs, it), later),
+                            strict=True):
+            out[n] = settle(n, score)
+        return [out[n] for n in range(len(jobs))]
+
+    def _may_group(self, problem: Problem) -> bool:
+        """Can this problem's candidates share a simulation? Only where earl wrote the bench (a group-capable
+        bench, or none: reference-only), with tagged verdicts and no extra files."""
+        from rewards.verilog.group import dut_prefix
+        c = self.config
+        if not (c.group_simulation and c.tag_output and problem.reference and not problem.files):
+            return False
+        return problem.testbench is None or (problem.harness == "verilogeval" and
+                                             dut_prefix(problem.testbench) is not None)
+
+    def _plan_problem(self, jobs: list[tuple[Problem, str]], ns: list[int]) -> tuple[
+            dict[int, VerilogScore], list[list[int]], list[tuple[int, dict[str, Any] | None]]]:
+        """One problem's candidates: scores settled by the pre-checks, groups, and those to run alone."""
+        from rewards.verilog.group import bench_names, directive_key, solo_reason
+        settled: dict[int, VerilogScore] = {}
+        todo: list[int] = []
+        for n in ns:
+            t0 = time.perf_counter()
+            prob, code = jobs[n]
+            early = self._guarded(prob, lambda p=prob, c=code: self._precheck(p, c))
+            if early is None:
+                todo.append(n)
+            else:
+                settled[n] = replace(early, time_s=round(time.perf_counter() - t0, 4))
+        if len(todo) < 2:
+            return settled, [], [(n, None) for n in todo]
+        try:
+            bench = self._group_bench(jobs[todo[0]][0])
+        except Exception as exc:     # noqa: BLE001 - then one by one, which reports the trouble per candidate
+            return settled, [], [(n, {"size": 1, "fallback": f"no group bench: {exc}"}) for n in todo]
+        reserved = bench_names(bench.testbench or "", bench.reference or "")
+        keyed: dict[tuple[str, ...], list[int]] = {}
+        alone: list[tuple[int, dict[str, Any] | None]] = []
+        for n in todo:
+            code = jobs[n][1]
+            why = solo_reason(code, reserved, bench.top_module)
+            if why:
+                alone.append((n, {"size": 1, "fallback": f"scored alone: {why}"}))
+            else:
+                keyed.setdefault(directive_key(code), []).append(n)
+        groups: list[list[int]] = []
+        for members in keyed.values():
+            parts = -(-len(members) // self.config.group_size)      # as few groups as allowed, even sizes
+            chunks = [members[i * len(members) // parts:(i + 1) * len(members) // parts] for i in range(parts)]
+            groups += [c for c in chunks if len(c) > 1]
+            alone += [(c[0], None) for c in chunks if len(c) == 1]
+        return settled, groups, alone
+
+    def _group_bench(self, problem: Problem) -> Problem:
+        """The problem as its bench sees it (reference-only: with the generated bench)."""
+        if problem.testbench:
+            return problem
+        from rewards.verilog.equivbench import with_equiv_bench
+        return with_equiv_bench(problem, self.config.equiv_cycles, self.config.sandbox_backend)
+
+    def _run_unit(self, jobs: list[tuple[Problem, str]], unit: tuple[str, Any]) -> dict[int, Any]:
+        """A single: its score. A group: per member a score, or ("solo", note) / ("formal", score) for later."""
+        kind, what = unit
+        if kind == "single":
+            n, note = what
+            prob, code = jobs[n]
+            score = self._score_code(prob, code, checked=self._may_group(prob))
+            return {n: replace(score, group=note) if note else score}
+        prob = jobs[what[0]][0]
+        try:
+            return self._run_group(prob, [(n, jobs[n][1]) for n in what])
+        except ToolNotFound:
+            raise
+        except Exception as exc:
+            log.exception("verilog reward: group simulation of %s failed", prob.id)
+            why = f"group simulation failed: {type(exc).__name__}: {exc}"
+            return {n: ("solo", {"size": len(what), "fallback": why}) for n in what}
+
+    def _run_group(self, problem: Problem, members: list[tuple[int, str]]) -> dict[int, Any]:
+        """Simulate `members` together; a compile error named in one candidate's code sends it alone and the
+        rest try again (at most 3 compiles); any other failure sends them all alone."""
+        from rewards.verilog.group import build_group_job, culprits, dut_prefix
+        out: dict[int, Any] = {}
+        bench, c = self._group_bench(problem), self.config
+        size = len(members)
+        for _attempt in range(3):
+            if len(members) < 2:
+                break
+            t0 = time.perf_counter()
+            job = build_group_job(bench, [code for _, code in members], c.iverilog_flags, c.vvp_flags, self.tools)
+            res, compile_rc, compile_log = self._run_in_workdir(job.files, job.argv)
+            if compile_rc is not None and compile_rc != 0:
+                bad = culprits(compile_log, len(members), dut_prefix(bench.testbench) or "")
+                if bad is None or len(bad) == len(members):
+                    break
+                why = f"the group's compile failed on this candidate: {first_compile_error(compile_log)}"
+                out.update((members[k][0], ("solo", {"size": size, "fallback": why})) for k in sorted(bad))
+                members = [m for k, m in enumerate(members) if k not in bad]
+                continue
+            why = _group_failure(res, compile_rc, job.tags, c.time_limit_s)
+            if why:
+                return {**out, **{n: ("solo", {"size": len(members), "fallback": why}) for n, _ in members}}
+            share = round((time.perf_counter() - t0) / len(members), 4)
+            for (n, _code), tag in zip(members, job.tags, strict=True):
+                score = replace(self._interpret(problem, res, compile_rc, compile_log, tag), time_s=share,
+                                group={"size": len(members), "fallback": None})
+                needs_formal = score.stage == "pass" and self.formal_mode(problem) != "off"
+                out[n] = ("formal", score) if needs_formal else score
+            return out
+        why = "the group's compile failed" + ("" if len(members) > 1 else " on the other candidates")
+        return {**out, **{n: ("solo", {"size": size, "fallback": why}) for n, _ in members}}
+
+    def _run_later(self, jobs: list[tuple[Problem, str]], item: tuple[str, int, Any]) -> VerilogScore:
+        """A group member's second round: alone after its group failed, or the formal check of its pass."""
+        kind, n, what = item
+        prob, code = jobs[n]
+        if kind == "solo":
+            return replace(self._score_code(prob, code, checked=True), group=what)
+        t0 = time.perf_counter()
+        score = self._guarded(prob, lambda: self._confirm(prob, code, what))
+        return replace(score, time_s=round(what.time_s + time.perf_counter() - t0, 4))
 
     def formal_mode(self, problem: Problem) -> str:
         """`config.formal` for this problem: auto is confirm where earl wrote the bench (reference-only)."""
@@ -490,6 +667,18 @@ def forbidden_constructs(code: str, forbidden: Sequence[str]) -> list[str]:
     outside comments and strings."""
     clean = _blank_strings(strip_comments(code))
     return [f for f in forbidden if re.search(re.escape(f) + r"(?![\w$])", clean)]
+
+
+def _group_failure(res: Any, compile_rc: int | None, tags: Sequence[str], limit: float) -> str | None:
+    """Why a group simulation's output cannot be read candidate by candidate (None: it can)."""
+    if compile_rc is None:
+        return f"the group's sandbox failed before compiling ({res.verdict})"
+    if not res.ok:
+        return f"the group's simulation stopped: {_limit_text(res, limit)}"
+    missing = [k for k, tag in enumerate(tags) if not parse_verdict(res.stdout, tag).found]
+    if missing:
+        return f"the group's simulation printed no verdict for candidate(s) {missing[:5]}"
+    return None
 
 
 def _read_int(path: Path) -> int | None:

@@ -1,0 +1,268 @@
+"""Group simulation (rewards.verilog.group): a problem's distinct candidates share one compile and one
+simulation where earl wrote the bench, and every candidate gets exactly what it gets scored one by one.
+
+Must show: equal results on mixed batches (correct, wrong, partially right, non-compiling, port mismatch,
+duplicate, hostile, hanging) for generated tasks and reference-only problems; the fall-back paths (a compile
+error named in one candidate, one named in none, a hang, candidates that may not join) say so in `group`;
+a hung candidate does not cost the others their score or their own time limit.
+"""
+from __future__ import annotations
+
+import re
+import shutil
+from dataclasses import replace
+
+import pytest
+from conftest_verilog import hostile_candidates
+
+from pipelines.tasks.rtlgen import generate
+from rewards.verilog import group
+from rewards.verilog.problems import Problem
+from rewards.verilog.reward import VerilogReward, VerilogRewardConfig
+
+pytestmark = pytest.mark.skipif(shutil.which("iverilog") is None or shutil.which("yosys") is None,
+                                reason="iverilog and yosys needed")
+
+HANG = "  reg hang_x = 0;\n  initial forever hang_x = ~hang_x;\n"
+ZERO = Problem(id="zero", spec="", reference="module RefModule(output zero);\n  assign zero = 1'b0;\nendmodule\n")
+
+
+def _pick(family: str, variant: str, reference_only: bool = False) -> Problem:
+    for p in generate(300, seed=21, families=[family], reference_only=reference_only):
+        if re.search(variant, p.meta["variant"]):
+            return p
+    raise AssertionError(f"no {family}/{variant}")
+
+
+def _before_end(code: str, text: str) -> str:
+    head, _, tail = code.rpartition("endmodule")
+    return head + text + "endmodule" + tail
+
+
+def _mixed(problem: Problem, mutate) -> dict[str, str]:
+    """One candidate of each kind for `problem` (its solution, a mutant of it, broken ones)."""
+    sol = problem.meta["solution"]
+    return {
+        "correct": sol,
+        "correct_helper_a": sol + "module Helper(input x, output y);\n  assign y = x;\nendmodule\n",
+        "correct_helper_b": sol + "module Helper(input x, output y);\n  assign y = ~x;\nendmodule\n",
+        "duplicate": "// the same again\n" + sol,
+        "timescale": "`timescale 1ns/1ps\n" + sol,
+        "wrong": mutate(sol),
+        "wrong_duplicate": mutate(sol) + "\n\n",
+        "elaboration_error": _before_end(sol, "  wire never = undeclared_q;\n"),
+        "syntax_error": sol.replace(";", "", 1),
+        "port_mismatch": "module TopModule(input a, output b);\n  assign b = a;\nendmodule\n",
+        "random": _before_end(sol, "  integer r;\n  initial r = $random;\n"),
+        "bench_module": sol + "module RefModule(output o);\n  assign o = 1'b0;\nendmodule\n",
+        "define": "`define NOT_USED 1\n" + sol,
+    }
+
+
+def _score(problems, completions, **config):
+    reward = VerilogReward(time_limit_s=config.pop("time_limit_s", 10), workers=2, formal=config.pop("formal", "off"),
+                           **config)
+    try:
+        return reward.score_batch(problems, completions)
+    finally:
+        reward.close()
+
+
+def _same(a, b) -> dict:
+    """Detail records without what differs between any two runs (times, formal's cache) and the group note."""
+    da, db = a.to_dict(), b.to_dict()
+    for d in (da, db):
+        d.pop("time_s")
+        d.pop("group")
+        for k in ("wall_s", "cached"):
+            (d["formal_detail"] or {}).pop(k, None)
+    assert da == db
+    return db
+
+
+def _both(problems, completions, **config):
+    alone = _score(problems, completions, group_simulation=False, **config)
+    grouped = _score(problems, completions, **config)
+    for a, g in zip(alone, grouped, strict=True):
+        _same(a, g)
+        assert a.group is None
+    return alone, grouped
+
+
+def _batch(*cases: tuple[Problem, dict[str, str]]):
+    problems, completions, names = [], [], []
+    for problem, cands in cases:
+        for name, code in cands.items():
+            problems.append(problem)
+            completions.append(f"```verilog\n{code}```")
+            names.append(f"{problem.id}:{name}")
+    return problems, completions, names
+
+
+# --------------------------------------------------------------------------- equality on mixed batches
+
+@pytest.mark.slow
+@pytest.mark.parametrize("reference_only", [False, True], ids=["generated-bench", "reference-only"])
+def test_group_equals_one_by_one_on_mixed_batches(reference_only):
+    bitwise = _pick("bitwise", r"^and2$", reference_only)
+    counter = _pick("counter", r"_async$", reference_only)
+    problems, completions, names = _batch(
+        (bitwise, _mixed(bitwise, lambda s: s.replace(" & ", " | "))),
+        (counter, _mixed(counter, lambda s: re.sub(r" or posedge \w+\)", ")", s))))
+    _, grouped = _both(problems, completions)
+    by = dict(zip(names, grouped, strict=True))
+    for p in (bitwise, counter):
+        assert by[f"{p.id}:correct"].passed and by[f"{p.id}:correct_helper_b"].passed
+        assert by[f"{p.id}:correct"].group == {"size": 4, "fallback": None}   # correct x3, wrong
+        assert by[f"{p.id}:timescale"].group is None                  # alone in its own directive group
+        assert by[f"{p.id}:duplicate"].cache_hit and by[f"{p.id}:wrong_duplicate"].cache_hit
+        wrong = by[f"{p.id}:wrong"]
+        assert wrong.stage == "simulate" and 0 < wrong.mismatches < wrong.samples
+        assert by[f"{p.id}:elaboration_error"].stage == "syntax"
+        assert "compile failed on this candidate" in by[f"{p.id}:elaboration_error"].group["fallback"]
+        assert by[f"{p.id}:random"].group["fallback"] == "scored alone: uses $random"
+        assert "RefModule" in by[f"{p.id}:bench_module"].group["fallback"]
+        assert by[f"{p.id}:bench_module"].stage == "syntax"           # alone too: RefModule declared twice
+        assert by[f"{p.id}:define"].group["fallback"] == "scored alone: uses `define"
+    assert by[f"{bitwise.id}:port_mismatch"].stage == "syntax"
+
+
+@pytest.mark.slow
+def test_hostile_candidates_score_as_one_by_one():
+    hostile = {k: v.split("```verilog\n", 1)[1].rsplit("```", 1)[0] for k, v in hostile_candidates("earl_grp").items()}
+    cands = {"good": "module TopModule(output zero);\n  assign zero = 1'b0;\nendmodule\n",
+             "wrong": "module TopModule(output zero);\n  assign zero = 1'b1;\nendmodule\n", **hostile}
+    problems, completions, names = _batch((ZERO, cands))
+    _, grouped = _both(problems, completions, time_limit_s=2)
+    by = dict(zip(names, grouped, strict=True))
+    assert by["zero:good"].passed and by["zero:wrong"].stage == "simulate"
+    assert by["zero:fopen_absolute"].stage == "none"         # forbidden: decided before any group
+    assert by["zero:zero_delay_forever"].stage == "compile" and "time limit" in by["zero:zero_delay_forever"].reason
+
+
+# --------------------------------------------------------------------------- fall-backs
+
+def test_a_hung_candidate_costs_the_others_neither_score_nor_limit():
+    """The group runs under one candidate's limit; when it hangs, every member runs alone with its own."""
+    p = _pick("mux2", r"ab", reference_only=True)
+    sol = p.meta["solution"]
+    cands = {"good": sol, "wrong": re.sub(r"\? (\w+) : (\w+);", r"? \2 : \1;", sol), "hang": _before_end(sol, HANG)}
+    problems, completions, names = _batch((p, cands))
+    _, grouped = _both(problems, completions, time_limit_s=2)
+    by = dict(zip(names, grouped, strict=True))
+    assert by[f"{p.id}:good"].passed and by[f"{p.id}:wrong"].stage == "simulate"
+    hang = by[f"{p.id}:hang"]
+    assert hang.stage == "compile" and hang.reason == "simulation stopped: time limit 2 s exceeded"
+    for s in grouped:
+        assert s.group == {"size": 3, "fallback": "the group's simulation stopped: time limit 2 s exceeded"}
+    assert by[f"{p.id}:good"].time_s < 2          # its own run, under its own limit
+
+
+def test_compile_error_named_in_no_candidate_scores_all_alone(monkeypatch):
+    monkeypatch.setattr(group, "culprits", lambda *a: None)
+    p = _pick("not", r"plain")
+    cands = {"good": p.meta["solution"], "broken": _before_end(p.meta["solution"], "  wire w = nope;\n"),
+             "wrong": p.meta["solution"].replace("= ~", "= ")}
+    problems, completions, _ = _batch((p, cands))
+    _, grouped = _both(problems, completions)
+    assert [s.group for s in grouped] == [{"size": 3, "fallback": "the group's compile failed"}] * 3
+    assert [s.stage for s in grouped] == ["pass", "syntax", "simulate"]
+
+
+def test_group_of_one_left_after_compile_errors_runs_alone():
+    p = _pick("not", r"plain")
+    sol = p.meta["solution"]
+    cands = {"good": sol, "broken_a": _before_end(sol, "  wire w = nope;\n"),
+             "broken_b": _before_end(sol, "  wire w = nada;\n")}
+    problems, completions, _ = _batch((p, cands))
+    _, grouped = _both(problems, completions)
+    assert grouped[0].passed and "on the other candidates" in grouped[0].group["fallback"]
+    assert all("on this candidate" in s.group["fallback"] for s in grouped[1:])
+
+
+def test_formal_confirmation_of_group_passes():
+    """Reference-only problems: formal auto confirms passes, after the group simulation."""
+    p = _pick("adder", r"ci0co0", reference_only=True)
+    sol = p.meta["solution"]
+    cands = {"a": sol, "b": sol.replace("assign", "wire unused_w = 1'b0;\nassign", 1),
+             "wrong": sol.replace(" + ", " - ")}
+    problems, completions, _ = _batch((p, cands))
+    _, grouped = _both(problems, completions, formal="auto")
+    assert [s.formal for s in grouped] == ["equivalent", "equivalent", None]
+    assert grouped[0].group == {"size": 3, "fallback": None}
+
+
+def test_group_size_splits_evenly():
+    p = _pick("not", r"plain")
+    sol = p.meta["solution"]
+    cands = {f"v{k}": sol.replace("assign", f"wire unused_{k} = 1'b0;\nassign", 1) for k in range(5)}
+    problems, completions, _ = _batch((p, cands))
+    scores = _score(problems, completions, group_size=3)
+    assert sorted(s.group["size"] for s in scores) == [2, 2, 3, 3, 3] and all(s.passed for s in scores)
+
+
+def test_off_switch_and_config_errors():
+    p = _pick("not", r"plain")
+    sol = p.meta["solution"]
+    scores = _score([p, p], [sol, sol.replace("= ~", "= ")], group_simulation=False)
+    assert [s.group for s in scores] == [None, None]
+    with pytest.raises(ValueError, match="group_size"):
+        VerilogRewardConfig(group_size=1)
+    with pytest.raises(TypeError, match="unknown option"):
+        VerilogRewardConfig.from_kwargs(group=True)
+
+
+def test_hand_written_benches_are_not_grouped(verilog_eval_dir):
+    from rewards.verilog.loaders import load_problems
+    p = load_problems(verilog_eval_dir)[0]
+    sol = re.sub(r"\bRefModule\b", "TopModule", p.reference)
+    scores = _score([p, p], [sol, sol + "\n// v\nmodule X(); endmodule\n"])
+    assert [s.group for s in scores] == [None, None] and all(s.passed for s in scores)
+
+
+# --------------------------------------------------------------------------- the protocol
+
+def test_expand_writes_one_part_per_candidate():
+    bench = (f"{group.group_header('d_')}\nmodule tb;\n  wire x;\n  wire d_y;  {group.PER_DUT}\n"
+             f"  Top d_inst (.y(d_y));  {group.PER_DUT}\n  initial begin\n  {group.BLOCK_BEGIN}\n"
+             f'    $display("y=%b", d_y);\n  {group.BLOCK_END}\n  end\nendmodule\n')
+    out = group.expand(bench, "Top", [("__earl_g0_Top", "@@A@@"), ("__earl_g1_Top", "@@B@@")])
+    assert "__earl_g0_Top d_g0_inst (.y(d_g0_y));" in out and "__earl_g1_Top d_g1_inst (.y(d_g1_y));" in out
+    assert '$display("@@A@@y=%b", d_g0_y);' in out and '$display("@@B@@y=%b", d_g1_y);' in out
+    assert "  wire x;" in out and out.count("wire x") == 1
+    with pytest.raises(ValueError, match="shared line prints"):
+        group.expand(bench.replace("  wire x;", '  initial $display("shared");'), "Top", [("T", "@@A@@")])
+
+
+def test_generated_benches_are_group_capable():
+    assert group.dut_prefix(generate(1, seed=0)[0].testbench) == "tb_dut_"
+    from rewards.verilog.equivbench import equivalence_bench
+    assert group.dut_prefix(equivalence_bench(replace(ZERO, id="zero-cap")).text) == "__eb_d_"
+
+
+@pytest.mark.parametrize("code, why", [
+    ("module TopModule(output y); assign y = 1'b0; endmodule", None),
+    ("`timescale 1ns/1ps\nmodule TopModule(output y); assign y = 1'b0; endmodule", None),
+    ("module TopModule(output y); initial $display(\"$random\"); assign y = 0; endmodule", None),
+    ("module TopModule(output y); wire r = $urandom; assign y = 0; endmodule", "uses $urandom"),
+    ("module TopModule(output y); initial $monitor(y); assign y = 0; endmodule", "uses $monitor"),
+    ("module TopModule(output y); assign y = tb.tb_k; endmodule", "a hierarchical name"),
+    ("module TopModule(output y); assign y = g[0].w; endmodule", "a hierarchical name"),
+    ("module TopModule(output y); assign y = 1.5 > 1; endmodule", None),
+    ("module TopModule(output y); assign y = tb_seed; endmodule", "names the bench's 'tb_seed'"),
+    ("`define W 1\nmodule TopModule(output y); assign y = 0; endmodule", "uses `define"),
+    ("module TopModule(output y); assign y = 0; endmodule\n`timescale 1ns/1ps", "a compiler directive after a module"),
+    ("function f; f = 0; endfunction\nmodule TopModule(output y); assign y = 0; endmodule",
+     "code outside modules ('function')"),
+    ("module TopModule(output y); __earl_g1_X u(); assign y = 0; endmodule", "names __earl_g..."),
+])
+def test_who_may_join_a_group(code, why):
+    reserved = group.bench_names(generate(1, seed=0)[0].testbench, "module RefModule(); endmodule")
+    assert group.solo_reason(code, reserved, "TopModule") == why
+
+
+def test_culprits_name_candidates_by_file_module_or_instance():
+    log = ("cand2.sv:3: error: Unable to bind wire/reg/memory `nope' in `tb.tb_dut_g2__inst'\n"
+           "test.sv:20: error: port ``z'' is not a port of tb_dut_g4__inst.\n2 error(s) during elaboration.\n")
+    assert group.culprits(log, 5, "tb_dut_") == {2, 4}
+    assert group.culprits("test.sv:9: error: something about the bench\n", 5, "tb_dut_") is None
