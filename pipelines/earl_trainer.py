@@ -42,14 +42,15 @@ import json
 import logging
 import os
 import time
-from collections import Counter
-from collections.abc import Sequence
+from collections import Counter, defaultdict
+from collections.abc import Sequence, Sized
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
-from trl import GRPOConfig, GRPOTrainer
+from trl.trainer.grpo_config import GRPOConfig  # what `from trl import ...` lazily resolves to
+from trl.trainer.grpo_trainer import GRPOTrainer
 
 from pipelines import dynamic_sampling as ds
 from pipelines import reward_overlap as ro
@@ -86,6 +87,8 @@ class EARLGRPOTrainer(GRPOTrainer):
     ``reward_overlap`` (score while TRL's no-grad log-prob passes run; False: TRL's order).
     """
 
+    args: GRPOConfig        # transformers' Trainer types it TrainingArguments; GRPOTrainer always holds a GRPOConfig
+
     def __init__(self, model: Any, reward_funcs: Any, args: GRPOConfig | None = None,
                  train_dataset: Any = None, processing_class: Any = None, *,
                  gating: GatingConfig | dict | None = None, reward_weights: Sequence[float] | None = None,
@@ -108,8 +111,8 @@ class EARLGRPOTrainer(GRPOTrainer):
         self._earl_logps: torch.Tensor | None = None
         self._earl_entropies: torch.Tensor | None = None
         self._earl_gate: torch.Tensor | None = None
-        self._token_seen: Counter = Counter()
-        self._token_kept: Counter = Counter()
+        self._token_seen: Counter[int] = Counter()     # token id -> completion tokens seen / kept by the gate
+        self._token_kept: Counter[int] = Counter()
         self.last_top_gated_tokens: list[dict] = []
         self.dynamic_round = 0                    # generation round within the current batch (data order log)
         self.last_batch_plan: ds.BatchPlan | None = None
@@ -118,21 +121,45 @@ class EARLGRPOTrainer(GRPOTrainer):
         self._refill: ds.RefillStream | None = None
         if self.dynamic_sampling.enabled:
             self._check_dynamic_sampling()
-            self._refill = ds.RefillStream(len(self.train_dataset), self.args.seed)
+            dataset = cast(Sized, self.train_dataset)       # map-style: _check_dynamic_sampling says so
+            self._refill = ds.RefillStream(len(dataset), self.args.seed)
         self._prefetch: ro.RewardPrefetch | None = None
         if reward_overlap and self.environment_factories is None and not self.tools:
             self._prefetch = ro.RewardPrefetch(self.reward_funcs)
         self._round_inputs: list[dict] | None = None     # the round's rows, for the rewards' columns
-        self._timing: Counter = Counter()                # seconds within the current generation batch
+        self._timing: defaultdict[str, float] = defaultdict(float)   # seconds within the current generation batch
+
+    # ---- TRL's attributes, as this trainer relies on them -------------------------------------------------
+    @property
+    def _training(self) -> bool:
+        """Is the policy in train mode (a training step, not an evaluation)?"""
+        assert self.model is not None           # GRPOTrainer requires a model (no model_init)
+        return self.model.training
+
+    @property
+    def _group_size(self) -> int:
+        """num_generations (G): GRPOConfig.__post_init__ has divided the generation batch by it."""
+        assert self.num_generations is not None
+        return self.num_generations
+
+    @property
+    def _per_rank_samples(self) -> int:
+        """Completions per rank in one generation batch (GRPOConfig.__post_init__ sets steps_per_generation)."""
+        assert self.args.steps_per_generation is not None
+        return self.args.per_device_train_batch_size * self.args.steps_per_generation
+
+    def _reduce_sum(self, tensor: torch.Tensor) -> torch.Tensor:
+        """`tensor` summed over the ranks (accelerate's reduce returns the type it was given)."""
+        return cast(torch.Tensor, self.accelerator.reduce(tensor, reduction="sum"))
 
     # ---- advantages: TRL's, negative ones optionally scaled; dynamic sampling around it ---------------
     def _generate_and_score_completions(self, inputs):
         self._timing.clear()
-        if self.dynamic_sampling.enabled and self.model.training:
+        if self.dynamic_sampling.enabled and self._training:
             out = self._dynamic_batch(inputs)
         else:
             out = self._score_round(inputs)
-        mode = "train" if self.model.training else "eval"
+        mode = "train" if self._training else "eval"
         for name in ("generate", "reward", "reward_wait"):
             self._metrics[mode][f"timing/{name}"].append(self._timing[name])
         return out
@@ -155,11 +182,11 @@ class EARLGRPOTrainer(GRPOTrainer):
     def _check_dynamic_sampling(self) -> None:
         """Fail at construction on setups whose batches dynamic sampling cannot re-assemble exactly."""
         from torch.utils.data import IterableDataset
-        per_rank = self.args.per_device_train_batch_size * self.args.steps_per_generation
+        per_rank = self._per_rank_samples
         problems = []
         if self.train_dataset is None or isinstance(self.train_dataset, IterableDataset):
             problems.append("needs a map-style train_dataset (refill prompts are drawn by index)")
-        if per_rank % self.num_generations:
+        if per_rank % self._group_size:
             problems.append(f"needs whole groups on each rank: per_device_train_batch_size x "
                             f"steps_per_generation ({per_rank}) must be a multiple of num_generations "
                             f"({self.num_generations})")
@@ -175,14 +202,15 @@ class EARLGRPOTrainer(GRPOTrainer):
 
     def _refill_rows(self) -> list[dict]:
         """This rank's rows for one refill round: fresh prompts, each repeated num_generations times."""
-        per_rank = self.args.per_device_train_batch_size * self.args.steps_per_generation
-        prompts = self._refill.take(per_rank * self.accelerator.num_processes // self.num_generations)
-        rows = ds.local_rows(prompts, self.num_generations, self.accelerator.process_index, per_rank)
+        assert self._refill is not None and self.train_dataset is not None     # dynamic sampling is on
+        per_rank, g = self._per_rank_samples, self._group_size
+        prompts = self._refill.take(per_rank * self.accelerator.num_processes // g)
+        rows = ds.local_rows(prompts, g, self.accelerator.process_index, per_rank)
         return [self.train_dataset[i] for i in rows]
 
     def _dynamic_batch(self, inputs: list[dict]) -> dict:
         """Rounds of TRL's generate-and-score until every rank holds its share of informative groups."""
-        cfg, g = self.dynamic_sampling, self.num_generations
+        cfg, g = self.dynamic_sampling, self._group_size
         per_rank, world = len(inputs) // g, self.accelerator.num_processes
         parts: list[dict] = []
         rounds: list[ds.RoundGroups] = []
@@ -191,14 +219,16 @@ class EARLGRPOTrainer(GRPOTrainer):
             out = self._score_round(inputs if r == 0 else self._refill_rows())
             ds.check_keys(out)
             parts.append(out)
+            assert self._ds_rewards is not None      # kept by _calculate_rewards during the round
             rounds.append(ds.classify_round(self._ds_rewards, self._ds_passed, g, cfg.metric))
             if ds.ranks_full(rounds, world, per_rank):
                 break
         self.dynamic_round = 0
         plan = ds.plan_batch(rounds, world, per_rank)
-        batch = ds.assemble(parts, plan.picks[self.accelerator.process_index], g, self._tokenizer.pad_token_id)
+        pad_token_id = cast(int, self._tokenizer.pad_token_id)    # GRPOTrainer set a pad token (EOS if none)
+        batch = ds.assemble(parts, plan.picks[self.accelerator.process_index], g, pad_token_id)
         mask = batch["completion_mask"] * batch["tool_mask"] if "tool_mask" in batch else batch["completion_mask"]
-        batch["num_items_in_batch"] = self.accelerator.gather(mask.sum()).sum()
+        batch["num_items_in_batch"] = cast(torch.Tensor, self.accelerator.gather(mask.sum())).sum()
         self._log_batch_plan(plan)
         return batch
 
@@ -291,9 +321,9 @@ class EARLGRPOTrainer(GRPOTrainer):
         if "tool_mask" in inputs:
             mask = mask * inputs["tool_mask"]
         gate = self._earl_gate if self._earl_gate is not None else mask.bool()
-        totals = self.accelerator.reduce(gate_stats(entropies, mask, gate), reduction="sum").tolist()
+        totals = self._reduce_sum(gate_stats(entropies, mask, gate)).tolist()
         stats = GateStats(*totals)
-        mode = "train" if self.model.training else "eval"
+        mode = "train" if self._training else "eval"
         m = self._metrics[mode]
         m["earl/entropy_mean"].append(stats.mean_entropy)
         m["earl/gated_fraction"].append(stats.gated_fraction)
@@ -324,6 +354,7 @@ class EARLGRPOTrainer(GRPOTrainer):
             rewards = super()._calculate_rewards(inputs, prompts, completions, completion_ids_list)
             self._timing["reward"] += time.perf_counter() - t0
             return rewards
+        assert self._prefetch is not None          # `pending` came from it
         funcs = self.reward_funcs
         self.reward_funcs = self._prefetch.serving(pending)
         try:
@@ -338,7 +369,7 @@ class EARLGRPOTrainer(GRPOTrainer):
         rewards = self._collect_rewards(inputs, prompts, completions, completion_ids_list)
         self._timing["reward_wait"] += time.perf_counter() - t0
         self._log_reward_stages(len(completions))
-        if self.dynamic_sampling.enabled and self.model.training:
+        if self.dynamic_sampling.enabled and self._training:
             self._keep_round_values(rewards, len(completions))
         return rewards
 
@@ -346,7 +377,7 @@ class EARLGRPOTrainer(GRPOTrainer):
         """Fraction of completions per stage and pass rate, for each reward that declares its stage
         vocabulary (``stages``, in order of progress, the last one = pass) and left one `Score` per
         completion (``last_scores``, read through rewards.base.scores_of)."""
-        mode = "train" if self.model.training else "eval"
+        mode = "train" if self._training else "eval"
         for func, name in zip(self.reward_funcs, self.reward_func_names, strict=True):
             stages = stages_of(func)
             if not stages:                                 # the same on every rank: no collective skipped
@@ -354,7 +385,7 @@ class EARLGRPOTrainer(GRPOTrainer):
             counts = torch.zeros(len(stages) + 1)          # last slot: unknown stage names
             for s in scores_of(func, n) or []:             # stale or failed calls count nothing
                 counts[stages.index(s.stage) if s.stage in stages else len(stages)] += 1
-            counts = self.accelerator.reduce(counts.to(self.accelerator.device), reduction="sum").cpu()
+            counts = self._reduce_sum(counts.to(self.accelerator.device)).cpu()
             total = float(counts.sum())
             if total == 0:
                 continue
@@ -373,7 +404,7 @@ class EARLGRPOTrainer(GRPOTrainer):
         return rows
 
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
-        if self.model.training and self._token_kept:
+        if self._training and self._token_kept:
             self.last_top_gated_tokens = self.top_gated_tokens()
             self._token_seen.clear()
             self._token_kept.clear()

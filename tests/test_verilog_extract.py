@@ -7,17 +7,17 @@ from rewards.verilog.cache import EquivalenceCache, cache_key
 from rewards.verilog.extract import (
     completion_text,
     extract_code,
+    instantiated_modules,
     module_names,
     normalize,
     rename_module,
+    root_modules,
     strip_comments,
     strip_wrappers,
 )
 from rewards.verilog.harness import (
     first_compile_error,
-    instantiated_modules,
     parse_verdict,
-    root_modules,
     tag_testbench,
 )
 from rewards.verilog.problems import Problem

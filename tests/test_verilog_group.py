@@ -13,12 +13,12 @@ import shutil
 from dataclasses import replace
 
 import pytest
-from conftest_verilog import hostile_candidates
 
 from pipelines.tasks.rtlgen import generate
 from rewards.verilog import group
 from rewards.verilog.problems import Problem
 from rewards.verilog.reward import VerilogReward, VerilogRewardConfig
+from tests.helpers.verilog_mutants import hostile_candidates
 
 pytestmark = pytest.mark.skipif(shutil.which("iverilog") is None or shutil.which("yosys") is None,
                                 reason="iverilog and yosys needed")

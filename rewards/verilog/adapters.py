@@ -21,8 +21,8 @@ from collections.abc import Callable
 from typing import Any
 
 from rewards.safepickle import UnsafePickle, loads_plain
-from rewards.verilog.extract import extract_code, module_names
-from rewards.verilog.harness import instantiated_modules, root_modules, vector_output_file
+from rewards.verilog.extract import extract_code, instantiated_modules, module_names, root_modules
+from rewards.verilog.harness import vector_output_file
 from rewards.verilog.problems import Problem
 
 

@@ -28,9 +28,17 @@ from collections import OrderedDict
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from rewards.verilog.extract import module_names, rename_modules
-from rewards.verilog.group import BLOCK_BEGIN, BLOCK_END, PER_DUT, group_header
+from rewards.verilog.extract import (
+    BLOCK_BEGIN,
+    BLOCK_END,
+    PER_DUT,
+    group_header,
+    module_names,
+    rename_modules,
+    root_modules,
+)
 from rewards.verilog.problems import Problem
+from sandboxes.limits import Backend
 
 BENCH_TOP = "__eb_tb"
 REF_PREFIX = "__eb_ref_"
@@ -68,6 +76,13 @@ class Interface:
     def port(self, name: str) -> Port | None:
         return next((p for p in self.ports if p.name == name), None)
 
+    def port_named(self, name: str) -> Port:
+        """The port `name`, which the caller knows is there."""
+        port = self.port(name)
+        if port is None:
+            raise KeyError(f"module {self.module!r} has no port {name!r}")
+        return port
+
     @property
     def inputs(self) -> list[Port]:
         return [p for p in self.ports if p.direction == "input"]
@@ -95,8 +110,8 @@ def module_interface(source: str, module: str) -> Interface | None:
         t = p.type
         if not t.isIntegral:
             raise UnsupportedReference(f"port {p.name!r} has non-integral type {t} (unpacked array, real, ...)")
-        ports.append(Port(p.name, _DIRECTIONS.get(p.direction.name, p.direction.name.lower()),
-                          int(t.bitWidth), bool(t.isSigned)))
+        direction: str = p.direction.name          # pyslang's ArgumentDirection: In, Out, InOut, Ref
+        ports.append(Port(p.name, _DIRECTIONS.get(direction, direction.lower()), int(t.bitWidth), bool(t.isSigned)))
     params = {m.name: str(m.value) for m in inst.body
               if m.kind == SymbolKind.Parameter and not m.isLocalParam}
     return Interface(module, ports, params)
@@ -118,14 +133,14 @@ def port_mismatch(reference: Interface, candidate_code: str, top: str) -> str | 
     ref_names, cand_names = [p.name for p in reference.ports], [p.name for p in cand.ports]
     missing = [n for n in ref_names if n not in cand_names]
     if missing:
-        p = reference.port(missing[0])
+        p = reference.port_named(missing[0])
         return f"candidate lacks port {p.name!r} ({p.describe()})" + _more(missing)
     extra = [n for n in cand_names if n not in ref_names]
     if extra:
-        p = cand.port(extra[0])
+        p = cand.port_named(extra[0])
         return f"candidate has extra port {p.name!r} ({p.describe()})" + _more(extra)
     for r in reference.ports:
-        c = cand.port(r.name)
+        c = cand.port_named(r.name)      # no port is missing
         if (c.direction, c.width) != (r.direction, r.width):
             return f"port {r.name!r}: reference {r.describe()}, candidate {c.describe()}"
     return None
@@ -175,7 +190,7 @@ def _yosys_friendly(source: str) -> str:
     return re.sub(r"\balways_ff\b", "always", source)
 
 
-def yosys_netlist(source: str, module: str, backend: str = "auto") -> dict[str, Any]:
+def yosys_netlist(source: str, module: str, backend: Backend = "auto") -> dict[str, Any]:
     """The flattened module after proc/memory/opt_dff as yosys JSON (run in the project sandbox)."""
     from rewards.verilog.formal import FormalConfig, _yosys_error, sandbox_runner
 
@@ -388,7 +403,7 @@ def _main(iface: Interface, clk: Clocking, sig: dict[str, str], cycles: int) -> 
     verdict = [f'    $display("Mismatches: %0d in %0d samples", {DUT_PREFIX}errors, __eb_samples);  {PER_DUT}',
                "    $finish;", "  end"]
     step = f"if (__eb_cycle % {SEGMENT} == 0) __eb_modes;"
-    if not clk.clocked:
+    if clk.clock is None:       # not clk.clocked
         driven = _driven(iface, clk)
         bits = sum(p.width for p in driven)
         if not bits:
@@ -430,8 +445,6 @@ def _main(iface: Interface, clk: Clocking, sig: dict[str, str], cycles: int) -> 
 
 def reference_top(problem: Problem) -> str:
     """The reference's top module: ref_module, else top_module, else its only root module."""
-    from rewards.verilog.harness import root_modules
-
     names = module_names(problem.reference or "")
     for want in (problem.ref_module, problem.top_module):
         if want in names:
@@ -442,7 +455,7 @@ def reference_top(problem: Problem) -> str:
     raise UnsupportedReference(f"cannot tell the reference's top module among {names or 'no modules'}")
 
 
-def build_equiv_bench(problem: Problem, cycles: int = DEFAULT_CYCLES, backend: str = "auto") -> EquivBench:
+def build_equiv_bench(problem: Problem, cycles: int = DEFAULT_CYCLES, backend: Backend = "auto") -> EquivBench:
     """Analyse the reference and write its bench (uncached; `equivalence_bench` caches)."""
     if not problem.reference:
         raise UnsupportedReference("the problem has neither a testbench nor a reference")
@@ -471,7 +484,7 @@ _BUILDING: dict[tuple, threading.Lock] = {}      # one build per key while a bat
 _CACHE_SIZE = 4096
 
 
-def equivalence_bench(problem: Problem, cycles: int = DEFAULT_CYCLES, backend: str = "auto") -> EquivBench:
+def equivalence_bench(problem: Problem, cycles: int = DEFAULT_CYCLES, backend: Backend = "auto") -> EquivBench:
     """The bench for a reference-only problem, generated once per (id, reference, names, cycles);
     raises `UnsupportedReference` (also cached) when the reference cannot be benched."""
     ref_hash = hashlib.sha256((problem.reference or "").encode("utf-8", "surrogatepass")).hexdigest()
@@ -495,10 +508,11 @@ def equivalence_bench(problem: Problem, cycles: int = DEFAULT_CYCLES, backend: s
                         _CACHE.popitem(last=False)
     if isinstance(hit, UnsupportedReference):
         raise hit
+    assert hit is not None      # found in the cache, or built above
     return hit
 
 
-def with_equiv_bench(problem: Problem, cycles: int = DEFAULT_CYCLES, backend: str = "auto") -> Problem:
+def with_equiv_bench(problem: Problem, cycles: int = DEFAULT_CYCLES, backend: Backend = "auto") -> Problem:
     """The problem as a VerilogEval-style one whose testbench is the generated bench."""
     bench = equivalence_bench(problem, cycles, backend)
     return replace(problem, testbench=bench.text, reference=bench.reference, ref_module=bench.ref_module,

@@ -109,6 +109,51 @@ def rename_modules(code: str, mapping: dict[str, str]) -> str:
                    for kind, text in _scan(code))
 
 
+_KEYWORDS = frozenset([
+    "module", "macromodule", "endmodule", "function", "endfunction", "task", "endtask", "if", "else", "for",
+    "while", "case", "casez", "casex", "begin", "end", "always", "always_ff", "always_comb", "always_latch",
+    "initial", "final", "assign", "wire", "reg", "logic", "bit", "integer", "real", "input", "output", "inout",
+    "parameter", "localparam", "genvar", "generate", "endgenerate", "return", "repeat", "forever", "posedge",
+    "negedge", "and", "or", "not", "nand", "nor", "xor", "xnor", "buf", "bufif0", "bufif1", "notif0", "notif1",
+    "pullup", "pulldown", "default", "typedef", "struct", "enum", "int", "byte", "shortint", "longint", "wait",
+    "fork", "join", "disable", "force", "release", "deassign", "tri", "supply0", "supply1"
+])
+_INSTANCE = re.compile(
+    r"(?m)^[ \t]*([A-Za-z_][\w$]*)(?![\w$])\s*(?:#\s*\((?:[^()]|\([^()]*\))*\)\s*)?"
+    r"([A-Za-z_][\w$]*)(?![\w$])\s*(?:\[[^\]]*\]\s*)?\(")
+
+
+def instantiated_modules(code: str) -> list[str]:
+    """Module names instantiated in `code` (a regex heuristic good enough for testbenches)."""
+    clean = _blank_strings(strip_comments(code))
+    seen: list[str] = []
+    for mod, inst in _INSTANCE.findall(clean):
+        if mod not in _KEYWORDS and inst not in _KEYWORDS and mod not in seen:
+            seen.append(mod)
+    return seen
+
+
+def root_modules(code: str) -> list[str]:
+    """Declared modules that no other module in `code` instantiates."""
+    used = set(instantiated_modules(code))
+    return [m for m in module_names(code) if m not in used]
+
+
+# ---------------------------------------------------------------------------- group-capable benches
+# The markers of the group-bench protocol (`rewards.verilog.group` explains it), kept here with the other
+# plain text helpers so that bench writers (`rewards.verilog.equivbench`, `pipelines.tasks.rtlgen`) need
+# not import the group machinery, which builds on `rewards.verilog.harness`.
+
+GROUP_HEADER = "// earl group bench: per-candidate names start with "
+PER_DUT = "// @dut"
+BLOCK_BEGIN, BLOCK_END = "// @dut {", "// @dut }"
+
+
+def group_header(prefix: str) -> str:
+    """The first line of a group-capable bench."""
+    return GROUP_HEADER + prefix
+
+
 # ---------------------------------------------------------------------------- comments and whitespace
 
 def _scan(code: str):

@@ -29,11 +29,18 @@ import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from rewards.verilog.extract import _blank_strings, module_names, rename_modules, strip_comments
+from rewards.verilog.extract import (
+    BLOCK_BEGIN,
+    BLOCK_END,
+    GROUP_HEADER,
+    PER_DUT,
+    _blank_strings,
+    module_names,
+    rename_modules,
+    strip_comments,
+)
+from rewards.verilog.extract import group_header as group_header  # re-exported: the protocol's header line
 
-GROUP_HEADER = "// earl group bench: per-candidate names start with "
-PER_DUT = "// @dut"
-BLOCK_BEGIN, BLOCK_END = "// @dut {", "// @dut }"
 CANDIDATE_PREFIX = "__earl_g"          # candidate k's modules: __earl_g<k>_<name>
 
 # System tasks and functions that read or write nothing outside the candidate (output only goes to stdout,
@@ -61,11 +68,6 @@ _NOT_NAMES = frozenset([
     "casez", "casex", "endcase", "default", "task", "endtask", "function", "endfunction", "posedge", "negedge",
     "or", "and", "not", "xor", "generate", "endgenerate", "bit", "byte", "int", "ps", "ns", "us", "ms", "fs",
 ])
-
-
-def group_header(prefix: str) -> str:
-    """The first line of a group-capable bench."""
-    return GROUP_HEADER + prefix
 
 
 def dut_prefix(testbench: str | None) -> str | None:

@@ -23,47 +23,18 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from rewards.verilog.extract import _blank_strings, module_names, strip_comments
+from rewards.verilog.extract import instantiated_modules, root_modules, strip_comments
 from rewards.verilog.problems import Problem
+from sandboxes.limits import Backend
 
 VERILOGEVAL_FLAGS: tuple[str, ...] = ("-Wall", "-Winfloop", "-Wno-timescale", "-g2012")
 COMPILE_FAILED_EXIT = 97          # the shell's exit code when iverilog failed (its log says why)
-
-_KEYWORDS = frozenset([
-    "module", "macromodule", "endmodule", "function", "endfunction", "task", "endtask", "if", "else", "for",
-    "while", "case", "casez", "casex", "begin", "end", "always", "always_ff", "always_comb", "always_latch",
-    "initial", "final", "assign", "wire", "reg", "logic", "bit", "integer", "real", "input", "output", "inout",
-    "parameter", "localparam", "genvar", "generate", "endgenerate", "return", "repeat", "forever", "posedge",
-    "negedge", "and", "or", "not", "nand", "nor", "xor", "xnor", "buf", "bufif0", "bufif1", "notif0", "notif1",
-    "pullup", "pulldown", "default", "typedef", "struct", "enum", "int", "byte", "shortint", "longint", "wait",
-    "fork", "join", "disable", "force", "release", "deassign", "tri", "supply0", "supply1"
-])
-_INSTANCE = re.compile(
-    r"(?m)^[ \t]*([A-Za-z_][\w$]*)(?![\w$])\s*(?:#\s*\((?:[^()]|\([^()]*\))*\)\s*)?"
-    r"([A-Za-z_][\w$]*)(?![\w$])\s*(?:\[[^\]]*\]\s*)?\(")
-
-
-def instantiated_modules(code: str) -> list[str]:
-    """Module names instantiated in `code` (a regex heuristic good enough for testbenches)."""
-    clean = _blank_strings(strip_comments(code))
-    seen: list[str] = []
-    for mod, inst in _INSTANCE.findall(clean):
-        if mod not in _KEYWORDS and inst not in _KEYWORDS and mod not in seen:
-            seen.append(mod)
-    return seen
-
-
-def root_modules(code: str) -> list[str]:
-    """Declared modules that no other module in `code` instantiates."""
-    used = set(instantiated_modules(code))
-    return [m for m in module_names(code) if m not in used]
-
 
 def testbench_top(problem: Problem) -> str:
     """The testbench's top module (`-s` for iverilog): meta['tb_top'], else the root of the bench."""
     if problem.meta.get("tb_top"):
         return str(problem.meta["tb_top"])
-    roots = root_modules(problem.testbench)
+    roots = root_modules(problem.testbench or "")
     if not roots:
         raise ValueError(f"problem {problem.id}: testbench declares no top-level module")
     return "tb" if "tb" in roots else roots[-1]
@@ -103,7 +74,7 @@ def uses_reference(problem: Problem) -> bool:
 
 def build_job(problem: Problem, code: str, flags: tuple[str, ...] = VERILOGEVAL_FLAGS,
               vvp_flags: tuple[str, ...] = ("-n",), tools: Mapping[str, str] | None = None,
-              equiv_cycles: int | None = None, sandbox_backend: str = "auto") -> Job:
+              equiv_cycles: int | None = None, sandbox_backend: Backend = "auto") -> Job:
     """`tools`: the resolved paths of iverilog and vvp (`Sandbox.program`); bare names otherwise.
     A problem without a testbench gets the bench generated from its reference (cached per problem;
     raises equivbench.UnsupportedReference when the reference cannot be benched)."""
@@ -111,6 +82,8 @@ def build_job(problem: Problem, code: str, flags: tuple[str, ...] = VERILOGEVAL_
     if not problem.testbench:
         from rewards.verilog.equivbench import DEFAULT_CYCLES, with_equiv_bench
         problem = with_equiv_bench(problem, equiv_cycles or DEFAULT_CYCLES, sandbox_backend)
+    testbench = problem.testbench
+    assert testbench is not None        # the problem's own, or the one equivbench generated
     tag = new_tag()
     files: dict[str, str] = {}
     for name, text in (problem.files or {}).items():
@@ -122,11 +95,11 @@ def build_job(problem: Problem, code: str, flags: tuple[str, ...] = VERILOGEVAL_
     if problem.harness == "vectors":
         return vectors_job(problem, code, files, tag, flags, vvp_flags, tools)
     if problem.harness == "verilogeval" or uses_reference(problem):
-        sources = {"sample.sv": code, "test.sv": tag_testbench(problem.testbench, tag)}
+        sources = {"sample.sv": code, "test.sv": tag_testbench(testbench, tag)}
         if uses_reference(problem):
             sources["ref.sv"] = problem.reference or ""
     else:   # testbench first so its `timescale also covers the design, as in a VCS run of tb + design
-        sources = {"testbench.v": tag_testbench(problem.testbench, tag), "design.v": code}
+        sources = {"testbench.v": tag_testbench(testbench, tag), "design.v": code}
     files.update(sources)
     compile_cmd = [tools.get("iverilog", "iverilog"), *flags, "-s", testbench_top(problem), "-o", "sim", *sources]
     sim_cmd = [tools.get("vvp", "vvp"), *vvp_flags, "sim"]

@@ -11,8 +11,8 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from rewards.verilog.extract import module_names, rename_module
-from rewards.verilog.harness import instantiated_modules, problem_issue, root_modules
+from rewards.verilog.extract import instantiated_modules, module_names, rename_module, root_modules
+from rewards.verilog.harness import problem_issue
 from rewards.verilog.problems import Problem, read_jsonl
 
 _RTLLM_FIXED = {"design_description.txt", "testbench.v", "makefile", "Makefile"}   # + upstream's VCS makefiles

@@ -25,7 +25,7 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
-from typing import Any, Literal, get_args
+from typing import Any, Literal, TypeVar, get_args
 
 from rewards.base import Score
 from rewards.verilog.cache import EquivalenceCache, cache_key
@@ -43,6 +43,8 @@ from sandboxes.strict import from_dict
 from sandboxes.tools import ToolNotFound, backend_programs, require_programs
 
 log = logging.getLogger(__name__)
+_T = TypeVar("_T")
+_R = TypeVar("_R")
 
 STAGES = ("none", "format", "syntax", "compile", "simulate", "pass")
 FormalMode = Literal["auto", "off", "confirm", "required"]
@@ -320,7 +322,7 @@ class VerilogReward:
         score = self._guarded(problem, lambda: self._compile_and_simulate(problem, code, checked))
         return replace(score, time_s=round(time.perf_counter() - t0, 4))
 
-    def _guarded(self, problem: Problem, fn: Callable[[], VerilogScore]) -> VerilogScore:
+    def _guarded(self, problem: Problem, fn: Callable[[], _R]) -> _R | VerilogScore:
         """fn(), with an unexpected exception turned into an infrastructure error (reward None)."""
         try:
             return fn()
@@ -646,7 +648,7 @@ class VerilogReward:
                 self._formal = FormalChecker(FormalConfig(sandbox_backend=self.config.sandbox_backend))
             return self._formal
 
-    def _map(self, fn: Callable[[Any], VerilogScore], items: list) -> list[VerilogScore]:
+    def _map(self, fn: Callable[[_T], _R], items: Sequence[_T]) -> list[_R]:
         if len(items) <= 1:
             return [fn(it) for it in items]
         with self._lock:
