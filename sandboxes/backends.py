@@ -273,6 +273,28 @@ def bwrap_argv(config: SandboxConfig, limits: SandboxLimits, env: dict[str, str]
     """bwrap command line up to and including `--`; the command follows. `shared_net`: the caller has
     already joined the shared empty network namespace (launch_prefix), so bwrap keeps it. `program`:
     bwrap's path as `find_program` resolved it."""
+    args = bwrap_base(config, int(limits.max_file_mb) * 1024 * 1024, shared_net, program)
+    # bwrap's new root and /dev are uncapped tmpfs: make them read-only (mounts on them stay writable)
+    args += ["--bind", str(work), BOX, "--remount-ro", "/dev", "--remount-ro", "/", "--chdir", BOX,
+             "--clearenv"]
+    for key, value in env.items():
+        args += ["--setenv", key, value]
+    return args + ["--"]
+
+
+def worker_bwrap_argv(config: SandboxConfig, shared_net: bool = False, program: str = "bwrap") -> list[str]:
+    """bwrap command line of a persistent worker (sandboxes/worker.py), up to `--`: the same box as a run's,
+    with an empty /box (each job gets its work dir attached there) and CAP_SYS_ADMIN in the box's user
+    namespace, which the supervisor needs to give each job fresh mount, PID, IPC and UTS namespaces; the
+    job itself then drops into a user namespace of its own, with no capabilities over the box's."""
+    args = bwrap_base(config, 1024 * 1024, shared_net, program)
+    return args + ["--cap-add", "CAP_SYS_ADMIN", "--dir", BOX,
+                   "--remount-ro", "/dev", "--remount-ro", "/", "--chdir", "/", "--clearenv",
+                   "--setenv", "PATH", BASE_PATH, "--"]
+
+
+def bwrap_base(config: SandboxConfig, tmp_bytes: int, shared_net: bool, program: str) -> list[str]:
+    """The bwrap options a run and a worker share: namespaces, uid, the read-only root, /proc, /dev, /tmp."""
     args = [program, "--unshare-all", "--unshare-user", "--uid", str(SANDBOX_UID), "--gid", str(SANDBOX_UID),
             "--die-with-parent", "--new-session", "--cap-drop", "ALL", "--hostname", "sandbox",
             *_root_layout()]
@@ -281,17 +303,12 @@ def bwrap_argv(config: SandboxConfig, limits: SandboxLimits, env: dict[str, str]
         args += ["--ro-bind-try", entry, entry]
     if config.network or shared_net:
         args.append("--share-net")
-    tmp_size = str(int(limits.max_file_mb) * 1024 * 1024)
+    tmp_size = str(tmp_bytes)
     args += ["--proc", "/proc", "--dev", "/dev", "--size", tmp_size, "--tmpfs", "/dev/shm",
              "--size", tmp_size, "--tmpfs", "/tmp"]
     for path in config.ro_binds:
         args += ["--ro-bind", path, path]
-    # bwrap's new root and /dev are uncapped tmpfs: make them read-only (mounts on them stay writable)
-    args += ["--bind", str(work), BOX, "--remount-ro", "/dev", "--remount-ro", "/", "--chdir", BOX,
-             "--clearenv"]
-    for key, value in env.items():
-        args += ["--setenv", key, value]
-    return args + ["--"]
+    return args
 
 
 def unshare_argv(config: SandboxConfig, shared_net: bool = False, program: str = "unshare") -> list[str]:

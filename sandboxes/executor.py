@@ -12,10 +12,11 @@ import selectors
 import signal as signals
 import subprocess
 import time
+import weakref
 from dataclasses import dataclass
 from pathlib import Path
 
-from sandboxes import backends
+from sandboxes import backends, worker
 from sandboxes.backends import BASE_PATH, BOX
 from sandboxes.limits import SandboxConfig, SandboxLimits
 from sandboxes.tools import ToolNotFound, find_program, require_programs, search_path
@@ -254,6 +255,21 @@ class Sandbox:
         self._helpers: dict[str, str] = {}
         self._programs: dict[tuple[str, str], str] = {}
         self._helper()
+        self._workers = self._worker_set()
+        if self._workers is not None:
+            weakref.finalize(self, self._workers.close)
+
+    def _worker_set(self) -> worker.WorkerSet | None:
+        """Persistent workers for this sandbox, when configured and applicable (bwrap, no private loopback)."""
+        if not (self.config.persistent and self.backend == "bwrap" and not self.config.private_loopback):
+            return None
+        python = self.config.worker_python or find_program("python3", roots=("/usr", *backends.TOP_DIRS))
+        return worker.WorkerSet(self.config, self._helper(), python)
+
+    def close(self) -> None:
+        """Stop this sandbox's persistent workers (also done at exit); later runs start new ones."""
+        if self._workers is not None:
+            self._workers.close()
 
     def _helper(self) -> str:
         """The backend's program (bwrap, unshare), found by the rule of `program` and cached per PATH."""
@@ -302,6 +318,12 @@ class Sandbox:
         if os.sep not in argv[0]:
             argv = [self.program(argv[0]), *argv[1:]]
         lim = limits or self.config.limits
+        box = self._workers.acquire() if self._workers is not None else None
+        if box is not None:
+            try:
+                return self._run_persistent(box, argv, work, stdin, lim, env or {})
+            except OSError as exc:                              # the work dir could not be cloned
+                backends.warn_once(f"clone:{exc.errno}", "sandbox: %s; such runs use per-call bwrap.", exc)
         launcher, popen_env, nproc = self._command(work, lim, env or {})
         start = time.monotonic()
         proc = subprocess.Popen(
@@ -316,6 +338,22 @@ class Sandbox:
             for pipe in (proc.stdout, proc.stderr):
                 pipe.close()
         return self._result(rc, out, err, timed_out, time.monotonic() - start, lim)
+
+    def _run_persistent(self, box: worker.Worker, argv: list[str], work: Path, stdin: bytes | None,
+                        lim: SandboxLimits, env: dict[str, str]) -> ExecResult:
+        """One run as a job of a persistent worker (same wrapper, verdicts and caps as per-call bwrap)."""
+        cap = int(lim.max_output_bytes)
+        out, err = _Capped(cap), _Capped(cap, TAIL)
+        start, healthy = time.monotonic(), True
+        try:                                                  # OSError before the job ran: per-call instead
+            outcome = box.run(worker.job_argv(backends.wrapper_script(lim, True), argv), worker.inner_env(env),
+                              work, lim, stdin, (out, err))
+            healthy = outcome.healthy
+        finally:
+            self._workers.release(box, healthy)
+        if outcome.worker_died:
+            err.add(b"\nearl-sandbox: the persistent worker died during this run\n")
+        return self._result(outcome.rc, out, err, outcome.timed_out, time.monotonic() - start, lim)
 
     # ------------------------------------------------------------ helpers
 

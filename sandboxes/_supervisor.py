@@ -1,0 +1,233 @@
+"""The persistent worker's supervisor: runs INSIDE a long-lived bwrap box, one job at a time.
+
+Started as `python3 -I -S -c <this file> <socket fd> <tree fd>` by sandboxes/worker.py, with the system Python
+(stdlib only, no project imports: the project is not mounted). It holds CAP_SYS_ADMIN in the box's user
+namespace (and nothing outside it) so that each job can get fresh namespaces without bwrap's mount
+set-up. Per job request (JSON + the job's stdin/stdout/stderr fds over a SOCK_SEQPACKET socket):
+
+    supervisor --fork--> A: unshare(mount, PID, IPC, UTS); private /tmp and /dev/shm (tmpfs); the job's
+                            work dir, a detached mount the host cloned with open_tree(2), attached at /box
+                  A --fork--> B: pid 1 of the new PID namespace; mounts a fresh /proc; reaps orphans
+                  B --fork--> C: unshare(user) -> uid 65534 with no capabilities anywhere above it;
+                                 setsid, cwd /box, fds 0-2 only, clean env; exec the rlimit wrapper
+
+The supervisor, A and B are non-dumpable, so a job cannot ptrace them or open their /proc entries; it
+cannot name them either (A and the supervisor live in the parent PID namespace, and pid 1 ignores
+signals it has no handler for). The wall clock is the supervisor's: on expiry it SIGKILLs A, B dies by
+its parent-death signal, and the kernel kills every process of B's PID namespace (setsid escapes
+included). Replies: {"rc": <exit code or 128+signal>, "timed_out": bool}.
+"""
+import ctypes
+import json
+import os
+import select
+import signal
+import socket
+import sys
+import time
+
+CLONE_NEWNS, CLONE_NEWUTS, CLONE_NEWIPC = 0x00020000, 0x04000000, 0x08000000
+CLONE_NEWUSER, CLONE_NEWPID = 0x10000000, 0x20000000
+MS_RDONLY, MS_NOSUID, MS_NODEV, MS_NOEXEC, MS_BIND, MS_REC, MS_PRIVATE = 1, 2, 4, 8, 4096, 16384, 1 << 18
+PR_SET_PDEATHSIG, PR_SET_DUMPABLE = 1, 4
+SYS_OPEN_TREE, SYS_MOVE_MOUNT = 428, 429                         # the same on every architecture (5.2)
+OPEN_TREE_CLONE, OPEN_TREE_CLOEXEC, AT_RECURSIVE = 1, os.O_CLOEXEC, 0x8000
+MOVE_MOUNT_F_EMPTY_PATH, AT_FDCWD = 0x4, -100
+STDOUT, STDERR, TREE, STDIN = range(4)                           # the order of a request's fds
+SETUP_FAILED = 125
+SANDBOX_UID = 65534
+libc = ctypes.CDLL(None, use_errno=True)
+
+
+def check(rc, what):
+    if rc != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, f"{what}: {os.strerror(err)}")
+
+
+def mount(src, dst, fstype, flags, data=None):
+    enc = (lambda s: None if s is None else s.encode())
+    check(libc.mount(enc(src), enc(dst), enc(fstype), flags, enc(data)), f"mount {dst}")
+
+
+def fail(message):
+    """Setup error inside a job process: say so on the job's stderr (fd 2 by then, or the passed one)."""
+    try:
+        os.write(2, f"earl-sandbox: {message}\n".encode())
+    finally:
+        os._exit(SETUP_FAILED)
+
+
+def close_all(fds):
+    for fd in set(fds):
+        os.close(fd)
+
+
+def status_code(status):
+    """A child's wait status as a shell would report it: the code, or 128 + the signal."""
+    return os.WEXITSTATUS(status) if os.WIFEXITED(status) else 128 + os.WTERMSIG(status)
+
+
+def job_namespaces(req, fds):
+    """In A: a private mount tree with a fresh /tmp and /dev/shm, and the job's work dir at /box."""
+    check(libc.unshare(CLONE_NEWNS | CLONE_NEWPID | CLONE_NEWIPC | CLONE_NEWUTS), "unshare")
+    mount(None, "/", None, MS_REC | MS_PRIVATE)
+    size = f"size={int(req['tmp_bytes'])},mode=1777"
+    keep = [(path, clone(path)) for path in req.get("under_tmp", ())]   # ro_binds the new /tmp would hide
+    mount("tmpfs", "/tmp", "tmpfs", MS_NOSUID | MS_NODEV, size)
+    mount("tmpfs", "/dev/shm", "tmpfs", MS_NOSUID | MS_NODEV, size)
+    for path, fd in keep:
+        os.makedirs(path, exist_ok=True)
+        check(libc.syscall(SYS_MOVE_MOUNT, fd, b"", AT_FDCWD, path.encode(), MOVE_MOUNT_F_EMPTY_PATH), path)
+        os.close(fd)
+    check(libc.syscall(SYS_MOVE_MOUNT, fds[TREE], b"", AT_FDCWD, b"/box", MOVE_MOUNT_F_EMPTY_PATH),
+          "move_mount /box")
+
+
+def clone(path):
+    """fd of a detached copy of the (read-only) mount at `path`, to attach again above a fresh tmpfs."""
+    fd = libc.syscall(SYS_OPEN_TREE, AT_FDCWD, path.encode(), OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC | AT_RECURSIVE)
+    if fd < 0:
+        err = ctypes.get_errno()
+        raise OSError(err, f"open_tree {path}: {os.strerror(err)}")
+    return fd
+
+
+def exec_job(req, fds):
+    """In C: drop into a new user namespace (no capabilities, uid 65534), then exec the wrapper."""
+    uid, gid = os.getuid(), os.getgid()
+    check(libc.prctl(PR_SET_DUMPABLE, 1, 0, 0, 0), "dumpable")   # to write our own maps (exec resets it anyway)
+    check(libc.unshare(CLONE_NEWUSER), "unshare user")
+    for name, text in (("setgroups", "deny"), ("uid_map", f"{SANDBOX_UID} {uid} 1"),
+                       ("gid_map", f"{SANDBOX_UID} {gid} 1")):
+        with open(f"/proc/self/{name}", "w") as fh:
+            fh.write(text)
+    for sig in (signal.SIGPIPE, signal.SIGXFSZ, signal.SIGINT):  # Python's own dispositions would be
+        signal.signal(sig, signal.SIG_DFL)                         # inherited (subprocess restores them too)
+    os.setsid()
+    os.chdir("/box")
+    stdin = fds[STDIN] if len(fds) > STDIN else os.open("/dev/null", os.O_RDONLY)
+    for target, fd in ((0, stdin), (1, fds[STDOUT]), (2, fds[STDERR])):
+        os.dup2(fd, target)
+    os.closerange(3, 65536)
+    os.execve(req["argv"][0], req["argv"], req["env"])
+
+
+def job_init(req, fds, parent_alive):
+    """B, pid 1 of the job's PID namespace: mount its /proc, start C, reap until C ends, exit with its status."""
+    check(libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0), "pdeathsig")
+    if select.select([parent_alive], [], [], 0)[0]:              # A already gone (EOF): do not run unsupervised
+        os._exit(SETUP_FAILED)
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1, signal.SIGUSR2):
+        signal.signal(sig, signal.SIG_DFL)                         # pid 1 ignores what it does not handle
+    mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
+    child = os.fork()
+    if child == 0:
+        try:
+            exec_job(req, fds)
+        except BaseException as exc:  # noqa: BLE001 - a forked child must never return into our loop
+            fail(f"cannot start the job: {exc}")
+    close_all(fds)
+    while True:
+        try:
+            pid, status = os.waitpid(-1, 0)
+        except ChildProcessError:
+            os._exit(SETUP_FAILED)
+        if pid == child:
+            os._exit(status_code(status))
+
+
+def job_parent(req, fds):
+    """A: the namespaces, then B; exits with B's status."""
+    try:
+        os.dup2(fds[STDERR], 2)                                    # setup errors reach the job's stderr
+        job_namespaces(req, fds)
+        alive_r, alive_w = os.pipe()
+        init = os.fork()
+        if init == 0:
+            os.close(alive_w)
+            try:
+                job_init(req, fds, alive_r)
+            except BaseException as exc:  # noqa: BLE001
+                fail(f"job init failed: {exc}")
+        close_all(fds)
+        _, status = os.waitpid(init, 0)
+        os._exit(status_code(status))
+    except BaseException as exc:  # noqa: BLE001
+        fail(f"cannot set up the job's namespaces: {exc}")
+
+
+def run_job(sock, req, fds):
+    """Fork A, wait for it under the wall clock; SIGKILL it on expiry. Returns the reply."""
+    start = time.monotonic()
+    pid = os.fork()
+    if pid == 0:
+        sock.close()
+        job_parent(req, fds)
+    close_all(fds)
+    pidfd = os.pidfd_open(pid)
+    timed_out = host_gone = False
+    try:
+        deadline = start + float(req["wall_s"])
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                timed_out = True
+                break
+            ready = select.select([pidfd, sock], [], [], left)[0]
+            if pidfd in ready:
+                break
+            if sock in ready:                                      # a request mid-job: the host is gone
+                host_gone = True
+                break
+        if timed_out or host_gone:
+            os.kill(pid, signal.SIGKILL)
+        _, status = os.waitpid(pid, 0)
+    finally:
+        os.close(pidfd)
+    if host_gone:
+        sys.exit(0)
+    return {"rc": status_code(status), "timed_out": timed_out}
+
+
+def serve(sock):
+    while True:
+        try:
+            msg, fds, _, _ = socket.recv_fds(sock, 1 << 20, 4)
+        except OSError:
+            return
+        if not msg:
+            return                                                 # EOF: the host closed or died
+        try:
+            reply = run_job(sock, json.loads(msg), fds)
+        except Exception as exc:  # noqa: BLE001 - report, keep serving
+            reply = {"error": f"{type(exc).__name__}: {exc}"}
+        sock.send(json.dumps(reply).encode())
+
+
+def self_test(tree):
+    """One real job (`true` through every step, over the empty dir `tree`) before saying ready: nested
+    namespaces or attaching a detached mount may be refused here."""
+    r, w = os.pipe()
+    req = {"argv": ["/bin/true"], "env": {}, "wall_s": 30, "tmp_bytes": 1 << 20}
+    pid = os.fork()
+    if pid == 0:
+        job_parent(req, [w, w, tree])
+    os.close(w)
+    os.close(tree)
+    _, status = os.waitpid(pid, 0)
+    err = os.read(r, 4096).decode(errors="replace").strip()
+    os.close(r)
+    return status_code(status) == 0, err
+
+
+def main():
+    sock = socket.socket(fileno=int(sys.argv[1]))
+    check(libc.prctl(PR_SET_DUMPABLE, 0, 0, 0, 0), "dumpable")
+    ok, err = self_test(int(sys.argv[2]))
+    sock.send(json.dumps({"ready": ok, "error": err}).encode())
+    if ok:
+        serve(sock)
+
+
+main()
