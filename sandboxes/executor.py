@@ -47,6 +47,7 @@ class ExecResult:
     cpu_s: float               # user+sys of the program and its reaped children (0.0 if unknown)
     isolated: bool             # namespaces in force (bwrap); False for 'unshare' and 'none'
     backend: str
+    persistent: bool = False   # ran as a job of a persistent bwrap worker (SandboxConfig.persistent)
 
     @property
     def ok(self) -> bool:
@@ -266,6 +267,11 @@ class Sandbox:
         python = self.config.worker_python or find_program("python3", roots=("/usr", *backends.TOP_DIRS))
         return worker.WorkerSet(self.config, self._helper(), python)
 
+    @property
+    def workers_started(self) -> int:
+        """How many persistent workers this sandbox has started (restarts included)."""
+        return self._workers.started if self._workers is not None else 0
+
     def close(self) -> None:
         """Stop this sandbox's persistent workers (also done at exit); later runs start new ones."""
         if self._workers is not None:
@@ -353,7 +359,9 @@ class Sandbox:
             self._workers.release(box, healthy)
         if outcome.worker_died:
             err.add(b"\nearl-sandbox: the persistent worker died during this run\n")
-        return self._result(outcome.rc, out, err, outcome.timed_out, time.monotonic() - start, lim)
+        res = self._result(outcome.rc, out, err, outcome.timed_out, time.monotonic() - start, lim)
+        res.persistent = True
+        return res
 
     # ------------------------------------------------------------ helpers
 

@@ -284,6 +284,7 @@ class WorkerSet:
             warn_once("worker-python", "sandbox: persistent worker unavailable (%s); using per-call bwrap.",
                       self.broken)
         self._started_once = False
+        self.started = 0
 
     def acquire(self) -> Worker | None:
         """An idle or new worker; None when persistent mode is (now) off."""
@@ -306,6 +307,7 @@ class WorkerSet:
             return None
         with self._lock:
             self._started_once = True
+            self.started += 1
             self._all.add(worker)
         return worker
 
@@ -319,6 +321,11 @@ class WorkerSet:
     def _discard(self, worker: Worker) -> None:
         self._all.discard(worker)
         worker.close()
+
+    def pids(self) -> list[int]:
+        """Host pids of the live workers' bwrap processes (each heads its own process group)."""
+        with self._lock:
+            return [w.proc.pid for w in self._all if w.alive]
 
     def close(self) -> None:
         with self._lock:

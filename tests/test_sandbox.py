@@ -38,12 +38,22 @@ def workdir():
     shutil.rmtree(path, ignore_errors=True)
 
 
-@pytest.fixture(scope="module")
-def box() -> Sandbox:
-    """The real bwrap sandbox (explicit backend: a broken bwrap fails loudly instead of degrading)."""
+@pytest.fixture(scope="module", params=[True, False], ids=["persistent", "per-call"])
+def box(request) -> Sandbox:
+    """The real bwrap sandbox (explicit backend: a broken bwrap fails loudly instead of degrading), once
+    through persistent workers (root only: they attach work dirs with open_tree) and once per call."""
     if not HAVE_BWRAP:
         pytest.skip("bubblewrap not installed (apt install bubblewrap)")
-    return Sandbox(SandboxConfig(backend="bwrap", limits=FAST))
+    if request.param and os.geteuid() != 0:
+        pytest.skip("persistent workers need root (open_tree); non-root runs fall back to per call")
+    sb = Sandbox(SandboxConfig(backend="bwrap", limits=FAST, persistent=request.param))
+    probe_dir = tempfile.mkdtemp(prefix="earl-sbx-test-")
+    try:
+        assert sb.run(["true"], probe_dir).persistent == request.param    # no silent fallback
+    finally:
+        shutil.rmtree(probe_dir, ignore_errors=True)
+    yield sb
+    sb.close()
 
 
 def sh(sandbox: Sandbox, script: str, workdir: Path, **kw) -> ExecResult:
