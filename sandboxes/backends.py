@@ -243,7 +243,12 @@ def hand_over(workdir: Path, uid: int = SANDBOX_UID) -> None:
     """chown the work dir tree to the sandbox uid so it can write there (and read 0600 files).
 
     lchown and no symlink following, and hard-linked files are left alone: a previous run must not be
-    able to plant a link that makes root hand a host file to the sandbox uid."""
+    able to plant a link that makes root hand a host file to the sandbox uid. A shared root (/, /tmp
+    itself, ...) is refused, a caller mistake: walking it would hand every other user's files over."""
+    if is_shared_folder(workdir):
+        raise ValueError(f"sandbox: work dir {str(workdir)!r} is a shared folder; pass a private dir in it, "
+                         "such as tempfile.mkdtemp()")
+
     def fix(path: str) -> None:
         st = os.lstat(path)
         if st.st_uid != uid and not (stat.S_ISREG(st.st_mode) and st.st_nlink > 1):
@@ -252,6 +257,24 @@ def hand_over(workdir: Path, uid: int = SANDBOX_UID) -> None:
     for root, dirs, files in os.walk(workdir):
         for name in dirs + files:
             fix(os.path.join(root, name))
+
+
+def shared_roots() -> set[str]:
+    """Folders that are never a run's work dir: handing their tree to the sandbox uid (hand_over) would
+    give it every other user's files there."""
+    roots = {"/", "/tmp", "/var/tmp", "/dev/shm", "/root", "/home", "/usr", "/etc", "/opt", "/srv",
+             tempfile.gettempdir(), os.path.expanduser("~")}
+    return {os.path.realpath(r) for r in roots}
+
+
+def is_shared_folder(workdir: str | Path) -> bool:
+    """A shared root, an ancestor of one (/var holds /var/tmp), or a home folder (/home/<user>): a
+    caller mistake that hand_over must refuse rather than walk."""
+    real = os.path.realpath(workdir)
+    roots = shared_roots()
+    if real in roots or os.path.dirname(real) == "/home":
+        return True
+    return any(root.startswith(real.rstrip("/") + "/") for root in roots)
 
 
 # ---------------------------------------------------------------- command lines

@@ -100,6 +100,19 @@ def test_caller_errors_raise():
         sb.run([], "/tmp")
 
 
+@pytest.mark.parametrize("path", ["/", "/tmp", "/var", "/var/tmp", "/dev", "/dev/shm", "/home", "/home/alice",
+                                  "/root", "/usr", "/etc", tempfile.gettempdir(), os.path.expanduser("~")])
+def test_shared_folders_are_never_work_dirs(path):
+    """As root a run chowns its work dir TREE to uid 65534: these (and ancestors of them) must be refused.
+    Checked on the predicate alone, so a broken guard cannot chown anything here."""
+    assert backends.is_shared_folder(path)
+
+
+def test_private_dirs_are_work_dirs(workdir):
+    assert not backends.is_shared_folder(workdir)
+    assert not backends.is_shared_folder(workdir / "sub")
+
+
 def test_config_validation_names_the_field():
     with pytest.raises(ValueError, match="SandboxLimits.wall_s"):
         SandboxLimits(wall_s=0)

@@ -246,6 +246,20 @@ def test_verilog_hostile_corpus_same_scores_as_per_call(dirs):
     assert ours["good"][1] and ours == theirs
 
 
+@pytest.mark.parametrize("persistent", [True, False])
+def test_shared_temp_root_as_work_dir_is_refused(dirs, monkeypatch, persistent):
+    """Root hands a run's work dir tree to uid 65534; the temp root itself (here a scratch stand-in, so a
+    broken guard could only chown that) must be refused, not walked."""
+    scratch = dirs()
+    (scratch / "someone-elses").write_text("x")
+    monkeypatch.setattr(tempfile, "tempdir", str(scratch))
+    sb = Sandbox(SandboxConfig(backend="bwrap", limits=FAST, persistent=persistent))
+    with pytest.raises(ValueError, match="shared folder"):
+        sb.run(["true"], scratch)
+    assert (scratch / "someone-elses").stat().st_uid == os.geteuid()
+    sb.close()
+
+
 # ------------------------------------------------------------------ fallback
 
 def test_fallback_to_per_call_when_the_worker_cannot_start(dirs, caplog):
