@@ -19,7 +19,7 @@ export TORCH_EXTENSIONS_DIR := $(CURDIR)/.cache/torch_extensions
 export HF_HUB_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: help setup setup-test test test-fast lint bench train train-security train-ds ablation eval score slurm clean
+.PHONY: help setup setup-test test test-fast lint bench bench-gpu train train-security train-ds ablation eval score slurm clean
 
 help:  ## list targets
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk -F':.*?## ' '{printf "  %-16s %s\n", $$1, $$2}'
@@ -58,6 +58,9 @@ lint: setup  ## ruff
 
 bench: setup  ## benchmarks -> BENCHMARKS.md
 	$(PY) -m bench.run
+
+bench-gpu: setup  ## CUDA check: EARL vs TRL step, entropy memory, random 0.5 B Qwen2 (< 10 min) -> BENCHMARKS.md
+	CUDA_VISIBLE_DEVICES=$${CUDA_VISIBLE_DEVICES:-0} $(PY) -m bench.gpu --device cuda --out BENCHMARKS.md
 
 train: setup  ## SFT -> EARL-GRPO -> eval on the embedded default (CONFIG=..., RUN_DIR=... to resume)
 	$(EARL) train --config $(CONFIG) $(if $(RUN_DIR),--resume $(RUN_DIR),)

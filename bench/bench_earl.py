@@ -37,44 +37,55 @@ def _trainer(cls, model, tok, out: Path, gating=None, **overrides):
     return trainer
 
 
-def _step_times(cls, model, tok, out: Path, gating=None):
+def _step_times(cls, model, tok, out: Path, gating=None, n_prompts: int = 4, num_generations: int = 4,
+                max_completion_length: int = 48, sync=None, **overrides):
     """One GRPO training step minus the optimizer update (identical code for both): generate, reward,
-    advantages, loss forward + backward. Seeded per call so both trainers sample identical completions."""
+    advantages, loss forward + backward. Seeded per call so both trainers sample identical completions.
+    ``sync`` (e.g. ``torch.cuda.synchronize``) runs before each clock read so queued kernels are counted."""
     import torch
     sys.path.insert(0, str(REPO / "tests"))
     from conftest_earl import PROMPTS
 
-    trainer = _trainer(cls, model, tok, out, gating, per_device_train_batch_size=16, num_generations=4,
-                       max_completion_length=48)
-    rows = [{"prompt": p} for p in PROMPTS for _ in range(4)]
+    sync = sync or (lambda: None)
+    trainer = _trainer(cls, model, tok, out, gating, per_device_train_batch_size=n_prompts * num_generations,
+                       num_generations=num_generations, max_completion_length=max_completion_length, **overrides)
+    rows = [{"prompt": PROMPTS[i % len(PROMPTS)]} for i in range(n_prompts) for _ in range(num_generations)]
 
     def once(seed: int) -> float:
         trainer.model.zero_grad()
         torch.manual_seed(seed)
+        sync()
         t = time.perf_counter()
         trainer.training_step(trainer.model, rows, None)
+        sync()
         return time.perf_counter() - t
     return once
 
 
-def _loss_times(cls, model, tok, out: Path, gating=None):
-    """forward + backward of `_compute_loss` on one fixed batch (no generation): the gate's direct cost."""
+def _loss_times(cls, model, tok, out: Path, gating=None, shape: tuple[int, int, int] = (32, 24, 96),
+                device: str = "cpu", sync=None, **overrides):
+    """forward + backward of `_compute_loss` on one fixed batch of ``shape`` = (sequences, prompt tokens,
+    completion tokens), no generation: the gate's direct cost."""
     import torch
 
-    trainer = _trainer(cls, model, tok, out, gating)
+    sync = sync or (lambda: None)
+    trainer = _trainer(cls, model, tok, out, gating, **overrides)
     g = torch.Generator().manual_seed(0)
-    b, p, c = 32, 24, 96
+    b, p, c = shape
     batch = {"prompt_ids": torch.randint(2, len(tok), (b, p), generator=g),
              "prompt_mask": torch.ones(b, p, dtype=torch.long),
              "completion_ids": torch.randint(2, len(tok), (b, c), generator=g),
              "completion_mask": torch.ones(b, c, dtype=torch.long),
              "advantages": torch.randn(b, generator=g)}
     batch["num_items_in_batch"] = batch["completion_mask"].sum()
+    batch = {k: v.to(device) for k, v in batch.items()}
 
     def once(seed: int = 0) -> float:
         trainer.model.zero_grad()
+        sync()
         t = time.perf_counter()
         trainer._compute_loss(trainer.model, dict(batch)).backward()
+        sync()
         return time.perf_counter() - t
     once.trainer = trainer
     return once
@@ -97,10 +108,11 @@ def _time_earl_hooks(trainer) -> list[float]:
     return spent
 
 
-def _interleaved(base, earl, reps: int) -> tuple[float, float]:
+def _interleaved(base, earl, reps: int, warmup: bool = True) -> tuple[float, float, float]:
     """Median seconds of each and the median of per-pair ratios, alternating which runs first so load
     drift on a shared machine hits both alike."""
-    base(0), earl(0)                                            # warm-up
+    if warmup:
+        base(0), earl(0)
     a, e = [], []
     for i in range(reps):
         if i % 2:

@@ -41,7 +41,6 @@ def _per_sample(fn, items) -> float:
 def throughput(tasks, quick: bool) -> str:
     from rewards.security.findings import bandit_findings
     from rewards.security.reward import SecurityRepairReward
-    from rewards.security.scoring import task_row
     rng = random.Random(0)
     sample = rng.sample(tasks, min(len(tasks), 200 if quick else 380))
     codes = [t.reference or t.vulnerable for t in sample]
@@ -60,7 +59,7 @@ def throughput(tasks, quick: bool) -> str:
     inproc = _per_sample(bandit_findings, codes)
     _clear_caches()
     reward = SecurityRepairReward(run_tests=False)
-    rows = [{**task_row(t), "reference": None} for t in sample]
+    rows = [{**t.to_columns(), "reference": None} for t in sample]
     t0 = time.perf_counter()
     for row, code in zip(rows, codes):
         reward.score(row, code)
@@ -70,7 +69,7 @@ def throughput(tasks, quick: bool) -> str:
     gen = generate(6 if quick else 20, seed=1)
     treward = SecurityRepairReward(workers=2)
     t0 = time.perf_counter()
-    treward.score_batch([task_row(t) for t in gen], [t.reference for t in gen])
+    treward.score_batch([t.to_columns() for t in gen], [t.reference for t in gen])
     tests = (time.perf_counter() - t0) / len(gen)
     lines = [
         "| way of scoring one sample | ms / sample | speed-up vs bandit CLI |",

@@ -3,6 +3,8 @@
 Each bench module exposes ``run(quick: bool = False) -> str`` returning a markdown section whose numbers are
 ratios against a baseline measured in the same process, so they mean something on any machine.
 `python -m bench.run --only verilog,earl` refreshes some sections and keeps the others.
+Only `bench_*.py` modules are discovered: the CUDA check `bench/gpu.py` (`make bench-gpu`) is deliberately not
+one, so `make bench` stays CPU-only; it writes its own `gpu` section through :func:`replace_section`.
 """
 from __future__ import annotations
 
@@ -43,6 +45,17 @@ def _sections(text: str) -> dict[str, str]:
     return {parts[i]: parts[i + 1].rstrip() + "\n" for i in range(1, len(parts) - 1, 2)}
 
 
+def replace_section(path: Path, name: str, body: str, header: str | None = None) -> None:
+    """Write section ``name`` into ``path``, keeping the other sections; the preamble above the first section
+    is ``header`` when given, else the file's own (a GPU run must not relabel the CPU machine's header)."""
+    text = path.read_text() if path.exists() else ""
+    sections = _sections(text)
+    sections[name] = body.rstrip() + "\n"
+    if header is None:
+        header = re.split(r"(?m)^<!-- bench:", text, maxsplit=1)[0].rstrip() + "\n" if text else _header()
+    path.write_text(header + "".join(f"\n{MARK.format(k)}\n{sections[k]}" for k in sorted(sections)))
+
+
 def run_one(name: str, quick: bool) -> str:
     t0 = time.perf_counter()
     try:
@@ -62,11 +75,9 @@ def main(argv: list[str] | None = None) -> int:
     unknown = sorted(set(names) - set(discover()))
     if unknown:
         ap.error(f"unknown bench(es) {unknown}; available: {discover()}")
-    sections = _sections(OUT.read_text()) if OUT.exists() else {}
     for name in names:
-        sections[name] = run_one(name, args.quick)
-        body = _header() + "".join(f"\n{MARK.format(k)}\n{sections[k]}" for k in sorted(sections))
-        OUT.write_text(body)               # after each bench, so an interrupted run keeps what it measured
+        # after each bench, so an interrupted run keeps what it measured
+        replace_section(OUT, name, run_one(name, args.quick), header=_header())
     print(f"wrote {OUT}")
     return 0
 

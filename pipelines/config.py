@@ -8,21 +8,21 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import functools
 import os
-import types
-import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 
+from sandboxes.strict import OptionError, check_fields, from_dict
+
 STAGE_KINDS = ("sft", "rl", "eval")
+Dtype = Literal["float32", "bfloat16", "float16", "auto"]      # model weights (auto: the checkpoint's)
 
 
-class ConfigError(ValueError):
-    """A config problem, always naming the offending key path."""
+# A config problem, always naming the offending key path: the strict-options error every layer raises.
+ConfigError = OptionError
 
 
 # --------------------------------------------------------------------------- sections
@@ -48,7 +48,7 @@ class LoraConfig:
 @dataclass
 class ModelConfig:
     name_or_path: str = "tiny"        # hub id, local path, or `tiny` (built locally by pipelines/tiny.py)
-    dtype: str = "float32"            # float32 | bfloat16 | float16 | auto
+    dtype: Dtype = "float32"
     attn_implementation: str | None = None
     trust_remote_code: bool = False
     lora: LoraConfig | None = None
@@ -85,7 +85,7 @@ class DataSource:
 class DataConfig:
     train: DataSource | None = None
     eval: DataSource | None = None
-    prompt_format: str = "plain"      # plain (prompt text, completion = module) | chat (user message)
+    prompt_format: Literal["plain", "chat"] = "plain"   # plain: prompt text, completion = module; chat: messages
     system_prompt: str | None = None  # chat format only
     task: str | None = None           # verilog | security-repair; default: from the generator, else verilog
 
@@ -104,10 +104,11 @@ class EvalSettings:
     n: int = 1                        # samples per problem
     k: list[int] = field(default_factory=lambda: [1])
     temperature: float = 0.0          # 0 = greedy (needs n == 1)
+    greedy: bool = False              # also decode greedily and report greedy pass@1 (with n > 1 at T > 0)
     top_p: float = 1.0
     max_new_tokens: int = 96
     batch_size: int = 64              # prompts per generate call
-    backend: str = "hf"               # hf | vllm
+    backend: Literal["hf", "vllm"] = "hf"
     pass_threshold: float = 1.0       # a sample passes when its reward >= this
     limit: int | None = None          # evaluate only the first N problems
     models: list[str] = field(default_factory=list)   # earlier stages whose final models to evaluate too
@@ -116,11 +117,13 @@ class EvalSettings:
 @dataclass
 class StageConfig:
     """One stage. `trainer` holds TRL's SFTConfig/GRPOConfig fields, `gating` EARL's GatingConfig fields,
-    `settings` an eval stage's sampling and scoring."""
+    `dynamic_sampling` DynamicSamplingConfig's (pipelines/dynamic_sampling.py), `settings` an eval stage's
+    sampling and scoring."""
     kind: str = ""                    # sft | rl | eval; defaults to the stage's name
     data: DataSource | None = None    # overrides data.train for this stage
     trainer: dict[str, Any] = field(default_factory=dict)
     gating: dict[str, Any] | None = None
+    dynamic_sampling: dict[str, Any] | None = None   # rl stages: drop equal-reward groups, refill (DAPO)
     settings: EvalSettings = field(default_factory=EvalSettings)   # eval stages only
 
 
@@ -141,127 +144,6 @@ class PipelineConfig:
 
 
 # --------------------------------------------------------------------------- typed mapping
-
-
-def _type_name(tp: Any) -> str:
-    return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
-
-
-def _coerce(value: Any, tp: Any, key: str) -> Any:
-    """Return `value` as type `tp` or raise ConfigError naming `key`. Numbers written as YAML strings
-    ("1e-4", which PyYAML reads as str) are accepted for float/int fields."""
-    origin = typing.get_origin(tp)
-    if tp is Any or tp is typing.Any:
-        return value
-    if origin in (typing.Union, types.UnionType):
-        args = typing.get_args(tp)
-        if value is None and type(None) in args:
-            return None
-        real = [a for a in args if a is not type(None)]
-        if len(real) == 1:                     # Optional[X]: X's own error names the inner key
-            return _coerce(value, real[0], key)
-        errors = []
-        for arg in real:
-            try:
-                return _coerce(value, arg, key)
-            except ConfigError as exc:
-                errors.append(str(exc))
-        raise ConfigError(f"{key}: expected {' or '.join(_type_name(a) for a in args)}, got {value!r}")
-    if origin is typing.Literal:
-        if value not in typing.get_args(tp):
-            raise ConfigError(f"{key}: expected one of {list(typing.get_args(tp))}, got {value!r}")
-        return value
-    if dataclasses.is_dataclass(tp):
-        return from_dict(tp, value, key)
-    if origin in (list, tuple, set) or tp in (list, tuple):
-        if isinstance(value, (str, bytes)) or not isinstance(value, (list, tuple)):
-            raise ConfigError(f"{key}: expected a list, got {value!r}")
-        args = typing.get_args(tp)
-        inner = args[0] if args else Any
-        return [_coerce(v, inner, f"{key}[{i}]") for i, v in enumerate(value)]
-    if origin is dict or tp is dict:
-        if not isinstance(value, dict):
-            raise ConfigError(f"{key}: expected a mapping, got {value!r}")
-        args = typing.get_args(tp)
-        if len(args) == 2 and dataclasses.is_dataclass(args[1]):
-            return {k: _coerce(v, args[1], f"{key}.{k}") for k, v in value.items()}
-        return dict(value)
-    if tp is bool:
-        if isinstance(value, bool):
-            return value
-        raise ConfigError(f"{key}: expected true/false, got {value!r}")
-    if tp is int:
-        if isinstance(value, int) and not isinstance(value, bool):
-            return value
-        if isinstance(value, float) and value.is_integer():
-            return int(value)
-        if isinstance(value, str):
-            try:
-                return int(value)
-            except ValueError:
-                pass
-        raise ConfigError(f"{key}: expected an integer, got {value!r}")
-    if tp is float:
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return value                       # an int stays an int (save_steps: 10, not 10.0)
-        if isinstance(value, str):
-            try:
-                return float(value)
-            except ValueError:
-                pass
-        raise ConfigError(f"{key}: expected a number, got {value!r}")
-    if tp is str:
-        if isinstance(value, str):
-            return value
-        raise ConfigError(f"{key}: expected a string, got {value!r}")
-    if isinstance(tp, type):
-        if isinstance(value, tp):
-            return value
-        if issubclass(tp, str) and isinstance(value, str):      # str-valued enums (TRL's IntervalStrategy...)
-            try:
-                return tp(value).value         # keep the plain string: the resolved config stays YAML
-            except ValueError:
-                raise ConfigError(f"{key}: expected one of {[m.value for m in tp]}, got {value!r}") from None
-        raise ConfigError(f"{key}: expected {tp.__name__}, got {value!r}")
-    return value
-
-
-@functools.cache
-def _hints(cls: type) -> dict[str, Any]:
-    return typing.get_type_hints(cls)
-
-
-def from_dict(cls: type, raw: Any, key: str = "") -> Any:
-    """Build dataclass `cls` from a mapping; unknown keys and wrong types raise ConfigError naming the key."""
-    if raw is None:
-        raw = {}
-    if not isinstance(raw, dict):
-        raise ConfigError(f"{key or '<config>'}: expected a mapping, got {raw!r}")
-    hints = _hints(cls)
-    names = [f.name for f in dataclasses.fields(cls)]
-    unknown = [k for k in raw if k not in names]
-    if unknown:
-        where = f"{key}." if key else ""
-        raise ConfigError(f"unknown config key {where}{unknown[0]!s}; known keys here: {', '.join(names)}")
-    kwargs = {k: _coerce(v, hints[k], f"{key}.{k}" if key else k) for k, v in raw.items()}
-    return cls(**kwargs)
-
-
-def check_fields(cls: type, raw: dict[str, Any], key: str) -> dict[str, Any]:
-    """Validate a free-form section (a TRL trainer config) against dataclass `cls`: names and types.
-    Returns the coerced mapping (e.g. learning_rate "1e-4" -> 1e-4); does not construct `cls`."""
-    if not isinstance(raw, dict):
-        raise ConfigError(f"{key}: expected a mapping, got {raw!r}")
-    hints = _hints(cls)
-    fields_ = {f.name for f in dataclasses.fields(cls) if f.init}
-    out = {}
-    for k, v in raw.items():
-        if k not in fields_:
-            close = [f for f in sorted(fields_) if k.split("_")[0] in f][:5]
-            hint = f" (did you mean {', '.join(close)}?)" if close else ""
-            raise ConfigError(f"unknown config key {key}.{k} for {cls.__name__}{hint}")
-        out[k] = _coerce(v, hints.get(k, Any), f"{key}.{k}")
-    return out
 
 
 # --------------------------------------------------------------------------- overrides and loading
@@ -345,12 +227,29 @@ def _trl_config_class(kind: str) -> type:
     return {"sft": SFTConfig, "rl": GRPOConfig}[kind]
 
 
-def _gating_class() -> type | None:
-    try:
+def _rl_section_class(section: str) -> type:
+    """The dataclass of an rl-only section (imported here: both pull in torch, needed only when used)."""
+    if section == "gating":
         from pipelines.gating import GatingConfig
-    except ImportError:
-        return None
-    return GatingConfig
+        return GatingConfig
+    from pipelines.dynamic_sampling import DynamicSamplingConfig
+    return DynamicSamplingConfig
+
+
+def _validate_rl_section(stage: StageConfig, key: str, section: str) -> None:
+    """An rl-only section (gating, dynamic_sampling): names and types against its class, then its own checks."""
+    value = getattr(stage, section)
+    if value is None:
+        return
+    if stage.kind != "rl":
+        raise ConfigError(f"{key}.{section}: only an rl stage takes {section}")
+    cls = _rl_section_class(section)
+    value = check_fields(cls, value, f"{key}.{section}")
+    setattr(stage, section, value)
+    try:
+        cls(**value)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"{key}.{exc}" if str(exc).startswith(f"{section}.") else f"{key}.{section}: {exc}")
 
 
 def validate(cfg: PipelineConfig) -> PipelineConfig:
@@ -373,16 +272,8 @@ def validate(cfg: PipelineConfig) -> PipelineConfig:
                 raise ConfigError(f"{key}.data: stage {name} needs training data (data.train or {key}.data)")
         elif stage.trainer:
             raise ConfigError(f"{key}.trainer: an eval stage takes `settings:`, not `trainer:`")
-        if stage.gating is not None:
-            if stage.kind != "rl":
-                raise ConfigError(f"{key}.gating: only an rl stage is gated")
-            gating_cls = _gating_class()
-            if gating_cls is not None:
-                stage.gating = check_fields(gating_cls, stage.gating, f"{key}.gating")
-                try:
-                    gating_cls(**stage.gating)
-                except (TypeError, ValueError) as exc:
-                    raise ConfigError(f"{key}.{exc}" if str(exc).startswith("gating.") else f"{key}.gating: {exc}")
+        _validate_rl_section(stage, key, "gating")
+        _validate_rl_section(stage, key, "dynamic_sampling")
         if stage.kind == "eval":
             _validate_eval(stage, cfg, name)
     for i, src in enumerate([cfg.data.train, cfg.data.eval]):
@@ -396,8 +287,6 @@ def validate(cfg: PipelineConfig) -> PipelineConfig:
         from pipelines.tiny import TinyConfig
         check_fields(TinyConfig, cfg.model.tiny, "model.tiny")
     _validate_task(cfg)
-    if cfg.data.prompt_format not in ("plain", "chat"):
-        raise ConfigError(f"data.prompt_format: expected plain or chat, got {cfg.data.prompt_format!r}")
     if not cfg.rewards and any(s.kind in ("rl", "eval") for s in cfg.stages.values()):
         raise ConfigError("rewards: rl and eval stages need at least one reward")
     return cfg
@@ -459,8 +348,6 @@ def _validate_eval(stage: StageConfig, cfg: PipelineConfig, name: str) -> None:
     if cfg.data.eval is None and stage.data is None:
         raise ConfigError(f"data.eval: stage {name} evaluates, so data.eval (or stages.{name}.data) must "
                           "name the held-out problems")
-    if ev.backend not in ("hf", "vllm"):
-        raise ConfigError(f"{key}.backend: expected hf or vllm, got {ev.backend!r}")
     if ev.n < 1:
         raise ConfigError(f"{key}.n: need at least one sample per problem")
     check_ranges(dataclasses.asdict(ev), key, EVAL_RANGES)
@@ -471,6 +358,9 @@ def _validate_eval(stage: StageConfig, cfg: PipelineConfig, name: str) -> None:
         raise ConfigError(f"{key}.k: pass@{bad[0]} needs 1 <= k <= n (n={ev.n})")
     if ev.temperature == 0 and ev.n > 1:
         raise ConfigError(f"{key}.temperature: greedy decoding (0) gives identical samples; use n=1 or T>0")
+    if ev.greedy and ev.temperature == 0:
+        raise ConfigError(f"{key}.greedy: the samples are greedy already (temperature 0); greedy: true adds a "
+                          "greedy decode next to sampling at T > 0")
     earlier = list(cfg.stages)[:list(cfg.stages).index(name)]
     for m in ev.models:
         if m not in earlier:

@@ -16,16 +16,27 @@ Built on TRL 1.16 through its own extension points, not a fork:
 * ``negative_weight`` < 1 scales negative advantages after TRL computed them (per-group normalisation
   unchanged), so the gate and the loss see them as TRL would.
 * ``granularity="none"`` leaves TRL's path untouched (the hook is not called): the loss is TRL's GRPO loss.
+* Dynamic sampling (``dynamic_sampling.enabled``, off by default; :mod:`pipelines.dynamic_sampling`) overrides
+  ``_generate_and_score_completions``, the one method ``_prepare_inputs`` calls to turn a generation batch
+  into a scored, advantage-carrying batch: it calls TRL's version once per round (TRL's own batch first,
+  then batches of fresh prompts from a seeded refill stream), drops the groups whose rewards (or pass/fail)
+  are all equal and hands ``_prepare_inputs`` a batch of TRL's shape built from the informative groups.
+  Buffering, ``steps_per_generation`` splitting, the sampler and the loss stay TRL's; advantages are TRL's,
+  computed per round. ``_calculate_rewards`` (already overridden for stage logging) keeps the gathered
+  rewards and pass flags the decision needs; ``_save_checkpoint`` / ``_load_optimizer_and_scheduler``
+  carry the refill cursor through a checkpoint, as TRL does for its adaptive entropy coefficient.
 
 Logged each step under ``earl/``: mean entropy, gated fraction, mean entropy of kept and of dropped
-tokens; per reward that declares ``stages`` and keeps ``last_details``: fraction of completions per
-stage and pass rate under ``stages/<reward>/``; every logging step the most-gated token strings go to
+tokens; per reward that declares ``stages`` and leaves ``last_scores`` (rewards/base.py): fraction of
+completions per stage and pass rate under ``stages/<reward>/``; with dynamic sampling, group counts and
+rounds per generation batch under ``dynamic_sampling/``; every logging step the most-gated token strings go to
 the log and to ``<output_dir>/earl_gated_tokens.jsonl``.
 """
 from __future__ import annotations
 
 import json
 import logging
+import os
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import asdict
@@ -35,12 +46,15 @@ from typing import Any
 import torch
 from trl import GRPOConfig, GRPOTrainer
 
+from pipelines import dynamic_sampling as ds
 from pipelines.entropy import token_string
 from pipelines.gating import GateStats, GatingConfig, entropy_gate, gate_scale, gate_stats, scale_advantages
+from rewards.base import scores_of, stages_of
 
 log = logging.getLogger(__name__)
 
 PER_SEQUENCE_LOSSES = ("grpo", "sapo", "luspo")    # TRL losses normalised per sequence
+DYNAMIC_SAMPLING_STATE = "earl_dynamic_sampling.json"   # in each checkpoint folder: the refill cursor
 
 
 def resolve_gating(gating: GatingConfig | dict | None, args: GRPOConfig | None) -> GatingConfig:
@@ -61,15 +75,19 @@ def resolve_gating(gating: GatingConfig | dict | None, args: GRPOConfig | None) 
 class EARLGRPOTrainer(GRPOTrainer):
     """GRPOTrainer whose policy-gradient term reaches only the tokens the entropy gate keeps.
 
-    Same arguments as ``trl.GRPOTrainer`` plus ``gating`` and ``reward_weights`` (copied into
-    ``args.reward_weights``, e.g. the weights from ``rewards.registry.compose``).
+    Same arguments as ``trl.GRPOTrainer`` plus ``gating``, ``dynamic_sampling`` and ``reward_weights``
+    (copied into ``args.reward_weights``, e.g. the weights from ``rewards.registry.compose``).
     """
 
     def __init__(self, model: Any, reward_funcs: Any, args: GRPOConfig | None = None,
                  train_dataset: Any = None, processing_class: Any = None, *,
                  gating: GatingConfig | dict | None = None, reward_weights: Sequence[float] | None = None,
+                 dynamic_sampling: ds.DynamicSamplingConfig | dict | None = None,
                  eval_dataset: Any = None, callbacks: list | None = None, **kwargs: Any):
         self.gating = resolve_gating(gating, args)
+        if isinstance(dynamic_sampling, dict):
+            dynamic_sampling = ds.DynamicSamplingConfig(**dynamic_sampling)
+        self.dynamic_sampling = dynamic_sampling or ds.DynamicSamplingConfig()
         if reward_weights is not None:
             if args is None:
                 raise ValueError("reward_weights needs an explicit GRPOConfig (args)")
@@ -86,15 +104,126 @@ class EARLGRPOTrainer(GRPOTrainer):
         self._token_seen: Counter = Counter()
         self._token_kept: Counter = Counter()
         self.last_top_gated_tokens: list[dict] = []
+        self.dynamic_round = 0                    # generation round within the current batch (data order log)
+        self.last_batch_plan: ds.BatchPlan | None = None
+        self._ds_rewards: torch.Tensor | None = None     # gathered total reward per completion, last round
+        self._ds_passed: torch.Tensor | None = None      # gathered 1/0/-1 pass flags, last round
+        self._refill: ds.RefillStream | None = None
+        if self.dynamic_sampling.enabled:
+            self._check_dynamic_sampling()
+            self._refill = ds.RefillStream(len(self.train_dataset), self.args.seed)
 
-    # ---- advantages: TRL's, negative ones optionally scaled -------------------------------------------
+    # ---- advantages: TRL's, negative ones optionally scaled; dynamic sampling around it ---------------
     def _generate_and_score_completions(self, inputs):
+        if self.dynamic_sampling.enabled and self.model.training:
+            return self._dynamic_batch(inputs)
+        return self._score_round(inputs)
+
+    def _score_round(self, inputs):
         out = super()._generate_and_score_completions(inputs)
         w = float(self.gating.negative_weight)
         if w != 1.0 and "advantages" in out:
             adv = out["advantages"]
             out["advantages"] = torch.where(adv < 0, adv * w, adv)
         return out
+
+    # ---- dynamic sampling -----------------------------------------------------------------------------
+    def _check_dynamic_sampling(self) -> None:
+        """Fail at construction on setups whose batches dynamic sampling cannot re-assemble exactly."""
+        from torch.utils.data import IterableDataset
+        per_rank = self.args.per_device_train_batch_size * self.args.steps_per_generation
+        problems = []
+        if self.train_dataset is None or isinstance(self.train_dataset, IterableDataset):
+            problems.append("needs a map-style train_dataset (refill prompts are drawn by index)")
+        if per_rank % self.num_generations:
+            problems.append(f"needs whole groups on each rank: per_device_train_batch_size x "
+                            f"steps_per_generation ({per_rank}) must be a multiple of num_generations "
+                            f"({self.num_generations})")
+        if self.multi_objective_aggregation != "sum_then_normalize":
+            problems.append("needs group baselines (multi_objective_aggregation=sum_then_normalize): with "
+                            "normalize_then_sum an equal-reward group still gets non-zero advantages")
+        if self.dynamic_sampling.metric == "pass" and not stages_of(self.reward_funcs[0]):
+            problems.append("metric=pass needs the first reward to declare `stages` and leave `last_scores`")
+        if self.environment_factories is not None or self.tools:
+            problems.append("does not support environments or tools")
+        if problems:
+            raise ValueError("dynamic_sampling: " + "; ".join(problems))
+
+    def _refill_rows(self) -> list[dict]:
+        """This rank's rows for one refill round: fresh prompts, each repeated num_generations times."""
+        per_rank = self.args.per_device_train_batch_size * self.args.steps_per_generation
+        prompts = self._refill.take(per_rank * self.accelerator.num_processes // self.num_generations)
+        rows = ds.local_rows(prompts, self.num_generations, self.accelerator.process_index, per_rank)
+        return [self.train_dataset[i] for i in rows]
+
+    def _dynamic_batch(self, inputs: list[dict]) -> dict:
+        """Rounds of TRL's generate-and-score until every rank holds its share of informative groups."""
+        cfg, g = self.dynamic_sampling, self.num_generations
+        per_rank, world = len(inputs) // g, self.accelerator.num_processes
+        parts: list[dict] = []
+        rounds: list[ds.RoundGroups] = []
+        for r in range(int(cfg.max_rounds)):
+            self.dynamic_round = r
+            out = self._score_round(inputs if r == 0 else self._refill_rows())
+            ds.check_keys(out)
+            parts.append(out)
+            rounds.append(ds.classify_round(self._ds_rewards, self._ds_passed, g, cfg.metric))
+            if ds.ranks_full(rounds, world, per_rank):
+                break
+        self.dynamic_round = 0
+        plan = ds.plan_batch(rounds, world, per_rank)
+        batch = ds.assemble(parts, plan.picks[self.accelerator.process_index], g, self._tokenizer.pad_token_id)
+        mask = batch["completion_mask"] * batch["tool_mask"] if "tool_mask" in batch else batch["completion_mask"]
+        batch["num_items_in_batch"] = self.accelerator.gather(mask.sum()).sum()
+        self._log_batch_plan(plan)
+        return batch
+
+    def _log_batch_plan(self, plan: ds.BatchPlan) -> None:
+        self.last_batch_plan = plan
+        for name, value in plan.metrics().items():
+            self._metrics["train"][name].append(value)
+        if not plan.complete:
+            log.warning("dynamic sampling: max_rounds=%d reached at step %d with %d informative groups; %d "
+                        "uniform groups (zero advantage) complete the batch", plan.rounds,
+                        self.state.global_step, plan.kept, plan.filled)
+
+    def _keep_round_values(self, rewards_per_func: torch.Tensor, n_local: int) -> None:
+        """The gathered values the group decision reads: total reward and pass flags per completion."""
+        weights = self.reward_weights.to(rewards_per_func.device)
+        total = (rewards_per_func * weights.unsqueeze(0)).nansum(dim=1)
+        total[torch.isnan(rewards_per_func).all(dim=1)] = torch.nan
+        self._ds_rewards = total.detach().cpu()
+        self._ds_passed = None
+        if not stages_of(self.reward_funcs[0]):
+            return
+        scores = scores_of(self.reward_funcs[0], n_local)
+        flags = torch.full((n_local,), -1, dtype=torch.long)       # -1: no Score for this completion
+        if scores is not None:
+            flags = torch.tensor([-1 if s.passed is None else int(s.passed) for s in scores], dtype=torch.long)
+        passed = ds.gather_flags(flags.to(self.accelerator.device)).cpu()
+        if self.dynamic_sampling.metric == "pass" and bool((passed < 0).all()):
+            raise ValueError("dynamic_sampling.metric=pass: the first reward kept no per-completion stage "
+                             "records (last_scores) for this batch")
+        self._ds_passed = passed
+
+    def _save_checkpoint(self, model, trial):
+        super()._save_checkpoint(model, trial)
+        if self._refill is not None and self.args.should_save:
+            folder = os.path.join(self._get_output_dir(trial=trial), f"checkpoint-{self.state.global_step}")
+            with open(os.path.join(folder, DYNAMIC_SAMPLING_STATE), "w") as fh:
+                json.dump({"refill_cursor": self._refill.cursor, "seed": self._refill.seed}, fh)
+
+    def _load_optimizer_and_scheduler(self, checkpoint):
+        super()._load_optimizer_and_scheduler(checkpoint)
+        if self._refill is None or checkpoint is None:
+            return
+        path = os.path.join(checkpoint, DYNAMIC_SAMPLING_STATE)
+        if os.path.isfile(path):
+            with open(path) as fh:
+                self._refill.cursor = int(json.load(fh)["refill_cursor"])
+        else:
+            log.warning("dynamic sampling: %s has no %s; refill prompts restart from the stream's start",
+                        checkpoint, DYNAMIC_SAMPLING_STATE)
 
     # ---- loss: TRL's, with the gate plugged into its entropy-mask hook --------------------------------
     def _compute_loss(self, model, inputs):
@@ -154,25 +283,22 @@ class EARLGRPOTrainer(GRPOTrainer):
     def _calculate_rewards(self, inputs, prompts, completions, completion_ids_list):
         rewards = super()._calculate_rewards(inputs, prompts, completions, completion_ids_list)
         self._log_reward_stages(len(completions))
+        if self.dynamic_sampling.enabled and self.model.training:
+            self._keep_round_values(rewards, len(completions))
         return rewards
 
     def _log_reward_stages(self, n: int) -> None:
         """Fraction of completions per stage and pass rate, for each reward that declares its stage
-        vocabulary (``stages``, in order of progress, the last one = pass) and keeps ``last_details``."""
+        vocabulary (``stages``, in order of progress, the last one = pass) and left one `Score` per
+        completion (``last_scores``, read through rewards.base.scores_of)."""
         mode = "train" if self.model.training else "eval"
         for func, name in zip(self.reward_funcs, self.reward_func_names):
-            try:
-                details, stages = getattr(func, "last_details", None), getattr(func, "stages", None)
-            except Exception:  # noqa: BLE001 - a wrapper's __getattr__ may raise anything
-                details = stages = None
-            if details is None or not stages:
+            stages = stages_of(func)
+            if not stages:                                 # the same on every rank: no collective skipped
                 continue
-            stages = tuple(str(s) for s in stages)
             counts = torch.zeros(len(stages) + 1)          # last slot: unknown stage names
-            if isinstance(details, list) and len(details) == n:   # stale or failed calls are skipped
-                for d in details:
-                    stage = d.get("stage") if isinstance(d, dict) else None
-                    counts[stages.index(stage) if stage in stages else len(stages)] += 1
+            for s in scores_of(func, n) or []:             # stale or failed calls count nothing
+                counts[stages.index(s.stage) if s.stage in stages else len(stages)] += 1
             counts = self.accelerator.reduce(counts.to(self.accelerator.device), reduction="sum").cpu()
             total = float(counts.sum())
             if total == 0:

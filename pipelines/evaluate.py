@@ -1,5 +1,10 @@
 """Evaluation: n samples per problem (HF generate or vLLM), scored by the reward engine, unbiased pass@k.
 
+With `greedy: true` next to n > 1 samples at temperature T, each model is also decoded greedily: sampled
+pass@1 and pass@k against greedy pass@1 tell sharpening (RL moves mass onto answers the model could already
+sample: greedy and pass@1 rise, pass@k does not) from teaching (pass@k rises too). Generated task sets
+carry `meta` (family, phrasing): `family_table` breaks the numbers down by it.
+
 Scoring goes through the same reward callables training uses (rewards.registry.compose), so "passes in
 eval" and "rewarded in RL" can never drift apart. Results are records: one per problem, written as JSON.
 A task kind with a `judge` (security repair) reads pass/fail from the reward's detail records and adds
@@ -11,12 +16,13 @@ import json
 import math
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from pipelines.config import DataConfig, EvalSettings, ModelConfig, RewardEntry
 from pipelines.data import format_prompt, kind_of, prompt_text, reward_rows
+from rewards.base import scores_of
 from rewards.metrics import pass_at_k
 from rewards.verilog.problems import Problem
 
@@ -37,9 +43,17 @@ class ProblemResult:
     samples: list[str] = field(default_factory=list)
     errors: int = 0                                     # samples the reward could not score (None)
     details: list[dict] = field(default_factory=list)  # per-sample judged records (task kinds with a judge)
+    meta: dict[str, Any] = field(default_factory=dict)  # the problem's family / phrasing (generated tasks)
 
     def pass_at(self, k: int) -> float:
         return pass_at_k(self.n, self.correct, k)
+
+
+META_KEYS = ("family", "phrasing")       # the Problem.meta fields a result keeps, for per-family tables
+
+
+def problem_meta(p: Problem) -> dict[str, Any]:
+    return {k: p.meta[k] for k in META_KEYS if k in (p.meta or {})}
 
 
 @dataclass
@@ -52,17 +66,29 @@ class EvalResult:
     wall_s: float = 0.0
     settings: dict[str, Any] = field(default_factory=dict)
     metrics: dict[str, Any] = field(default_factory=dict)   # task metrics (security: secure@1, ...)
+    greedy: list[ProblemResult] = field(default_factory=list)   # greedy decode of the same problems (greedy: true)
 
     @property
     def pass_at_k(self) -> dict[int, float]:
         return {k: sum(p.pass_at(k) for p in self.problems) / len(self.problems) for k in self.k}
 
+    @property
+    def greedy_pass_at_1(self) -> float | None:
+        return sum(p.passed[0] for p in self.greedy) / len(self.greedy) if self.greedy else None
+
     def to_dict(self) -> dict[str, Any]:
         d = {**asdict(self), "pass_at_k": {str(k): v for k, v in self.pass_at_k.items()}}
-        if not self.metrics:                 # kinds without a judge write the same JSON as before
-            d.pop("metrics")
-            for p in d["problems"]:
+        if self.greedy:
+            d["greedy_pass_at_1"] = self.greedy_pass_at_1
+        else:                                # results without the greedy decode write the same JSON as before
+            d.pop("greedy")
+        for p in [*d["problems"], *d.get("greedy", [])]:
+            if not self.metrics:             # kinds without a judge write the same JSON as before
                 p.pop("details")
+            if not p["meta"]:
+                p.pop("meta")
+        if not self.metrics:
+            d.pop("metrics")
         return d
 
     def save(self, path: str | Path) -> Path:
@@ -75,7 +101,9 @@ class EvalResult:
     def load(cls, path: str | Path) -> EvalResult:
         d = json.loads(Path(path).read_text())
         d.pop("pass_at_k", None)
+        d.pop("greedy_pass_at_1", None)
         d["problems"] = [ProblemResult(**p) for p in d["problems"]]
+        d["greedy"] = [ProblemResult(**p) for p in d.get("greedy", [])]   # older files have none
         return cls(**d)
 
     def summary(self) -> str:
@@ -84,6 +112,8 @@ class EvalResult:
         note = f"; WARNING: {errors} samples unscored (reward error, counted as failures)" if errors else ""
         extra = "".join(f", {k} = {format_metric(k, v)}"
                         for k, v in self.metrics.items() if isinstance(v, float) and not math.isnan(v))
+        if self.greedy:
+            ks = f"sampled {ks} (T={self.settings.get('temperature')}), greedy pass@1 = {self.greedy_pass_at_1:.1%}"
         return f"{self.label}: {ks}{extra} over {len(self.problems)} problems (n={self.n}){note}"
 
     def table(self, limit: int | None = None) -> str:
@@ -109,10 +139,11 @@ def _count(items: Sequence[str]) -> dict[str, int]:
 # --------------------------------------------------------------------------- paired comparison
 
 
-def paired(before: EvalResult, after: EvalResult) -> dict[str, Any]:
-    """Per-problem first-sample comparison: fail->pass (up), pass->fail (down), two-sided sign-test p."""
-    a = {p.id: p.passed[0] for p in before.problems}
-    b = {p.id: p.passed[0] for p in after.problems}
+def paired(before: EvalResult, after: EvalResult, greedy: bool = False) -> dict[str, Any]:
+    """Per-problem first-sample comparison: fail->pass (up), pass->fail (down), two-sided sign-test p.
+    ``greedy``: compare the greedy decodes instead (both results need them)."""
+    a = {p.id: p.passed[0] for p in (before.greedy if greedy else before.problems)}
+    b = {p.id: p.passed[0] for p in (after.greedy if greedy else after.problems)}
     common = [i for i in a if i in b]
     up = sum(1 for i in common if not a[i] and b[i])
     down = sum(1 for i in common if a[i] and not b[i])
@@ -126,6 +157,38 @@ def sign_test(up: int, down: int) -> float:
         return 1.0
     tail = sum(math.comb(n, i) for i in range(min(up, down) + 1)) / 2 ** n
     return min(1.0, 2 * tail)
+
+
+def family_table(results: Sequence[EvalResult], key: str = "family") -> str:
+    """Markdown table per value of the problems' ``meta[key]`` (family, phrasing): problems, and per model
+    sampled pass@1, the largest pass@k and greedy pass@1 (when decoded). Empty when no problem has the key."""
+    groups: dict[str, list[str]] = {}
+    for p in results[0].problems if results else []:
+        if key in p.meta:
+            groups.setdefault(str(p.meta[key]), []).append(p.id)
+    if not groups:
+        return ""
+    top = max(results[0].k)
+    cols = []
+    for r in results:
+        cols += [f"{r.label} pass@1"] + ([f"{r.label} pass@{top}"] if top > 1 else [])
+        cols += [f"{r.label} greedy"] if r.greedy else []
+    rows = [f"| {key} | problems | " + " | ".join(cols) + " |", "|---|---|" + "---|" * len(cols)]
+    for value, ids in sorted(groups.items()):
+        cells = []
+        for r in results:
+            mine = [p for p in r.problems if p.id in set(ids)]
+            cells.append(_mean([p.pass_at(1) for p in mine]))
+            if top > 1:
+                cells.append(_mean([p.pass_at(top) for p in mine if p.n >= top]))
+            if r.greedy:
+                cells.append(_mean([float(p.passed[0]) for p in r.greedy if p.id in set(ids)]))
+        rows.append(f"| {value} | {len(ids)} | " + " | ".join(f"{c:.1%}" for c in cells) + " |")
+    return "\n".join(rows)
+
+
+def _mean(xs: Sequence[float]) -> float:
+    return sum(xs) / len(xs) if xs else float("nan")
 
 
 # --------------------------------------------------------------------------- generation
@@ -191,69 +254,71 @@ def generate_vllm(model_path: str, problems: list[Problem], ev: EvalSettings, mo
 # --------------------------------------------------------------------------- scoring
 
 
+@dataclass
+class SampleScore:
+    """One sample, scored: the weighted total, what the first reward reported (stage, detail record) and
+    whether it could score the sample at all."""
+    total: float = 0.0
+    stage: str = ""                  # the first reward's stage ("" when it leaves no Scores)
+    passed: bool | None = None       # the first reward's Score.passed (its last stage reached)
+    detail: dict | None = None       # the first reward's detail record (None when unscored or absent)
+    missing: bool = False            # the first reward returned None
+
+
+def _score_chunk(part: list[tuple[int, str]], rows: list[dict], funcs: list, weights: list[float],
+                 data_cfg: DataConfig) -> list[SampleScore]:
+    cols = {k: [rows[i][k] for i, _ in part] for k in rows[0] if k != "prompt"}
+    prompts = [rows[i]["prompt"] for i, _ in part]
+    completions: list = [s for _, s in part]
+    if data_cfg.prompt_format == "chat":
+        completions = [[{"role": "assistant", "content": s}] for s in completions]
+    records = [SampleScore() for _ in part]
+    for j, (fn, w) in enumerate(zip(funcs, weights)):
+        vals = fn(prompts, completions, **cols)
+        for rec, v in zip(records, vals):
+            rec.total += w * (v or 0.0)
+        if j > 0:
+            continue
+        scores = scores_of(fn, len(part))
+        for rec, v, sc in zip(records, vals, scores or [None] * len(part)):
+            rec.missing = v is None
+            if sc is not None:
+                rec.stage, rec.passed = sc.stage, sc.passed
+                rec.detail = {**sc.details, "stage": sc.stage} if v is not None else None
+    return records
+
+
+def _problem_result(p: Problem, ss: list[str], recs: list[SampleScore], judge, threshold: float) -> ProblemResult:
+    stages = [r.stage for r in recs]
+    judged: list[dict] = []
+    if judge is not None:
+        judged = [judge(p, r.detail) if r.detail is not None
+                  else {"passed": False, "stage": "error", "reason": "unscored"} for r in recs]
+        passed, stages = [bool(j["passed"]) for j in judged], [str(j["stage"]) for j in judged]
+    elif all(stages):
+        passed = [bool(r.passed) for r in recs]
+    else:
+        passed = [r.total >= threshold - 1e-9 for r in recs]
+    return ProblemResult(p.id, len(ss), sum(passed), passed, [round(r.total, 4) for r in recs],
+                         stages if all(stages) else [], list(ss), sum(r.missing for r in recs), judged,
+                         problem_meta(p))
+
+
 def score(problems: list[Problem], samples: list[list[str]], reward_entries: Sequence[RewardEntry],
           data_cfg: DataConfig, threshold: float = 1.0, chunk: int = 256) -> list[ProblemResult]:
     """Score every sample through the composed rewards. A sample passes as the task kind's judge says
-    (on the first reward's `last_details`), else when the first reward reports stage "pass" (when it
-    keeps `last_details`), else when the weighted reward >= threshold."""
+    (on the first reward's `last_scores`), else as the first reward's Scores say (`passed`: its last
+    stage reached) when it leaves them, else when the weighted reward >= threshold."""
     from rewards.registry import compose
     funcs, weights = compose([asdict(r) for r in reward_entries])
     rows = reward_rows(problems, data_cfg)
     flat = [(i, s) for i, ss in enumerate(samples) for s in ss]
-    totals: list[float] = []
-    stages: list[str] = []
-    missing: list[bool] = []
-    details: list[dict | None] = []
+    records: list[SampleScore] = []
     for c in range(0, len(flat), chunk):
-        part = flat[c:c + chunk]
-        cols = {k: [rows[i][k] for i, _ in part] for k in rows[0] if k != "prompt"}
-        prompts = [rows[i]["prompt"] for i, _ in part]
-        completions = [s for _, s in part]
-        if data_cfg.prompt_format == "chat":
-            completions = [[{"role": "assistant", "content": s}] for s in completions]
-        part_total = [0.0] * len(part)
-        part_stage = [""] * len(part)
-        part_details: list[dict | None] = [None] * len(part)
-        for j, (fn, w) in enumerate(zip(funcs, weights)):
-            vals = fn(prompts, completions, **cols)
-            if j == 0:
-                missing += [v is None for v in vals]
-            for t, v in enumerate(vals):
-                part_total[t] += w * (v or 0.0)
-            if j == 0:
-                got = _details(fn, len(part))
-                if got:
-                    part_stage = [str(d.get("stage", "")) if isinstance(d, dict) else "" for d in got]
-                    part_details = [d if isinstance(d, dict) and v is not None else None
-                                    for d, v in zip(got, vals)]
-        totals += part_total
-        stages += part_stage
-        details += part_details
+        records += _score_chunk(flat[c:c + chunk], rows, funcs, weights, data_cfg)
     judge = kind_of(problems[0]).judge if problems else None
-    results = []
-    pos = 0
-    for p, ss in zip(problems, samples):
-        r = totals[pos:pos + len(ss)]
-        st = stages[pos:pos + len(ss)]
-        judged: list[dict] = []
-        if judge is not None:
-            judged = [judge(p, d) if d is not None else {"passed": False, "stage": "error", "reason": "unscored"}
-                      for d in details[pos:pos + len(ss)]]
-            passed, st = [bool(j["passed"]) for j in judged], [str(j["stage"]) for j in judged]
-        else:
-            passed = [s == "pass" for s in st] if all(st) else [v >= threshold - 1e-9 for v in r]
-        results.append(ProblemResult(p.id, len(ss), sum(passed), passed, [round(v, 4) for v in r],
-                                     st if all(st) else [], list(ss), sum(missing[pos:pos + len(ss)]), judged))
-        pos += len(ss)
-    return results
-
-
-def _details(fn, n: int) -> list | None:
-    try:
-        d = getattr(fn, "last_details", None)
-    except Exception:  # noqa: BLE001 - a wrapper may raise anything
-        return None
-    return d if isinstance(d, list) and len(d) == n else None
+    it = iter(records)
+    return [_problem_result(p, ss, [next(it) for _ in ss], judge, threshold) for p, ss in zip(problems, samples)]
 
 
 def evaluate(model_path: str, problems: list[Problem], ev: EvalSettings, rewards: Sequence[RewardEntry],
@@ -264,7 +329,12 @@ def evaluate(model_path: str, problems: list[Problem], ev: EvalSettings, rewards
     gen = generate_vllm if ev.backend == "vllm" else generate_hf
     samples = gen(model_path, problems, ev, model_cfg, data_cfg, seed)
     results = score(problems, samples, rewards, data_cfg, ev.pass_threshold)
+    greedy: list[ProblemResult] = []
+    if ev.greedy:
+        once = replace(ev, n=1, k=[1], temperature=0.0, greedy=False)
+        greedy = score(problems, gen(model_path, problems, once, model_cfg, data_cfg, seed), rewards, data_cfg,
+                       ev.pass_threshold)
     kind = kind_of(problems[0])
     metrics = kind.metrics([d for r in results for d in r.details]) if kind.metrics else {}
     return EvalResult(label, str(model_path), ev.n, list(ev.k), results, round(time.time() - t0, 1), asdict(ev),
-                      metrics)
+                      metrics, greedy)

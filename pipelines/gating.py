@@ -22,13 +22,17 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Literal, get_args
 
 import torch
 import torch.distributed as dist
 
-GRANULARITIES = ("batch", "response", "threshold", "none")
-NORMALIZE = ("selected", "all")
-KL_SCOPES = ("all", "gated")
+Granularity = Literal["batch", "response", "threshold", "none"]
+Normalize = Literal["selected", "all"]
+KlScope = Literal["all", "gated"]
+GRANULARITIES: tuple[str, ...] = get_args(Granularity)
+NORMALIZE: tuple[str, ...] = get_args(Normalize)
+KL_SCOPES: tuple[str, ...] = get_args(KlScope)
 
 
 @dataclass
@@ -43,13 +47,12 @@ class GatingConfig:
     a failed sample also pushes down the tokens it shares with passing ones (the copied port list), which a
     small policy turns into copy errors; at 0 only passing samples pull (sharpening, like rejection sampling).
     """
-    granularity: str = "batch"          # batch | response | threshold | none
+    granularity: Granularity = "batch"
     top_ratio: float = 0.2              # ρ: fraction of tokens kept (batch, response)
     threshold: float | None = None      # τ in nats (threshold)
-    normalize: str = "selected"         # selected | all
-    kl_scope: str = "all"               # all | gated: tokens the KL (beta > 0) term applies to
+    normalize: Normalize = "selected"
+    kl_scope: KlScope = "all"           # tokens the KL (beta > 0) term applies to
     negative_weight: float = 1.0        # scale of negative advantages (1 = GRPO; 0 = learn from passing samples only)
-    entropy_chunk_size: int = 256       # tokens per chunk for entropy computed outside TRL's fused head (earl entropy)
     log_top_tokens: int = 20            # how many most-gated token strings to report per logging step
 
     def __post_init__(self) -> None:
@@ -67,8 +70,6 @@ class GatingConfig:
                              f"(nats), got {self.threshold!r}")
         if not 0.0 <= float(self.negative_weight) <= 1.0:
             raise ValueError(f"gating.negative_weight: must be in [0, 1], got {self.negative_weight!r}")
-        if int(self.entropy_chunk_size) < 1:
-            raise ValueError(f"gating.entropy_chunk_size: must be >= 1, got {self.entropy_chunk_size!r}")
         if int(self.log_top_tokens) < 0:
             raise ValueError(f"gating.log_top_tokens: must be >= 0, got {self.log_top_tokens!r}")
 

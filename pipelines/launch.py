@@ -19,6 +19,8 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from sandboxes.strict import OptionError, check_known
+
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 ACCELERATE_CONFIGS = PROJECT_ROOT / "configs" / "accelerate"
 LAUNCHERS = ("single", "ddp", "zero2", "zero3", "zero3-offload")
@@ -122,10 +124,7 @@ def shutdown_distributed() -> None:
     "terminate called without an active exception" (SIGABRT) after its work is saved, turning a finished
     run into a failed launch. A no-op in a plain single process.
     """
-    try:
-        import torch.distributed as dist
-    except ImportError:
-        return
+    import torch.distributed as dist  # torch: not needed to render a launch
     if dist.is_available() and dist.is_initialized():
         dist.barrier()
         dist.destroy_process_group()
@@ -154,10 +153,10 @@ def _config_launch_section(config_path: str | None) -> dict:
     section = raw.get("launch") or {} if isinstance(raw, dict) else {}
     if not isinstance(section, dict):
         raise LaunchError(f"{config_path}: `launch` must be a mapping, got {type(section).__name__}")
-    unknown = set(section) - set(LaunchConfig.__dataclass_fields__)
-    if unknown:
-        raise LaunchError(f"{config_path}: unknown key(s) launch.{', launch.'.join(sorted(unknown))}; "
-                          f"known: {', '.join(LaunchConfig.__dataclass_fields__)}")
+    try:
+        check_known(section, LaunchConfig.__dataclass_fields__, "launch")
+    except OptionError as exc:
+        raise LaunchError(f"{config_path}: {exc}") from None
     return section
 
 
@@ -176,11 +175,8 @@ def launch_config_from_args(args: argparse.Namespace) -> LaunchConfig:
 
 def _local_devices() -> int:
     """GPUs on this machine, or 2 CPU processes (the smallest run that exercises the distributed path)."""
-    try:
-        import torch
-        return torch.cuda.device_count() or 2
-    except ImportError:
-        return 2
+    import torch  # torch: only when counting devices
+    return torch.cuda.device_count() or 2
 
 
 def maybe_relaunch(args: argparse.Namespace, argv: list[str] | None = None) -> int | None:

@@ -9,20 +9,18 @@ import os
 import re
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
 import torch
 
-from pipelines.config import LoraConfig, ModelConfig
-
-DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16, "auto": "auto"}
+from pipelines.config import Dtype, LoraConfig, ModelConfig
 
 
 def torch_dtype(name: str) -> Any:
-    try:
-        return DTYPES[name]
-    except KeyError:
-        raise ValueError(f"model.dtype: expected one of {list(DTYPES)}, got {name!r}") from None
+    """A `config.Dtype` name as torch wants it ("auto" stays a string)."""
+    if name not in get_args(Dtype):
+        raise ValueError(f"model.dtype: expected one of {list(get_args(Dtype))}, got {name!r}")
+    return name if name == "auto" else getattr(torch, name)
 
 
 def build_tiny(out_dir: str | Path, tiny_kwargs: dict[str, Any]) -> Path:

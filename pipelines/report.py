@@ -82,23 +82,35 @@ def _metrics_table(results: list) -> list[str]:
 
 
 def _eval_section(title: str, folder: Path, order: list[str]) -> list[str]:
-    """One eval stage's table (pass@k per evaluated model) and paired counts, from its eval/*.json."""
-    from pipelines.evaluate import EvalResult, paired
+    """One eval stage's table (pass@k per evaluated model, greedy pass@1 when sampled), paired counts and
+    per-family / per-wording tables, from its eval/*.json."""
+    from pipelines.evaluate import EvalResult, family_table, paired
     results = [EvalResult.load(p) for p in sorted(folder.glob("*.json"), key=lambda p: p.stat().st_mtime)]
     results.sort(key=lambda r: order.index(r.label) if r.label in order else -1)
     if not results:
         return []
     ks = results[0].k
-    lines = ["", f"## {title}", "", "| model | problems | n | " + " | ".join(f"pass@{k}" for k in ks) + " |",
-             "|---|---|---|" + "---|" * len(ks)]
+    greedy = all(r.greedy for r in results)       # sampled pass@k next to greedy pass@1
+    lines = ["", f"## {title}", "",
+             "| model | problems | n | " + " | ".join(f"pass@{k}" for k in ks)
+             + (" | greedy pass@1" if greedy else "") + " |",
+             "|---|---|---|" + "---|" * (len(ks) + greedy)]
     for r in results:
         lines.append(f"| {r.label} | {len(r.problems)} | {r.n} | "
-                     + " | ".join(f"{r.pass_at_k.get(k, float('nan')):.1%}" for k in ks) + " |")
+                     + " | ".join(f"{r.pass_at_k.get(k, float('nan')):.1%}" for k in ks)
+                     + (f" | {r.greedy_pass_at_1:.1%}" if greedy else "") + " |")
     lines += _metrics_table(results)
     for a, b in itertools.pairwise(results):
-        c = paired(a, b)
-        lines.append(f"\n{a.label} → {b.label}: {c['up']} fail→pass, {c['down']} pass→fail "
-                     f"(two-sided sign test p = {c['sign_test_p']:.3g}) on {c['problems']} problems.")
+        for g in (False, True) if greedy else (False,):
+            c = paired(a, b, greedy=g)
+            what = " (greedy)" if g else (" (first sample)" if greedy else "")
+            lines.append(f"\n{a.label} → {b.label}{what}: {c['up']} fail→pass, {c['down']} pass→fail "
+                         f"(two-sided sign test p = {c['sign_test_p']:.3g}) on {c['problems']} problems.")
+    for key in ("family", "phrasing"):
+        table = family_table(results, key)
+        if table:
+            lines += ["", f"### {title.removeprefix('Held-out evaluation').strip(': ') or 'Held-out'} by {key}",
+                      "", table]
     return lines
 
 

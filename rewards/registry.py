@@ -17,6 +17,8 @@ from dataclasses import dataclass, field
 from importlib.metadata import entry_points
 from typing import Any
 
+from rewards.base import Score, scores_of, stages_of
+from sandboxes.strict import from_dict
 from sandboxes.tools import ToolNotFound
 
 log = logging.getLogger(__name__)
@@ -110,16 +112,21 @@ class RewardSpec:
 class SafeReward:
     """Wraps a reward so an exception or timeout yields ``None`` (TRL skips it) instead of a crash.
 
-    Except ToolNotFound: a missing program would fail every batch alike, so it stops the run instead."""
+    Except ToolNotFound: a missing program would fail every batch alike, so it stops the run instead.
+    What the trainer and eval read of the wrapped reward is passed on explicitly (rewards.base): its
+    ``stages`` and the ``last_scores`` of the call that just succeeded (None after a failed one)."""
 
     def __init__(self, fn: RewardFn, name: str, timeout_s: float | None = None):
         self.fn, self.timeout_s = fn, timeout_s
         self.__name__ = name
+        self.stages = stages_of(fn)
         self.failures = 0
+        self.last_scores: list[Score] | None = None
         self._pool = cf.ThreadPoolExecutor(max_workers=1) if timeout_s else None
 
     def __call__(self, prompts: Sequence, completions: Sequence, **columns: Any) -> list[float | None]:
         n = len(completions)
+        self.last_scores = None
         try:
             if self._pool is not None:
                 out = self._pool.submit(self.fn, prompts, completions, **columns).result(timeout=self.timeout_s)
@@ -128,6 +135,7 @@ class SafeReward:
             out = list(out)
             if len(out) != n:
                 raise ValueError(f"returned {len(out)} rewards for {n} completions")
+            self.last_scores = scores_of(self.fn, n)
             return [None if v is None or (isinstance(v, float) and math.isnan(v)) else float(v) for v in out]
         except cf.TimeoutError:
             self.failures += 1
@@ -135,14 +143,16 @@ class SafeReward:
                       self.timeout_s, n)
             self._pool = cf.ThreadPoolExecutor(max_workers=1)   # abandon the stuck worker
         except ToolNotFound:
-            raise
+            raise                                   # a setup error: stop, never a batch of Nones
         except Exception:  # a reward crash must never kill training
             self.failures += 1
             log.exception("reward %s failed on a batch of %d; scoring None", self.__name__, n)
         return [None] * n
 
-    def __getattr__(self, item: str) -> Any:     # expose e.g. `last_details` of the wrapped reward
-        return getattr(self.__dict__["fn"], item)
+    def close(self) -> None:
+        close = getattr(self.fn, "close", None)
+        if callable(close):
+            close()
 
 
 def compose(specs: Sequence[RewardSpec | dict]) -> tuple[list[SafeReward], list[float]]:
@@ -150,11 +160,9 @@ def compose(specs: Sequence[RewardSpec | dict]) -> tuple[list[SafeReward], list[
     funcs, weights = [], []
     for i, spec in enumerate(specs):
         if isinstance(spec, dict):
-            unknown = set(spec) - {"name", "weight", "kwargs", "timeout_s"}
-            if unknown or "name" not in spec:
-                raise ValueError(f"rewards[{i}]: expected keys name, weight, kwargs, timeout_s; "
-                                 f"got {sorted(spec)}")
-            spec = RewardSpec(**spec)
+            if "name" not in spec:
+                raise ValueError(f"rewards[{i}]: needs a name; got keys {sorted(spec)}")
+            spec = from_dict(RewardSpec, spec, f"rewards[{i}]")
         try:
             fn = build_reward(spec.name, **spec.kwargs)
         except (KeyError, TypeError) as exc:

@@ -6,9 +6,12 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field, fields
-from typing import Any
+from typing import Any, Literal, get_args
 
-BACKENDS = ("auto", "bwrap", "unshare", "none")
+from sandboxes import strict
+
+Backend = Literal["auto", "bwrap", "unshare", "none"]      # none = rlimits only, with a loud warning
+BACKENDS: tuple[str, ...] = get_args(Backend)
 
 
 @dataclass
@@ -31,16 +34,12 @@ class SandboxLimits:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> SandboxLimits:
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ValueError(f"sandbox.limits: unknown key(s) {unknown}; known: {sorted(known)}")
-        return cls(**data)
+        return strict.from_dict(cls, data, "sandbox.limits")
 
 
 @dataclass
 class SandboxConfig:
-    backend: str = "auto"         # auto | bwrap | unshare | none  (none = rlimits only, loud warning)
+    backend: Backend = "auto"
     network: bool = False
     limits: SandboxLimits = field(default_factory=SandboxLimits)
     ro_binds: list[str] = field(default_factory=list)   # extra host paths visible read-only
@@ -74,8 +73,4 @@ class SandboxConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> SandboxConfig:
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ValueError(f"sandbox: unknown key(s) {unknown}; known: {sorted(known)}")
-        return cls(**data)
+        return strict.from_dict(cls, data, "sandbox")

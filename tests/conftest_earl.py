@@ -8,6 +8,7 @@ from pathlib import Path
 
 import torch
 
+from rewards.base import Score
 from rewards.verilog.reward import STAGES as VERILOG_STAGES
 
 VERILOG = """\
@@ -80,14 +81,15 @@ def length_reward(prompts, completions, **kwargs):
 
 
 class StagedReward:
-    """A reward that keeps ``last_details`` like rewards.verilog.reward.VerilogReward."""
+    """A reward that keeps ``last_scores`` (rewards.base) like rewards.verilog.reward.VerilogReward."""
     __name__ = "staged"
     stages = VERILOG_STAGES
 
     def __init__(self):
-        self.last_details: list[dict] = []
+        self.last_scores: list[Score] | None = None
 
     def __call__(self, prompts, completions, **kwargs):
         stages = ["pass", "compile", "syntax", "pass"]
-        self.last_details = [{"stage": stages[i % 4]} for i in range(len(completions))]
-        return [1.0 if d["stage"] == "pass" else 0.0 for d in self.last_details]
+        self.last_scores = [Score(float(stages[i % 4] == "pass"), stages[i % 4] == "pass", stages[i % 4])
+                            for i in range(len(completions))]
+        return [s.reward for s in self.last_scores]

@@ -84,6 +84,56 @@ def gate_main(out: Path) -> int:
     return 0
 
 
+def kind_reward(prompts, completions, **_):
+    """Reward by the prompt's word: `pass` -> 1 for every completion, `fail` -> 0, `mix` -> alternating
+    (local batches hold whole groups, so a `mix` group always has spread). Logged per rank and call."""
+    rewards = []
+    for i, p in enumerate(prompts):
+        word = p.split()[0]
+        rewards.append(1.0 if word == "pass" else 0.0 if word == "fail" else float(i % 2))
+    out = Path(os.environ["SCALEOUT_OUT"]) / f"dyn_calls_rank{os.environ.get('RANK', '0')}.jsonl"
+    with out.open("a") as fh:
+        fh.write(json.dumps({"prompts": [p.split()[0] for p in prompts], "rewards": rewards}) + "\n")
+    return rewards
+
+
+def dyn_main(out: Path, max_steps: int = 3) -> int:
+    """EARLGRPOTrainer with dynamic sampling on 2 ranks: every rank writes each step's batch plan."""
+    import torch
+    from datasets import Dataset
+    from transformers import TrainerCallback
+    from trl import GRPOConfig
+
+    from pipelines.earl_trainer import EARLGRPOTrainer
+
+    out.mkdir(parents=True, exist_ok=True)
+    os.environ["SCALEOUT_OUT"] = str(out)
+    torch.set_num_threads(1)
+    tok = build_tokenizer()
+    prompts = [f"{w} " for w in ("pass", "fail", "mix", "fail", "pass", "fail", "pass", "mix")] * 4
+    config = GRPOConfig(
+        output_dir=str(out), max_steps=max_steps, save_strategy="no", per_device_train_batch_size=8,
+        num_generations=4, max_completion_length=6, learning_rate=1e-3, logging_steps=1, report_to=[], seed=0,
+        beta=0.0, use_cpu=not torch.cuda.is_available(), bf16=False, disable_tqdm=True, dataloader_num_workers=0)
+    plans: list[dict] = []
+
+    class RecordPlan(TrainerCallback):
+        def on_step_end(self, args, state, control, **kwargs):
+            plan = trainer.last_batch_plan
+            plans.append({"step": state.global_step, "picks": plan.picks, "metrics": plan.metrics()})
+
+    trainer = EARLGRPOTrainer(model=build_model(len(tok)), reward_funcs=kind_reward, args=config,
+                              train_dataset=Dataset.from_dict({"prompt": prompts}), processing_class=tok,
+                              dynamic_sampling={"enabled": True, "max_rounds": 6}, callbacks=[RecordPlan()])
+    trainer.train()
+    rank = trainer.accelerator.process_index
+    (out / f"dyn_rank{rank}.json").write_text(json.dumps(
+        {"rank": rank, "world_size": trainer.accelerator.num_processes, "plans": plans}))
+    from pipelines.launch import shutdown_distributed
+    shutdown_distributed()
+    return 0
+
+
 def step_clock():
     """A TrainerCallback stamping the end of every optimizer step: wall time per full step (generation,
     reward, forward/backward, gradient communication and the optimizer), whatever the launcher."""
@@ -111,6 +161,8 @@ def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] == "gate":
         return gate_main(Path(argv[1]))
+    if argv and argv[0] == "dyn":
+        return dyn_main(Path(argv[1]))
     ap = argparse.ArgumentParser()
     ap.add_argument("out_dir")
     ap.add_argument("--max-steps", type=int, default=4)

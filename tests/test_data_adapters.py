@@ -292,3 +292,26 @@ def test_hf_source_picks_its_files_from_a_dataset_repo(tmp_path):
     assert [p.id for p in load_source(src)] == ["codev-0", "codev-1", "codev-2"]
     with pytest.raises(ConfigError, match="hf_files"):
         load_config(raw=_cfg(path=str(repo), hf_files="x.parquet"))
+
+
+INC32 = "module inc32(input [31:0] a, output [31:0] y);\n  assign y = a + 1;\nendmodule\n"
+
+
+@needs_iverilog
+@pytest.mark.skipif(shutil.which("yosys") is None, reason="yosys not installed")
+def test_codev_rows_name_the_reference_as_the_top_and_formal_still_refutes(tmp_path):
+    """CodeV-R1 rows name the reference module as the candidate's (top_module == ref_module). The generated
+    bench and the proof must keep the two designs apart: the reference itself is proven, and a design wrong
+    on a single 32-bit input (which random stimulus misses) is refuted with its counterexample."""
+    from rewards.verilog.reward import VerilogReward
+    path = tmp_path / "codev.parquet"
+    write_parquet([codev_row(0, ground_truth(INC32))], path)
+    (p,) = load_source(DataSource(path=str(path), adapter="codev-r1"))
+    assert (p.top_module, p.ref_module) == ("inc32", "inc32") and p.testbench is None
+    sneaky = INC32.replace("a + 1", "(a == 32'hDEADBEEF) ? 32'd0 : a + 1")
+    reward = VerilogReward()                                 # formal: auto = confirm on reference-only rows
+    good, bad = reward.score_batch([p, p], [INC32, sneaky])
+    assert good.passed and good.formal == "equivalent"
+    assert not bad.passed and bad.formal == "not_equivalent"
+    assert bad.formal_detail["counterexample"]["inputs"] == {"a": format(0xDEADBEEF, "032b")}
+    assert VerilogReward(formal="off").score(p, sneaky).passed, "random stimulus alone passes it"

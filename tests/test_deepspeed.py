@@ -116,6 +116,31 @@ def test_entropy_gate_two_ranks_selects_same_tokens_as_one(tmp_path):
     assert ent[kept].min() >= ent[mask & ~kept].max()
 
 
+@pytest.mark.slow
+def test_dynamic_sampling_two_ranks_keep_the_same_groups(tmp_path):
+    """Real EARLGRPOTrainer on 2 DDP ranks with dynamic sampling: each step both ranks compute the same plan,
+    and every group a rank trains on is one whose rewards differ (when the batch could be filled)."""
+    out = tmp_path / "dyn"
+    launch("ddp", ["-m", "tests.scaleout_worker", "dyn", str(out)])
+    info = [json.loads((out / f"dyn_rank{r}.json").read_text()) for r in range(2)]
+    assert [i["world_size"] for i in info] == [2, 2]
+    assert info[0]["plans"] == info[1]["plans"] and len(info[0]["plans"]) == 3
+    calls = [[json.loads(line) for line in (out / f"dyn_calls_rank{r}.jsonl").read_text().splitlines()]
+             for r in range(2)]
+    assert len(calls[0]) == len(calls[1]) == sum(p["metrics"]["dynamic_sampling/rounds"] for p in info[0]["plans"])
+    start = 0
+    for plan in info[0]["plans"]:
+        rounds = int(plan["metrics"]["dynamic_sampling/rounds"])
+        for rank in range(2):
+            mine = calls[rank][start:start + rounds]
+            assert all(len(c["prompts"]) == 8 for c in mine)            # TRL's per-rank batch, every round
+            kept = [mine[r]["prompts"][4 * g] for r, g in plan["picks"][rank]]
+            assert len(kept) == 2
+            if plan["metrics"]["dynamic_sampling/max_rounds_reached"] == 0:
+                assert kept == ["mix", "mix"], (plan, mine)
+        start += rounds
+
+
 def _check_run(out: Path, stage: int, steps: int) -> list[dict]:
     info = ranks(out)
     assert [i["world_size"] for i in info] == [2, 2], "two processes must train, not one"

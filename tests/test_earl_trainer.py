@@ -16,6 +16,7 @@ from trl import GRPOTrainer
 from pipelines.earl_trainer import EARLGRPOTrainer, resolve_gating
 from pipelines.entropy import reference_entropy
 from pipelines.gating import GatingConfig
+from rewards.base import Score
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from conftest_earl import StagedReward, grpo_args, length_reward, tiny_dataset, tiny_model, tiny_tokenizer
@@ -248,10 +249,11 @@ def test_stale_or_missing_details_are_skipped(base_model, tok, tmp_path):
     staged = StagedReward()
     trainer = make(EARLGRPOTrainer, copy.deepcopy(base_model), tok, tmp_path, gating=GatingConfig())
     trainer.reward_funcs, trainer.reward_func_names = [length_reward, staged], ["length_reward", "staged"]
-    staged.last_details = [{"stage": "pass"}] * 3               # from a batch of another size
+    staged.last_scores = [Score(1.0, True, "pass")] * 3           # from a batch of another size
     trainer._log_reward_stages(8)
     assert not any(k.startswith("stages/") for k in trainer._metrics["train"])
-    staged.last_details = [{"stage": "pass"}, {"stage": "weird"}, "junk", {"stage": "format"}]
+    staged.last_scores = [Score(1.0, True, "pass"), Score(0.0, False, "weird"), Score(None, None, ""),
+                          Score(0.1, False, "format")]
     trainer._log_reward_stages(4)
     m = trainer._metrics["train"]
     assert m["stages/staged/pass_rate"] == [0.25] and m["stages/staged/format"] == [0.25]
@@ -262,7 +264,6 @@ def test_stage_vocabulary_is_the_rewards_own(base_model, tok, tmp_path):
     stage is the pass rate; a reward with details but no declared vocabulary logs no stages."""
     from pipelines.tasks.secgen import generate
     from rewards.security.reward import SecurityRepairReward
-    from rewards.security.scoring import task_row
 
     task = generate(1, seed=0, split="train")[0]
     security = SecurityRepairReward()
@@ -270,13 +271,14 @@ def test_stage_vocabulary_is_the_rewards_own(base_model, tok, tmp_path):
     undeclared.stages = None
     trainer = make(EARLGRPOTrainer, copy.deepcopy(base_model), tok, tmp_path, gating=GatingConfig())
     trainer.reward_funcs, trainer.reward_func_names = [security, undeclared], ["security_repair", "undeclared"]
-    columns = {k: [v] * 4 for k, v in task_row(task).items()}
+    columns = {k: [v] * 4 for k, v in task.to_columns().items()}
     assert security(["p"] * 4, [task.reference, task.reference, task.vulnerable, "def ("], **columns)[0] > 0.5
     undeclared(["p"] * 4, ["a"] * 4)
     trainer._log_reward_stages(4)
     m = trainer._metrics["train"]
     assert m["stages/security_repair/pass_rate"] == [0.5] and m["stages/security_repair/secure"] == [0.5]
-    assert m["stages/security_repair/format"] == [0.25] and m["stages/security_repair/syntax"] == [0.25]
+    # furthest stage passed: the unchanged original parses (syntax), "def (" does not (none)
+    assert m["stages/security_repair/syntax"] == [0.25] and m["stages/security_repair/none"] == [0.25]
     assert not any(k.startswith("stages/undeclared") for k in m)
 
 

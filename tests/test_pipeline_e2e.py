@@ -67,6 +67,18 @@ def small_run(tmp_path_factory) -> RunFolder:
     return train(cfg)
 
 
+# Dynamic sampling on, by pass/fail: the tiny model's groups are mostly all-fail, so steps refill.
+DYNAMIC = ["stages.rl.dynamic_sampling={enabled: true, metric: pass, max_rounds: 3}"]
+
+
+@pytest.fixture(scope="module")
+def small_run_dynamic(tmp_path_factory) -> RunFolder:
+    """The same uninterrupted run with dynamic sampling on (the reference for its kill-and-resume)."""
+    root = tmp_path_factory.mktemp("e2e-dyn") / "run"
+    cfg = load_config(TINY, SMALL + DYNAMIC + ["stages.eval.settings.models=[]", f"run.run_dir={root}"])
+    return train(cfg)
+
+
 @needs_iverilog
 @pytest.mark.slow
 def test_sft_rl_eval_run_folder(small_run):
@@ -117,10 +129,14 @@ def _checkpoint_steps(run_dir: Path) -> list[int]:
 
 @needs_iverilog
 @pytest.mark.slow
-def test_sigkill_mid_rl_then_resume_matches_uninterrupted(small_run, tmp_path):
+@pytest.mark.parametrize("dynamic", [False, True], ids=["trl-batches", "dynamic-sampling"])
+def test_sigkill_mid_rl_then_resume_matches_uninterrupted(dynamic, request, tmp_path):
+    """With dynamic sampling the refill rounds of every step (their prompts come from a stream whose cursor
+    the checkpoint keeps) must replay too: data_order holds every round's ids."""
+    small_run = request.getfixturevalue("small_run_dynamic" if dynamic else "small_run")
     run_dir, held = tmp_path / "killed", tmp_path / "held"
     cmd = [sys.executable, "-m", "pipelines.cli", "train", "--config", str(TINY), "--run-dir", str(run_dir),
-           *SMALL, "stages.eval.settings.models=[]", hold_rewards((1, held))]
+           *SMALL, *(DYNAMIC if dynamic else []), "stages.eval.settings.models=[]", hold_rewards((1, held))]
     env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
     proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             start_new_session=True)
@@ -148,8 +164,12 @@ def test_sigkill_mid_rl_then_resume_matches_uninterrupted(small_run, tmp_path):
     got = read_data_order(run.stage_dir("rl") / "data_order.jsonl")
     assert sorted(got) == sorted(ref) == [0, 1, 2]
     assert got == ref
+    rows = [json.loads(line) for line in (run.stage_dir("rl") / "data_order.jsonl").read_text().splitlines()]
+    if dynamic:                     # refills happened, and the checkpoint carried the refill cursor
+        assert any(r.get("round", 0) > 0 for r in rows), rows
+        assert (run_dir / "stages" / "rl" / "checkpoints" / "checkpoint-1" / "earl_dynamic_sampling.json").is_file()
     # steps before the checkpoint were not trained again: step 0's batch was scored exactly once
-    raw = [json.loads(line)["step"] for line in (run.stage_dir("rl") / "data_order.jsonl").read_text().splitlines()]
+    raw = [r["step"] for r in rows if r.get("round", 0) == 0]
     assert raw.count(0) == 1, raw
     # metrics hold each RL step exactly once (the redone steps replaced, not duplicated)
     steps = [r["step"] for r in run.read_metrics("rl") if "reward" in r]
@@ -287,6 +307,22 @@ def test_earl_eval_cli_on_verilog_eval_folder(small_run, verilog_eval_dir, tmp_p
     assert rc == 0
     out = capsys.readouterr().out
     assert "Prob001_zero" in out and "pass@1" in out
+
+
+@needs_iverilog
+@pytest.mark.slow
+def test_earl_eval_cli_sampled_and_greedy_with_family_table(small_run, tmp_path, capsys):
+    rc = main(["eval", "--model", str(small_run.final_dir("rl")), "--problems", "rtl:4:5", "--n", "2", "--k", "1,2",
+               "--greedy", "--max-new-tokens", "16", "--out", str(tmp_path)])
+    assert rc == 0
+    out = capsys.readouterr().out
+    assert "sampled pass@1 = " in out and "greedy pass@1 = " in out
+    assert "| family | problems | final pass@1 | final pass@2 | final greedy |" in out   # label: the folder name
+    saved = json.loads((tmp_path / "eval.json").read_text())
+    assert len(saved["greedy"]) == 4 and all(len(p["samples"]) == 1 for p in saved["greedy"])
+    assert all(len(p["samples"]) == 2 and "family" in p["meta"] for p in saved["problems"])
+    assert main(["eval", "--model", "x", "--problems", "rtl:2", "--greedy"]) == 2
+    assert "--greedy" in capsys.readouterr().err
 
 
 def test_earl_eval_cli_rejects_bad_k(capsys):

@@ -39,8 +39,8 @@ def test_unknown_reward_names_the_choices():
         registry.resolve("nope")
     with pytest.raises(ValueError, match=r"rewards\[0\] \(no.such:thing\)"):
         compose([{"name": "no.such:thing"}])
-    with pytest.raises(ValueError, match=r"rewards\[0\]: expected keys"):
-        compose([{"name": "x", "wieght": 2}])
+    with pytest.raises(ValueError, match=r"rewards\[0\]\.wieght \(did you mean weight\?\)"):
+        compose([{"name": "x", "wieght": 2}])          # the one strict-options check (sandboxes.strict)
 
 
 def test_safe_reward_turns_crash_and_timeout_into_none():
@@ -89,3 +89,48 @@ def test_entry_point_plugin_installed_from_package(tmp_path):
     out = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, check=False)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "[1.0, 0.5]"   # 0.5 length + 0.5 keyword; 0.5 length
+
+
+# ------------------------------------------------------------------ the reward contract (rewards/base.py)
+
+
+class Judged:
+    """A reward in the full contract: stages, and one Score per completion after each call."""
+    __name__ = "judged"
+    stages = ("none", "ok")
+
+    def __init__(self):
+        self.last_scores = None
+
+    def __call__(self, prompts, completions, **columns):
+        from rewards.base import Score
+        self.last_scores = [Score(float("ok" in c), "ok" in c, "ok" if "ok" in c else "none", "why")
+                            for c in completions]
+        return [s.reward for s in self.last_scores]
+
+
+def plain(prompts, completions, **columns):
+    """Today's plain TRL signature: numbers only."""
+    return [0.5 for _ in completions]
+
+
+def test_plain_functions_and_full_rewards_both_work_through_the_wrapper():
+    from rewards.base import Reward, scores_of
+    assert isinstance(Judged(), Reward) and not isinstance(plain, Reward)
+    full, bare = SafeReward(Judged(), "judged"), SafeReward(plain, "plain")
+    assert full(["p"] * 2, ["ok", "no"]) == [1.0, 0.0] and bare(["p"] * 2, ["ok", "no"]) == [0.5, 0.5]
+    assert full.stages == ("none", "ok") and bare.stages is None
+    got = scores_of(full, 2)
+    assert [(s.stage, s.passed, s.reason) for s in got] == [("ok", True, "why"), ("none", False, "why")]
+    assert scores_of(bare, 2) is None and scores_of(full, 3) is None      # no scores / another batch size
+
+
+def test_eval_scores_both_kinds_of_reward():
+    """evaluate.score judges by the first reward's Scores when it leaves them, else by the threshold."""
+    from pipelines.config import DataConfig, RewardEntry
+    from pipelines.evaluate import score
+    from pipelines.tasks.rtlgen import generate
+    problems = generate(1, seed=0, split="heldout")
+    for name, want in ((f"{__name__}:Judged", [True, False]), (f"{__name__}:plain", [False, False])):
+        res = score(problems, [["ok", "no"]], [RewardEntry(name=name)], DataConfig())
+        assert res[0].passed == want, name

@@ -43,7 +43,7 @@ def reward() -> SecurityRepairReward:
 
 def test_honest_fix_passes_its_tests(reward: SecurityRepairReward) -> None:
     s = reward.score({"vulnerable": VULN, "tests": TESTS}, FIX)
-    assert s.reason == "ok" and s.passed is True and s.tests["verdict"] == "ok" and s.reward > 0.8
+    assert s.reason == "ok" and s.tests_passed is True and s.tests["verdict"] == "ok" and s.reward > 0.8
 
 
 @pytest.mark.slow
@@ -53,7 +53,7 @@ def test_hostile_repairs_are_contained_and_score_zero(reward: SecurityRepairRewa
     scores = reward.score_batch(rows, [hostile(HOSTILE[n]) for n in names])
     for name, s in zip(names, scores):
         assert s.reward == 0.0, (name, s.reason, s.tests)
-        assert s.passed is False and s.reason.startswith("tests_"), (name, s.reason)
+        assert s.tests_passed is False and s.reason.startswith("tests_"), (name, s.reason)
     assert scores[names.index("endless_loop")].tests["verdict"] in {"timeout", "cpu"}
     assert not (Path.home() / MARK).exists() and not Path("/", MARK).exists()
     assert os.system("true") == 0    # this process and its machine are still fine
@@ -64,5 +64,5 @@ def test_failing_tests_zero_the_reward_unless_configured(reward: SecurityRepairR
     assert reward.score({"vulnerable": VULN, "tests": TESTS}, wrong).reason == "tests_failed"
     lenient = SecurityRepairReward(require_tests_pass=False)
     s = lenient.score({"vulnerable": VULN, "tests": TESTS}, wrong)
-    assert s.reason == "ok" and s.passed is False and 0 < s.reward < reward.score(
+    assert s.reason == "ok" and s.tests_passed is False and 0 < s.reward < reward.score(
         {"vulnerable": VULN, "tests": TESTS}, FIX).reward

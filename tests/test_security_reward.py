@@ -94,7 +94,7 @@ def test_trl_signature_columns_and_chat_completions(reward: SecurityRepairReward
                  vulnerable=[VULN] * 3, reference=[None] * 3, func_name=["find_user"] * 3,
                  vul_type=["cwe-089"] * 3, tests=[None] * 3, id=["a", "b", "c"])
     assert out[0] == out[1] > 0.9 and out[2] == 0.0
-    assert len(reward.last_details) == 3 and reward.last_details[2]["reason"] == "stub"
+    assert len(reward.last_scores) == 3 and reward.last_scores[2].reason == "stub"
     sven = reward(["p"], [FIX], func_src_before=[VULN], func_src_after=[FIX])
     assert sven[0] > 0.9
     with pytest.raises(ValueError, match="vulnerable"):
@@ -135,8 +135,8 @@ def test_unparsable_task_scores_none_and_the_batch_goes_on(reward: SecurityRepai
         out = reward(["p"] * 3, [FIX, FIX, FIX], vulnerable=[VULN, BROKEN, VULN], id=["a", "bad", "c"],
                      func_name=["find_user"] * 3)
     assert out[1] is None and out[0] == out[2] and out[0] > 0.5
-    detail = reward.last_details[1]
-    assert detail["reward"] is None and "does not parse" in detail["error"] and detail["stage"] == "syntax"
+    detail = reward.last_scores[1].details
+    assert detail["reward"] is None and "does not parse" in detail["error"] and detail["stage"] == "none"
     assert any("'bad'" in r.getMessage() and "not judged" in r.getMessage() for r in caplog.records)
 
 

@@ -7,7 +7,6 @@ import pytest
 
 from rewards.security.detection import detection_table, relevant
 from rewards.security.reward import SecurityRepairReward
-from rewards.security.scoring import task_row
 from rewards.security.tasks import read_tasks
 
 pytestmark = pytest.mark.needs_data
@@ -20,7 +19,7 @@ def test_val_fixes_rank_above_originals_where_the_flaw_is_seen(sven_dir: Path) -
             and not relevant(t.reference, t.vul_type, "full")]
     assert len(seen) >= 25
     for t in seen:
-        row = {**task_row(t), "reference": None}     # no reference: it would be the fix itself
+        row = {**t.to_columns(), "reference": None}     # no reference: it would be the fix itself
         fix, orig = reward.score(row, t.reference), reward.score(row, t.vulnerable)
         assert fix.reason == "ok" and fix.reward > orig.reward, (t.id, t.meta.get("func_name"), fix.reason)
         assert fix.security > 0.0, (t.id, fix.findings_before, fix.findings_after)
@@ -36,7 +35,7 @@ def test_original_resubmitted_with_trivial_edit_gets_no_security_credit(sven_dir
         renamed = t.vulnerable.replace("(self", "(this").replace("self.", "this.")
         if renamed == t.vulnerable:
             continue
-        s = reward.score(task_row(t), renamed)
+        s = reward.score(t.to_columns(), renamed)
         assert s.security < 1.0 and not s.secure, t.id
 
 

@@ -131,7 +131,7 @@ def test_trl_call_with_dataset_columns(problems):
                    [{"role": "assistant", "content": f"<answer>{as_top(q.reference)}</answer>"}]]
     out = reward(["prompt"] * 3, completions, **columns, trainer_state=None, completion_ids=[[1]] * 3)
     assert out == [pytest.approx(1.0), 0.0, pytest.approx(1.0)]
-    assert [d["stage"] for d in reward.last_details] == ["pass", "none", "pass"]
+    assert [s.stage for s in reward.last_scores] == ["pass", "none", "pass"]
     assert reward.stats()["stage/pass"] == 2
 
 
@@ -141,7 +141,7 @@ def test_trl_call_by_problem_id_and_safe_wrapper(verilog_eval_dir, problems):
     fn = funcs[0]
     p = problems["Prob057_kmap2"]
     assert fn(["x"], [as_top(p.reference)], problem_id=[p.id]) == [pytest.approx(1.0)]
-    assert fn.last_details[0]["problem_id"] == p.id
+    assert fn.last_scores[0].details["problem_id"] == p.id
     assert fn(["x"], ["module TopModule; endmodule"], problem_id=["nope"]) == [None]    # crash -> None
     assert fn.failures == 1
 

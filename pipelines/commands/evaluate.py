@@ -19,6 +19,8 @@ def add_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--k", default="1", help="comma-separated k values for pass@k (each <= n)")
     parser.add_argument("--temperature", type=float, default=None, help="default 0 (greedy) for n=1, else 0.8")
     parser.add_argument("--top-p", type=float, default=1.0)
+    parser.add_argument("--greedy", action="store_true",
+                        help="with --n > 1 at T > 0: also decode greedily and report greedy pass@1")
     parser.add_argument("--max-new-tokens", type=int, default=512)
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--backend", choices=["hf", "vllm"], default="hf")
@@ -58,6 +60,10 @@ def run(args: argparse.Namespace) -> int:
     if temperature == 0 and args.n > 1:
         print("earl eval: --temperature 0 (greedy) with --n > 1 gives identical samples", file=sys.stderr)
         return 2
+    if args.greedy and temperature == 0:
+        print("earl eval: --greedy adds a greedy decode next to sampling; the samples are greedy already "
+              "(temperature 0)", file=sys.stderr)
+        return 2
     from pipelines.modeling import check_model_path
     try:
         check_model_path(args.model)
@@ -73,16 +79,21 @@ def run(args: argparse.Namespace) -> int:
         return 2
     ev = EvalSettings(n=args.n, k=ks, temperature=temperature, top_p=args.top_p,
                       max_new_tokens=args.max_new_tokens, batch_size=args.batch_size, backend=args.backend,
-                      limit=args.limit)
+                      limit=args.limit, greedy=args.greedy)
     model_cfg = ModelConfig(name_or_path=args.model, dtype=args.dtype)
     data_cfg = DataConfig(prompt_format=_prompt_format(args.model, args.prompt_format))
     res = evaluate(args.model, problems, ev, [RewardEntry(name=args.reward or kind.default_reward)], model_cfg, data_cfg,
                    label=Path(args.model).name, seed=args.seed)
+    from pipelines.evaluate import family_table
+    families = "\n\n".join(t for t in (family_table([res], "family"), family_table([res], "phrasing")) if t)
     print(res.table())
+    if families:
+        print(families)
     print(res.summary())
     if args.out:
         out = Path(args.out)
         res.save(out / "eval.json")
-        (out / "table.md").write_text(res.table() + "\n\n" + res.summary() + "\n")
+        (out / "table.md").write_text(res.table() + "\n\n" + (families + "\n\n" if families else "")
+                                      + res.summary() + "\n")
         print(f"[earl] wrote {out / 'eval.json'}")
     return 0

@@ -39,8 +39,9 @@ def add_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--references", action="store_true",
                         help="score each problem's own reference (self-check); lists unsupported ones")
     parser.add_argument("--workers", type=int, default=None, help="parallel sandboxes (default: CPU count)")
-    parser.add_argument("--formal", choices=("off", "confirm", "required"), default="off",
-                        help="formal equivalence after a simulation pass (verilog only)")
+    parser.add_argument("--formal", choices=("auto", "off", "confirm", "required"), default="auto",
+                        help="formal equivalence after a simulation pass (verilog only; auto: confirm on "
+                             "reference-only problems, off where the problem has its own testbench)")
     parser.add_argument("--k", default="1,5,10", help="pass@k values, comma-separated (default 1,5,10)")
 
 
@@ -77,7 +78,7 @@ def _run(args: argparse.Namespace) -> int:
         check_out(args.out)
     score_fn = module.score_samples
     options: dict[str, Any] = {"references": True} if args.references else {}
-    if args.formal != "off":
+    if args.formal != "auto":                 # auto is the Verilog reward's own default
         options["formal"] = args.formal
     workers = args.workers or os.cpu_count() or 1
     rows = _score_with_progress(score_fn, args.problems, samples, workers, options)

@@ -1,13 +1,15 @@
 """Eval stage: score the current model (and any earlier stages' models listed in `eval.models`) on the
-held-out problems; writes eval/<label>.json (eval/<stage>/<label>.json for a stage not named `eval`) and prints pass@k (plus the task's metrics, e.g. secure@1)
-and paired fail->pass / pass->fail counts."""
+held-out problems; writes eval/<label>.json (eval/<stage>/<label>.json for a stage not named `eval`) and
+prints pass@k (plus the task's metrics, e.g. secure@1) and paired fail->pass / pass->fail counts. With
+`settings.greedy` (n > 1 at T > 0) greedy pass@1 and its paired counts come too; generated task sets get a
+per-family and per-wording table (families.md beside the results)."""
 from __future__ import annotations
 
 import itertools
 from typing import Any
 
 from pipelines.data import load_source
-from pipelines.evaluate import EvalResult, evaluate, paired
+from pipelines.evaluate import EvalResult, evaluate, family_table, paired
 from pipelines.runner import StageContext, is_main
 
 
@@ -41,9 +43,17 @@ def run(ctx: StageContext) -> dict[str, Any]:
                                              for r in results}}
     if any(r.metrics for r in results):
         summary["metrics"] = {r.label: r.metrics for r in results}
+    if all(r.greedy for r in results):
+        summary["greedy_pass_at_1"] = {r.label: round(r.greedy_pass_at_1, 4) for r in results}
     for a, b in itertools.pairwise(results):
-        cmp = paired(a, b)
-        print(f"[earl] {a.label} -> {b.label}: {cmp['up']} fail->pass, {cmp['down']} pass->fail "
-              f"(sign test p = {cmp['sign_test_p']:.3g}, {cmp['problems']} problems)")
-        summary[f"{a.label}->{b.label}"] = cmp
+        for greedy in (False, True) if a.greedy and b.greedy else (False,):
+            cmp = paired(a, b, greedy=greedy)
+            what = "greedy" if greedy else ("first sample" if a.greedy else "")
+            print(f"[earl] {a.label} -> {b.label}{f' ({what})' if what else ''}: {cmp['up']} fail->pass, "
+                  f"{cmp['down']} pass->fail (sign test p = {cmp['sign_test_p']:.3g}, {cmp['problems']} problems)")
+            summary[f"{a.label}->{b.label}" + (" greedy" if greedy else "")] = cmp
+    tables = [t for t in (family_table(results, "family"), family_table(results, "phrasing")) if t]
+    if tables:
+        (out_dir / "families.md").write_text("\n\n".join(tables) + "\n")
+        print("[earl] held-out by family and wording:\n" + "\n\n".join(tables))
     return summary

@@ -15,7 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from pipelines.tasks.options import index_set
-from rewards.verilog.problems import Problem
+from rewards.verilog.problems import Problem, reference_solution
 
 SAMPLES = 200
 R = "$random(tb_seed)"              # the bench's random source; its seed is per problem
@@ -619,12 +619,8 @@ def split_of(prompt: str) -> str:
 
 
 def solution(problem: Problem) -> str:
-    """The canonical completion for SFT: the reference module renamed to the required top module."""
-    if "solution" in problem.meta:
-        return problem.meta["solution"]
-    if not problem.reference:
-        raise ValueError(f"problem {problem.id}: no reference to derive a solution from")
-    return problem.reference.replace(f"module {problem.ref_module}(", f"module {problem.top_module}(", 1)
+    """The canonical completion for SFT (rewards.verilog.problems.reference_solution)."""
+    return reference_solution(problem)
 
 
 def _check_names(design: Design) -> None:

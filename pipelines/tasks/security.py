@@ -3,7 +3,6 @@ the `security` generator, the `security_repair` reward (rewards/security/reward.
 `earl score --task security-repair`. Eval judges a sample as secure-and-correct and adds secure@1 etc."""
 from __future__ import annotations
 
-from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
@@ -21,14 +20,7 @@ def read_path(path: Path) -> list[SecurityTask]:
 
 
 def from_row(row: dict[str, Any], where: str) -> SecurityTask:
-    if "func_src_before" in row:
-        return SecurityTask.from_sven(row, where)
-    known = {f.name for f in fields(SecurityTask)}
-    extra = set(row) - known - {"completion"}             # to_dataset_rows adds `completion`
-    if extra:
-        raise ValueError(f"{where}: unknown security task field(s) {sorted(extra)}; known: {sorted(known)}")
-    row = {k: v for k, v in row.items() if k in known and v not in (None, "")}
-    return SecurityTask.from_dict(row, where)
+    return SecurityTask.from_columns(row, where)
 
 
 def prompt_text(t: SecurityTask) -> str:
@@ -43,8 +35,7 @@ def completion_text(t: SecurityTask) -> str:
 
 
 def reward_columns(tasks: list[SecurityTask]) -> list[dict[str, Any]]:
-    from rewards.security.scoring import task_row
-    return [task_row(t) for t in tasks]
+    return [t.to_columns() for t in tasks]
 
 
 def judge(task: SecurityTask, detail: dict[str, Any]) -> dict[str, Any]:

@@ -2,13 +2,12 @@
 the `verilog_functional` reward (rewards/verilog/reward.py) and `earl score --task verilog`."""
 from __future__ import annotations
 
-import re
 from pathlib import Path
 from typing import Any
 
 from pipelines.tasks import rtlgen
 from pipelines.tasks.kinds import TaskKind
-from rewards.verilog.problems import Problem
+from rewards.verilog.problems import Problem, reference_solution
 from rewards.verilog.reward import STAGES
 
 
@@ -26,26 +25,15 @@ def prompt_text(p: Problem) -> str:
 
 
 def completion_text(p: Problem) -> str:
-    """The reference with its module renamed to what the candidate must define."""
-    if p.meta.get("solution"):                  # generators ship the canonical completion
-        return str(p.meta["solution"])
-    if not p.reference:
-        raise ValueError(f"problem {p.id}: SFT needs a reference solution (field `reference`)")
-    return re.sub(rf"\bmodule\s+{re.escape(p.ref_module)}\b", f"module {p.top_module}", p.reference, count=1)
+    """The SFT target: the reference standing where the candidate would."""
+    try:
+        return reference_solution(p)
+    except ValueError:
+        raise ValueError(f"problem {p.id}: SFT needs a reference solution (field `reference`)") from None
 
 
 def reward_columns(problems: list[Problem]) -> list[dict[str, Any]]:
-    """Every Problem field (dicts stay dicts; Arrow fills keys missing in a row with None, which the
-    reward drops). Arrow cannot hold an empty struct; rewards treat a missing `files` column as no files."""
-    with_files = any(p.files for p in problems)
-    rows = []
-    for p in problems:
-        row = {"id": p.id, "spec": p.spec, "testbench": p.testbench, "top_module": p.top_module,
-               "reference": p.reference, "ref_module": p.ref_module, "harness": p.harness, "meta": p.meta}
-        if with_files:
-            row["files"] = p.files
-        rows.append(row)
-    return rows
+    return Problem.columns(problems)
 
 
 KIND = TaskKind(

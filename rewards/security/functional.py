@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from rewards.security.source import normalize_source
+from sandboxes.limits import Backend
 
 SYSTEM_PYTHON = "/usr/bin/python3"
 LIMIT_VERDICTS = ("timeout", "memory", "cpu", "output_limit")
@@ -28,7 +29,7 @@ class FunctionalConfig:
     cpu_s: int = 10
     memory_mb: int = 512
     max_procs: int = 32
-    backend: str = "auto"
+    backend: Backend = "auto"          # sandboxes.limits.Backend
     # "auto": the system python3 (visible in the sandbox without extra binds, so the sandbox can drop
     # root and enforce the process limit), else this interpreter with its prefixes bound read-only.
     python: str = "auto"

@@ -34,15 +34,19 @@ from dataclasses import asdict, dataclass, field, fields
 from functools import lru_cache
 from typing import Any
 
+from rewards.base import Score
 from rewards.security.findings import scan
 from rewards.security.functional import FunctionalConfig, TestOutcome, TestRunner, python_for_tests
 from rewards.security.similarity import similarity
 from rewards.security.source import Finding, normalize_source, parse
+from sandboxes.strict import from_dict
 
 log = logging.getLogger(__name__)
 
-# How far a sample got (``RepairScore.stage``), in order of progress; the last one is a passing repair.
-STAGES = ("syntax", "format", "insecure", "tests", "secure")
+# The furthest check a sample passed (``RepairScore.stage``; rewards/base.py): none (does not parse, or the
+# task cannot be judged) < syntax (parses; no real edit of the function) < format (the function, changed;
+# tests fail) < tests (tests pass or there are none; a finding is left) < secure (a passing repair).
+STAGES = ("none", "syntax", "format", "tests", "secure")
 
 _FENCE_RE = re.compile(r"```(?:python|py|python3)?[ \t]*\n(.*?)(?:```|$)", re.DOTALL)
 
@@ -76,11 +80,8 @@ class SecurityRewardConfig:
 
     @classmethod
     def from_kwargs(cls, **kwargs: Any) -> SecurityRewardConfig:
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(kwargs) - known)
-        if unknown:
-            raise TypeError(f"security_repair: unknown option(s) {unknown}; known: {sorted(known)}")
-        return cls(**kwargs)
+        """From a config's `kwargs:` (sandboxes.strict: unknown names and wrong types name the option)."""
+        return from_dict(cls, kwargs, "security_repair", noun="option")
 
 
 @dataclass
@@ -89,7 +90,7 @@ class RepairScore:
     reward: float | None                      # None: the task could not be judged (see error)
     reason: str                               # ok | syntax_error | function_missing | stub | no_op | ...
     secure: bool = False                      # no (scored) finding left
-    passed: bool | None = None                # tests passed; None when the row has no tests
+    tests_passed: bool | None = None          # None when the row has no tests (or they did not run)
     security: float = 0.0
     similarity: float = 0.0
     sim_original: float = 0.0
@@ -104,18 +105,25 @@ class RepairScore:
 
     @property
     def stage(self) -> str:
-        """How far the sample got, one of ``STAGES``: the stage counts of `earl score` and the trainer
-        (an unjudged task counts as not past the first stage)."""
+        """The furthest check passed, one of ``STAGES`` (an unjudged task counts as none)."""
         if self.reason in ("syntax_error", "task_error"):
-            return "syntax"
+            return "none"
         if self.reason in {"function_missing", "stub", "no_op"}:
+            return "syntax"
+        if self.reason.startswith("tests_") or self.tests_passed is False:
             return "format"
-        if self.reason.startswith("tests_"):
-            return "tests"
-        return "secure" if self.secure else "insecure"
+        return "secure" if self.secure else "tests"
+
+    @property
+    def passed(self) -> bool | None:
+        """A passing repair (secure and correct): the last stage; None when the task could not be judged."""
+        return None if self.error is not None else self.stage == STAGES[-1]
 
     def to_dict(self) -> dict[str, Any]:
-        return {**asdict(self), "stage": self.stage}
+        return {**asdict(self), "stage": self.stage, "passed": self.passed}
+
+    def as_score(self) -> Score:
+        return Score(self.reward, self.passed, self.stage, self.reason, self.to_dict())
 
     @classmethod
     def from_dict(cls, record: dict[str, Any]) -> RepairScore:
@@ -241,16 +249,16 @@ class SecurityRepairReward:
     """TRL reward ``f(prompts, completions, **columns)``; columns are the task fields.
 
     Needed column: ``vulnerable`` (or SVEN's ``func_src_before``). Optional: ``reference``
-    (``func_src_after``), ``func_name``, ``tests``, ``vul_type``, ``id``. The last batch's detail
-    records are in ``last_details``.
+    (``func_src_after``), ``func_name``, ``tests``, ``vul_type``, ``id``. After each batch,
+    ``last_scores`` holds one `rewards.base.Score` per completion (the contract the trainer and eval read).
     """
 
     __name__ = "security_repair"
-    stages = STAGES          # the vocabulary of detail records' ``stage``, in order of progress; last = pass
+    stages = STAGES          # the vocabulary of Score.stage, in order of progress; last = pass
 
     def __init__(self, **config: Any):
         self.config = SecurityRewardConfig.from_kwargs(**config)
-        self.last_details: list[dict[str, Any]] = []
+        self.last_scores: list[Score] | None = None
         self._runner: TestRunner | None = None
         self.preflight()
 
@@ -317,7 +325,7 @@ class SecurityRepairReward:
             final.append(early if early is not None else self._finish(row, code, outcomes.get(i)))
             if progress is not None:
                 progress(1)
-        self.last_details = [s.to_dict() for s in final]
+        self.last_scores = [s.as_score() for s in final]
         return final
 
     def _static(self, row: dict[str, Any], completion: Any) -> tuple[RepairScore | None, str]:
@@ -371,7 +379,7 @@ class SecurityRepairReward:
                             tests=tests.to_dict() if tests else None, flags=flags)
         semantic = sec
         if tests is not None:
-            score.passed = tests.passed
+            score.tests_passed = tests.passed
             if tests.hostile or tests.verdict == "error":
                 score.reason = f"tests_{tests.verdict}"
                 return score

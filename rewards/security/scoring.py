@@ -30,7 +30,7 @@ def score_samples(problems_path: str, samples: list[dict], *, workers: int | Non
     reward = SecurityRepairReward(**options)
     tasks = {t.id: t for t in read_tasks(problems_path)}
     matched = match_samples(tasks, samples, "tasks")
-    scores = reward.score_batch([task_row(t) for t in matched], [s.get("completion") for s in samples],
+    scores = reward.score_batch([t.to_columns() for t in matched], [s.get("completion") for s in samples],
                                 progress=progress)
     return [result_row(t, s, references) for t, s in zip(matched, scores)]
 
@@ -40,21 +40,14 @@ def reference_samples(problems_path: str) -> list[dict]:
     return [{"problem_id": t.id, "completion": t.reference} for t in read_tasks(problems_path) if t.reference]
 
 
-def task_row(task: SecurityTask) -> dict[str, Any]:
-    """The reward's columns for one task (what the trainer passes from a dataset row)."""
-    return {"id": task.id, "vulnerable": task.vulnerable, "reference": task.reference,
-            "func_name": task.func_name, "tests": task.tests, "vul_type": task.vul_type}
-
-
 def result_row(task: SecurityTask, score: RepairScore, references: bool = False) -> dict[str, Any]:
     """One line of RESULTS; a task that could not be judged has passed None and the error as reason."""
-    correct = score.passed is not False
     reason = score.reason
     if reason == "ok" and not score.secure:
         left = sorted({f"{f['rule']}@{f['line']}" for f in score.findings_after})
         reason = "insecure: " + ", ".join(left[:6]) + (" ..." if len(left) > 6 else "")
     row = {"problem_id": task.id, "vul_type": task.vul_type, "reward": score.reward, "secure": score.secure,
-           "tests_passed": score.passed, "passed": bool(score.secure and correct and score.reason == "ok"),
+           "tests_passed": score.tests_passed, "passed": bool(score.passed),
            "similarity": round(score.similarity, 4), "reason": reason, "stage": score.stage,
            "details": score.to_dict()}
     if score.error is not None:

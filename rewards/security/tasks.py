@@ -49,6 +49,24 @@ class SecurityTask:
     def to_json(self) -> str:
         return json.dumps(asdict(self), ensure_ascii=False)
 
+    def to_columns(self) -> dict[str, Any]:
+        """This task as one row of the reward's columns (the one place a task becomes dataset columns;
+        the reward reads them back with `SecurityRepairReward`'s column rule, SVEN names included)."""
+        return {"id": self.id, "vulnerable": self.vulnerable, "reference": self.reference,
+                "func_name": self.func_name, "tests": self.tests, "vul_type": self.vul_type}
+
+    @classmethod
+    def from_columns(cls, row: dict[str, Any], where: str = "<row>") -> SecurityTask:
+        """Inverse of `to_columns` for a row that went through Arrow (None and "" mean "not given"); a
+        SVEN-layout row is read as SVEN."""
+        if "func_src_before" in row:
+            return cls.from_sven(row, where)
+        known = {f.name for f in fields(cls)}
+        extra = set(row) - known - {"completion"}             # to_dataset_rows adds `completion`
+        if extra:
+            raise ValueError(f"{where}: unknown security task field(s) {sorted(extra)}; known: {sorted(known)}")
+        return cls.from_dict({k: v for k, v in row.items() if k in known and v not in (None, "")}, where)
+
     @classmethod
     def from_dict(cls, row: dict[str, Any], where: str = "<row>") -> SecurityTask:
         known = {f.name for f in fields(cls)}

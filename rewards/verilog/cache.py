@@ -22,7 +22,7 @@ def _sha(text: str | None) -> str:
 
 
 def cache_key(problem: Problem, code: str) -> str:
-    bench = _sha(problem.testbench + "\x00" + (problem.reference or "") + "\x00" + problem.top_module)
+    bench = _sha((problem.testbench or "") + "\x00" + (problem.reference or "") + "\x00" + problem.top_module)
     return f"{problem.id}:{bench}:{_sha(normalize(code))}"
 
 

@@ -98,6 +98,17 @@ def rename_module(code: str, old: str, new: str) -> str:
     return out
 
 
+def rename_modules(code: str, mapping: dict[str, str]) -> str:
+    """Rename modules everywhere they are named (declarations and instantiations), outside comments
+    and strings, so a reference's helper modules cannot clash with a candidate's of the same name."""
+    if not mapping:
+        return code
+    pattern = re.compile(r"(?<![\w$`\\])(" + "|".join(map(re.escape, sorted(mapping, key=len, reverse=True)))
+                         + r")(?![\w$])")
+    return "".join(pattern.sub(lambda m: mapping[m.group(1)], text) if kind == "code" else text
+                   for kind, text in _scan(code))
+
+
 # ---------------------------------------------------------------------------- comments and whitespace
 
 def _scan(code: str):

@@ -33,6 +33,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from sandboxes.limits import Backend
 from sandboxes.tools import ToolNotFound
 
 log = logging.getLogger(__name__)
@@ -62,7 +63,7 @@ class FormalConfig:
     structural: bool = True          # when SAT times out, try yosys' equiv_simple/equiv_induct (proves
                                      # designs whose registers and nets match by name, e.g. a near copy)
     cache_size: int = 4096
-    sandbox_backend: str = "auto"    # sandboxes.SandboxConfig.backend
+    sandbox_backend: Backend = "auto"
 
 
 @dataclass

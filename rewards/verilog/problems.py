@@ -31,6 +31,37 @@ class Problem:
     def to_json(self) -> str:
         return json.dumps(asdict(self), ensure_ascii=False)
 
+    # -- dataset columns: the one place a Problem becomes a dataset row and back ---------------------------
+
+    def to_columns(self, files: bool = True) -> dict[str, Any]:
+        """This problem as one row of reward columns (what the trainer hands the reward). `files` False
+        drops the field: Arrow cannot hold an empty struct, and no files is what a missing column means."""
+        row = {"id": self.id, "spec": self.spec, "testbench": self.testbench, "top_module": self.top_module,
+               "reference": self.reference, "ref_module": self.ref_module, "harness": self.harness,
+               "meta": self.meta}
+        if files:
+            row["files"] = self.files
+        return row
+
+    @staticmethod
+    def columns(problems: Iterable[Problem]) -> list[dict[str, Any]]:
+        """Rows for a batch: `files` only when some problem has files (see `to_columns`)."""
+        problems = list(problems)
+        with_files = any(p.files for p in problems)
+        return [p.to_columns(files=with_files) for p in problems]
+
+    @classmethod
+    def from_columns(cls, row: dict[str, Any], where: str = "<row>") -> Problem:
+        """Inverse of `to_columns` for a row that went through Arrow: the None it fills into missing
+        keys (top level and inside `files` / `meta`) means "not given"."""
+        names = {f.name for f in fields(cls)}
+        clean = {k: v for k, v in row.items() if k in names and v is not None}
+        for k in ("files", "meta"):
+            if isinstance(clean.get(k), dict):
+                clean[k] = {a: b for a, b in clean[k].items() if b is not None}
+        clean.setdefault("spec", "")
+        return cls.from_dict(clean, where)
+
     @classmethod
     def from_dict(cls, row: dict[str, Any], where: str = "<row>") -> Problem:
         known = {f.name for f in fields(cls)}
@@ -46,6 +77,20 @@ class Problem:
         row = dict(row)
         row["id"] = str(row["id"])
         return cls(**row)
+
+
+def reference_solution(problem: Problem) -> str:
+    """The reference standing where a candidate would (the SFT target, the self-check): its module renamed
+    from `ref_module` to `top_module`; a reference already named as the top module is returned as it is,
+    and generated tasks ship theirs in meta["solution"]."""
+    from rewards.verilog.extract import module_names, rename_module
+    if problem.meta.get("solution"):
+        return str(problem.meta["solution"])
+    if not problem.reference:
+        raise ValueError(f"problem {problem.id}: no reference solution (field `reference`)")
+    if problem.ref_module != problem.top_module and problem.ref_module in module_names(problem.reference):
+        return rename_module(problem.reference, problem.ref_module, problem.top_module)
+    return problem.reference
 
 
 def read_jsonl(path: str | Path) -> list[Problem]:

@@ -2,7 +2,8 @@
 
 `VerilogReward` is a TRL reward function (``f(prompts, completions, **columns) -> list[float | None]``)
 that scores a batch in parallel in sandboxes. Each sample gets a graded reward and a `VerilogScore`
-record saying how far it got and why it stopped (`last_details`); cumulative counts are in `stats()`.
+record saying how far it got and why it stopped (its `as_score()` in `last_scores`, rewards/base.py);
+cumulative counts are in `stats()`.
 
     reward = format_weight  * [a module named top_module exists]
            + compile_weight * [iverilog compiled it]
@@ -24,8 +25,9 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, get_args
 
+from rewards.base import Score
 from rewards.verilog.cache import EquivalenceCache, cache_key
 from rewards.verilog.extract import _blank_strings, extract_code, module_names, rename_module, strip_comments
 from rewards.verilog.harness import (
@@ -36,12 +38,13 @@ from rewards.verilog.harness import (
     problem_issue,
 )
 from rewards.verilog.problems import Problem
-from sandboxes.tools import backend_programs, require_programs
+from sandboxes.tools import ToolNotFound, backend_programs, require_programs
 
 log = logging.getLogger(__name__)
 
 STAGES = ("none", "format", "syntax", "compile", "simulate", "pass")
-FORMAL_MODES = ("off", "confirm", "required")
+FormalMode = Literal["auto", "off", "confirm", "required"]
+FORMAL_MODES: tuple[str, ...] = get_args(FormalMode)
 PROGRAMS = ("iverilog", "vvp")      # run for every sample; yosys too when formal is on
 NEEDED_FOR = "needed by the Verilog reward"
 
@@ -73,7 +76,9 @@ class VerilogRewardConfig:
     syntax_precheck: bool = True       # pyslang parse before spawning anything
     forbidden: tuple[str, ...] = DEFAULT_FORBIDDEN
     tag_output: bool = True            # only the testbench's own (tagged) lines count as verdicts
-    formal: str = "off"                # off | confirm | required (rewards.verilog.formal, after a pass)
+    formal: FormalMode = "auto"        # after a simulation pass (rewards.verilog.formal); auto: confirm on
+                                       # reference-only problems (a generated bench), off on hand-written ones
+    equiv_cycles: int = 500            # generated benches (no testbench): clock cycles; combinational: 2x vectors
     workdir_root: str | None = None    # where work dirs are made (default: the system temp dir)
     keep_workdirs: bool = False        # debugging: leave work dirs behind
 
@@ -83,6 +88,8 @@ class VerilogRewardConfig:
         self.forbidden = tuple(self.forbidden)
         if self.formal not in FORMAL_MODES:
             raise ValueError(f"formal must be one of {FORMAL_MODES}, got {self.formal!r}")
+        if self.equiv_cycles < 1:
+            raise ValueError(f"equiv_cycles must be >= 1, got {self.equiv_cycles}")
         if self.time_limit_s <= 0:
             raise ValueError(f"time_limit_s must be > 0, got {self.time_limit_s}")
         if any(w < 0 for w in (self.format_weight, self.compile_weight, self.pass_weight)):
@@ -114,9 +121,14 @@ class VerilogScore:
     formal: str | None = None           # equivalent | not_equivalent | unknown (when formal != off)
     formal_detail: dict[str, Any] | None = None   # FormalResult.to_dict(): method, counterexample, ...
     error: str | None = None            # infrastructure failure (reward None: TRL skips the sample)
+    first_mismatch: dict[str, Any] | None = None  # generated benches: sample, cycle, output, expected, got
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+    def as_score(self) -> Score:
+        """The contract view (rewards.base): not judged (an infrastructure error) has passed None."""
+        return Score(self.reward, None if self.error else self.passed, self.stage, self.reason, self.to_dict())
 
 
 def reference_candidate(problem: Problem) -> str:
@@ -140,8 +152,9 @@ class VerilogReward:
         if problems is not None:
             self.add_problems(problems)
         self.cache: EquivalenceCache[VerilogScore] = EquivalenceCache(self.config.cache)
-        self.last_details: list[dict[str, Any]] = []
+        self.last_scores: list[Score] | None = None
         self._stage_counts: Counter[str] = Counter()
+        self._formal_counts: Counter[str] = Counter()   # verdicts of the formal checks of simulation passes
         self._lock = threading.Lock()
         self._sandbox = self._pool = self._formal = None
         self._column_problems: dict[tuple, Problem] = {}
@@ -152,7 +165,7 @@ class VerilogReward:
         vvp, yosys (formal on) or bwrap (sandbox_backend: bwrap) raises one ToolNotFound naming it,
         instead of every sample scoring "compile error: iverilog: not found"."""
         c = self.config
-        formal = ("yosys",) if c.formal != "off" else ()
+        formal = ("yosys",) if c.formal in ("confirm", "required") else ()
         require_programs([*PROGRAMS, *formal, *backend_programs(c.sandbox_backend)], NEEDED_FOR)
         box = self._get_sandbox()
         tools = {name: box.program(name, NEEDED_FOR) for name in PROGRAMS}
@@ -170,10 +183,10 @@ class VerilogReward:
             self.problems[p.id] = p
 
     def _problems_from_columns(self, n: int, columns: dict[str, Any]) -> list[Problem]:
-        """Each sample's Problem: rebuilt from dataset columns when they carry a testbench, else
+        """Each sample's Problem: rebuilt from dataset columns when they carry a testbench (or a reference), else
         looked up by `id`/`problem_id` in the loaded problems."""
         names = {f.name for f in fields(Problem)}
-        if "testbench" in columns:
+        if "testbench" in columns or "reference" in columns:     # reference-only rows get a generated bench
             out = []
             for i in range(n):
                 row = {k: columns[k][i] for k in names if k in columns and columns[k] is not None}
@@ -253,18 +266,22 @@ class VerilogReward:
                 results[i] = score if n == 0 else replace(score, cache_hit=True)
         final = [r for r in results if r is not None]
         assert len(final) == len(results)
-        self.last_details = [s.to_dict() for s in final]
+        self.last_scores = [s.as_score() for s in final]
         with self._lock:
             self._stage_counts.update(s.stage for s in final)
+            self._formal_counts.update(s.formal for s in final if s.formal)
         return final
 
     def stats(self) -> dict[str, Any]:
-        """Cumulative counts by stage and cache hits/misses/hit rate (for the trainer's logs)."""
+        """Cumulative counts by stage, of formal verdicts on simulation passes (proven / refuted / unknown),
+        and cache hits/misses/hit rate (for the trainer's logs and a run's report)."""
         with self._lock:
             counts = {f"stage/{s}": self._stage_counts.get(s, 0) for s in STAGES}
+            formal = {f"formal/{k}": self._formal_counts.get(v, 0)
+                      for k, v in (("proven", "equivalent"), ("refuted", "not_equivalent"), ("unknown", "unknown"))}
             total = sum(counts.values())
-        return {**counts, "scored": total,
-                "pass_rate": (counts["stage/pass"] / total) if total else 0.0, **self.cache.stats()}
+        return {**counts, "scored": total, "pass_rate": (counts["stage/pass"] / total) if total else 0.0,
+                **(formal if any(formal.values()) else {}), **self.cache.stats()}
 
     def close(self) -> None:
         if self._pool is not None:
@@ -295,6 +312,8 @@ class VerilogReward:
         t0 = time.perf_counter()
         try:
             score = self._compile_and_simulate(problem, code)
+        except ToolNotFound:
+            raise                   # yosys missing for formal: auto on a reference-only problem; stop
         except Exception as exc:
             log.exception("verilog reward: scoring %s failed", problem.id)
             score = self._result(problem, "format", f"internal error: {type(exc).__name__}: {exc}",
@@ -310,7 +329,12 @@ class VerilogReward:
             err = syntax_error(code)
             if err:
                 return self._result(problem, "format", f"syntax error (pyslang): {err}", compile_error=err)
-        job = build_job(problem, code, self.config.iverilog_flags, self.config.vvp_flags, self.tools)
+        if not problem.testbench:
+            early = self._equiv_precheck(problem, code)
+            if early is not None:
+                return early
+        job = build_job(problem, code, self.config.iverilog_flags, self.config.vvp_flags, self.tools,
+                        self.config.equiv_cycles, self.config.sandbox_backend)
         root = self.config.workdir_root
         if root:
             Path(root).mkdir(parents=True, exist_ok=True)
@@ -353,15 +377,44 @@ class VerilogReward:
         partial = verdict.partial if not verdict.passed else None
         if not verdict.passed:
             return self._result(problem, "simulate", verdict.reason, mismatches=verdict.mismatches,
-                                samples=verdict.samples, partial=partial, sandbox_verdict=verdict_name)
+                                samples=verdict.samples, partial=partial, sandbox_verdict=verdict_name,
+                                first_mismatch=verdict.first_mismatch)
         score = self._result(problem, "pass", verdict.reason, mismatches=verdict.mismatches,
                              samples=verdict.samples, sandbox_verdict=verdict_name)
         # FORMAL-HOOK: after a simulation pass, `config.formal` decides whether a formal equivalence
         # check (rewards.verilog.formal, yosys SAT in the sandbox) confirms it. "confirm": a proven
         # counterexample turns the pass into a fail, "unknown" keeps it; "required": only a proof passes.
-        if self.config.formal != "off":
+        if self.formal_mode(problem) != "off":
             score = self._formal_check(problem, code, score)
         return score
+
+    def formal_mode(self, problem: Problem) -> str:
+        """`config.formal` for this problem: auto is confirm where earl wrote the bench (reference-only)."""
+        mode = self.config.formal
+        if mode != "auto":
+            return mode
+        return "confirm" if not problem.testbench and problem.reference else "off"
+
+    def _equiv_precheck(self, problem: Problem, code: str) -> VerilogScore | None:
+        """Reference-only problem: an unsupported reference is an error (reward None, never a pass);
+        a candidate whose ports differ from the reference's fails before simulating, naming the port."""
+        from rewards.verilog.equivbench import (
+            UnsupportedReference,
+            equivalence_bench,
+            port_mismatch,
+            uses_bench_names,
+        )
+        if uses_bench_names(code):
+            return self._result(problem, "none", "forbidden construct(s) in the candidate: __eb_ (names reserved "
+                                "for the generated bench)")
+        try:
+            bench = equivalence_bench(problem, self.config.equiv_cycles, self.config.sandbox_backend)
+        except UnsupportedReference as exc:
+            return self._result(problem, "format", f"unsupported reference: {exc}", error=f"unsupported: {exc}")
+        why = port_mismatch(bench.interface, code, problem.top_module)
+        if why:
+            return self._result(problem, "syntax", f"port mismatch: {why}", compile_error=why)
+        return None
 
     def _formal_check(self, problem: Problem, code: str, score: VerilogScore) -> VerilogScore:
         if not problem.reference:
@@ -370,7 +423,8 @@ class VerilogReward:
         result = self._get_formal().check_problem(problem, code)
         why = f"formal: {result.verdict}" + (f" ({result.reason})" if result.reason else "")
         detail = result.to_dict()
-        demote = result.verdict == NOT_EQUIVALENT or (self.config.formal == "required" and result.verdict != EQUIVALENT)
+        required = self.formal_mode(problem) == "required"
+        demote = result.verdict == NOT_EQUIVALENT or (required and result.verdict != EQUIVALENT)
         if demote:
             if result.verdict == NOT_EQUIVALENT:     # the bench passed a design formal refutes
                 detail["false_positive"] = True
