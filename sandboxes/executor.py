@@ -217,7 +217,9 @@ def _wait_exit(proc: subprocess.Popen, pidfd: int | None, deadline: float) -> bo
         if left <= 0:
             return False
         if pidfd is not None:
-            select.select([pidfd], [], [], left)
+            poller = select.poll()                               # not select(2): fds >= 1024
+            poller.register(pidfd, select.POLLIN)
+            poller.poll(max(1, int(left * 1000) + 1))
         else:
             time.sleep(min(left, 0.005))
     return True

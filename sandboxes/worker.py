@@ -166,30 +166,38 @@ class Worker:
 
     def _pump(self, out_r: int, err_r: int, in_w: int | None, pending: memoryview, sinks: tuple,
               deadline: float) -> JobOutcome:
-        """Read the job's output into the capped sinks and feed its stdin until the supervisor replies."""
+        """Read the job's output into the capped sinks and feed its stdin until the supervisor replies.
+        poll(2), not select(2): a trainer may hold more than 1024 fds, and select cannot watch those."""
         from sandboxes.executor import _read_into
         streams = {out_r: sinks[0], err_r: sinks[1]}
-        for fd in (out_r, err_r, *([in_w] if in_w is not None else [])):
+        poller, sock = select.poll(), self.sock.fileno()
+        for fd in streams:
             os.set_blocking(fd, False)
-        reads, reply = {out_r, err_r}, None
+            poller.register(fd, select.POLLIN)
+        poller.register(sock, select.POLLIN)
+        if in_w is not None:
+            os.set_blocking(in_w, False)
+            poller.register(in_w, select.POLLOUT)
+        reads, reply = set(streams), None
         try:
             while reply is None:
                 left = deadline - time.monotonic()
                 if left <= 0:
                     break
-                writes = [in_w] if in_w is not None else []
-                ready_r, ready_w, _ = select.select([*reads, self.sock], writes, [], left)
-                for fd in ready_r:
-                    if fd is self.sock:
+                events = poller.poll(_ms(left))
+                for fd, _ in events:
+                    if fd == sock:
                         reply = self._recv_now()
-                    elif _read_into(fd, streams[fd]) == 0:
+                    elif fd == in_w:
+                        pending = _feed(in_w, pending)
+                        if not pending:
+                            poller.unregister(in_w)
+                            os.close(in_w)
+                            in_w = None
+                    elif fd in reads and _read_into(fd, streams[fd]) == 0:
+                        poller.unregister(fd)
                         reads.discard(fd)
-                if ready_w:
-                    pending = _feed(in_w, pending)
-                    if not pending:
-                        os.close(in_w)
-                        in_w = None
-                if reply is None and self.sock in ready_r:
+                if reply is None and any(fd == sock for fd, _ in events):
                     break                                         # EOF or garbage: the worker is gone
             _drain(reads, streams)
         finally:
@@ -213,11 +221,12 @@ class Worker:
             return None
 
     def _recv(self, deadline: float) -> dict | None:
-        while True:
-            left = deadline - time.monotonic()
-            if left <= 0 or not select.select([self.sock], [], [], left)[0]:
-                return None
-            return self._recv_now()
+        poller = select.poll()
+        poller.register(self.sock.fileno(), select.POLLIN)
+        left = deadline - time.monotonic()
+        if left <= 0 or not poller.poll(_ms(left)):
+            return None
+        return self._recv_now()
 
     def kill(self) -> None:
         """SIGKILL the whole box (bwrap's process group; --die-with-parent takes the rest)."""
@@ -255,10 +264,19 @@ def _drain(reads: set[int], streams: dict) -> None:
     """After the reply every job process is dead (its PID namespace is gone), so the pipes hit EOF."""
     from sandboxes.executor import _read_into
     deadline = time.monotonic() + DRAIN_S
-    while reads and time.monotonic() < deadline:
-        for fd in select.select(list(reads), [], [], max(0.0, deadline - time.monotonic()))[0]:
+    poller = select.poll()
+    for fd in reads:
+        poller.register(fd, select.POLLIN)
+    while reads and (left := deadline - time.monotonic()) > 0:
+        for fd, _ in poller.poll(_ms(left)):
             if _read_into(fd, streams[fd]) == 0:
+                poller.unregister(fd)
                 reads.discard(fd)
+
+
+def _ms(seconds: float) -> int:
+    """A poll(2) timeout: whole milliseconds, rounded up (0 would spin)."""
+    return max(1, int(seconds * 1000) + 1)
 
 
 def _close_quietly(fd: int) -> None:

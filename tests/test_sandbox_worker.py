@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
+import resource
 import shutil
 import signal
 import tempfile
@@ -261,6 +262,38 @@ def test_shared_temp_root_as_work_dir_is_refused(dirs, monkeypatch, persistent):
         sb.run(["true"], scratch)
     assert (scratch / "someone-elses").stat().st_uid == os.geteuid()
     sb.close()
+
+
+@pytest.fixture
+def over_1024_fds():
+    """More than 1024 fds held open (a trainer's sockets, shards, CUDA handles): every fd the sandbox
+    opens next (the worker's socket, a job's pipes, pidfds) is above what select(2) can watch."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and hard < 2048:
+        pytest.skip(f"RLIMIT_NOFILE hard limit {hard} < 2048")
+    resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, 2048) if soft != resource.RLIM_INFINITY else soft, hard))
+    held = [os.open("/dev/null", os.O_RDONLY) for _ in range(1100)]
+    try:
+        yield held
+    finally:
+        for fd in held:
+            os.close(fd)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+
+@pytest.mark.parametrize("persistent", [True, False])
+def test_runs_with_more_than_1024_fds_open(dirs, over_1024_fds, persistent):
+    probe = os.open("/dev/null", os.O_RDONLY)
+    os.close(probe)
+    assert probe >= 1024                                             # the next fds really are high
+    sb = Sandbox(SandboxConfig(backend="bwrap", limits=FAST, persistent=persistent))
+    try:
+        r = sh(sb, "cat; echo out; echo err >&2", dirs(), stdin=b"in\n")
+        assert (r.verdict, r.persistent, r.stdout, r.stderr) == ("ok", persistent, "in\nout\n", "err\n"), r
+        hung = sh(sb, HOSTILE["closes_its_pipes_and_hangs"], dirs(), limits=dataclasses.replace(FAST, wall_s=1))
+        assert hung.verdict == "timeout" and hung.persistent == persistent, hung
+    finally:
+        sb.close()
 
 
 # ------------------------------------------------------------------ fallback
