@@ -5,19 +5,23 @@ Started as `python3 -I -S -c <this file> <socket fd> <tree fd>` by sandboxes/wor
 namespace (and nothing outside it) so that each job can get fresh namespaces without bwrap's mount
 set-up. Per job request (JSON + the job's stdin/stdout/stderr fds over a SOCK_SEQPACKET socket):
 
-    supervisor --fork--> A: unshare(mount, PID, IPC, UTS); private /tmp and /dev/shm (tmpfs); the job's
-                            work dir, a detached mount the host cloned with open_tree(2), attached at /box
-                  A --fork--> B: pid 1 of the new PID namespace; mounts a fresh /proc; reaps orphans
-                  B --fork--> C: unshare(user) -> uid 65534 with no capabilities anywhere above it;
-                                 setsid, cwd /box, fds 0-2 only, clean env; exec the rlimit wrapper
+    supervisor: unshare(PID) for its next child only, then fork
+      --> P, pid 1 of the new PID namespace: unshare(mount, IPC, UTS); private /tmp and /dev/shm (tmpfs);
+          the job's work dir, a detached mount the host cloned with open_tree(2), attached at /box; a
+          fresh /proc; unshare(user) -> uid 65534 with no capabilities anywhere above it; setsid, cwd
+          /box, fds 0-2 only, clean env; exec the job's init, a `sh` (INIT) whose subshell (pid 2) runs
+          the rlimit wrapper around the program (pid 3), the same tree as per-call bwrap's
 
-The supervisor, A and B are non-dumpable, so a job cannot ptrace them or open their /proc entries; it
-cannot name them either (A and the supervisor live in the parent PID namespace, and pid 1 ignores
-signals it has no handler for). The wall clock is the supervisor's: on expiry it SIGKILLs A, B dies by
-its parent-death signal, and the kernel kills every process of B's PID namespace (setsid escapes
-included). Replies: {"rc": <exit code or 128+signal>, "timed_out": bool}.
+One Python child per job (a fork of a Python process pays copy-on-write faults for every page it then
+touches; the shell forks after it are cheap). The supervisor is non-dumpable and lives in the parent PID
+namespace, so a job can neither name it nor ptrace it; pid 1 ignores every signal sent from inside its
+namespace that it has no handler for (sh installs none), so `kill -9 -1` or `kill 1` cannot end the
+init early. The wall clock is the supervisor's: on expiry it SIGKILLs P, and the kernel kills every
+process of P's PID namespace (setsid escapes included) before P's exit is reported, so when the
+supervisor replies nothing of the job is left. Replies: {"rc": <exit code or 128+signal>, "timed_out": bool}.
 """
 import ctypes
+import gc
 import json
 import os
 import select
@@ -30,7 +34,8 @@ CLONE_NEWNS, CLONE_NEWUTS, CLONE_NEWIPC = 0x00020000, 0x04000000, 0x08000000
 CLONE_NEWUSER, CLONE_NEWPID = 0x10000000, 0x20000000
 MS_RDONLY, MS_NOSUID, MS_NODEV, MS_NOEXEC, MS_BIND, MS_REC, MS_PRIVATE = 1, 2, 4, 8, 4096, 16384, 1 << 18
 PR_SET_PDEATHSIG, PR_SET_DUMPABLE = 1, 4
-SYS_OPEN_TREE, SYS_MOVE_MOUNT = 428, 429                         # the same on every architecture (5.2)
+SYS_OPEN_TREE, SYS_MOVE_MOUNT, SYS_CLONE3 = 428, 429, 435        # the same on every architecture (5.2, 5.3)
+CLONE_PIDFD = 0x1000
 OPEN_TREE_CLONE, OPEN_TREE_CLOEXEC, AT_RECURSIVE = 1, os.O_CLOEXEC, 0x8000
 MOVE_MOUNT_F_EMPTY_PATH, AT_FDCWD = 0x4, -100
 STDOUT, STDERR, TREE, STDIN = range(4)                           # the order of a request's fds
@@ -69,9 +74,8 @@ def status_code(status):
 
 
 def job_namespaces(req, fds):
-    """In A: a private mount tree with a fresh /tmp and /dev/shm, and the job's work dir at /box."""
-    check(libc.unshare(CLONE_NEWNS | CLONE_NEWPID | CLONE_NEWIPC | CLONE_NEWUTS), "unshare")
-    mount(None, "/", None, MS_REC | MS_PRIVATE)
+    """In P: a private mount tree with a fresh /tmp, /dev/shm and /proc, the job's work dir at /box."""
+    mount(None, "/", None, MS_REC | MS_PRIVATE)                     # P's own mount namespace (clone3)
     size = f"size={int(req['tmp_bytes'])},mode=1777"
     keep = [(path, clone(path)) for path in req.get("under_tmp", ())]   # ro_binds the new /tmp would hide
     mount("tmpfs", "/tmp", "tmpfs", MS_NOSUID | MS_NODEV, size)
@@ -82,6 +86,7 @@ def job_namespaces(req, fds):
         os.close(fd)
     check(libc.syscall(SYS_MOVE_MOUNT, fds[TREE], b"", AT_FDCWD, b"/box", MOVE_MOUNT_F_EMPTY_PATH),
           "move_mount /box")
+    mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)     # P is pid 1 of its own namespace
 
 
 def clone(path):
@@ -94,14 +99,16 @@ def clone(path):
 
 
 def exec_job(req, fds):
-    """In C: drop into a new user namespace (no capabilities, uid 65534), then exec the wrapper."""
+    """In P, after its mounts: drop into a new user namespace (no capabilities, uid 65534), then exec the
+    job's init."""
     uid, gid = os.getuid(), os.getgid()
     check(libc.prctl(PR_SET_DUMPABLE, 1, 0, 0, 0), "dumpable")   # to write our own maps (exec resets it anyway)
     check(libc.unshare(CLONE_NEWUSER), "unshare user")
     for name, text in (("setgroups", "deny"), ("uid_map", f"{SANDBOX_UID} {uid} 1"),
                        ("gid_map", f"{SANDBOX_UID} {gid} 1")):
-        with open(f"/proc/self/{name}", "w") as fh:
-            fh.write(text)
+        fd = os.open(f"/proc/self/{name}", os.O_WRONLY)
+        os.write(fd, text.encode())
+        os.close(fd)
     for sig in (signal.SIGPIPE, signal.SIGXFSZ, signal.SIGINT):  # Python's own dispositions would be
         signal.signal(sig, signal.SIG_DFL)                         # inherited (subprocess restores them too)
     os.setsid()
@@ -113,60 +120,52 @@ def exec_job(req, fds):
     os.execve(req["argv"][0], req["argv"], req["env"])
 
 
-def job_init(req, fds, parent_alive):
-    """B, pid 1 of the job's PID namespace: mount its /proc, start C, reap until C ends, exit with its status."""
-    check(libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0), "pdeathsig")
-    if select.select([parent_alive], [], [], 0)[0]:              # A already gone (EOF): do not run unsupervised
-        os._exit(SETUP_FAILED)
-    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1, signal.SIGUSR2):
-        signal.signal(sig, signal.SIG_DFL)                         # pid 1 ignores what it does not handle
-    mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
-    child = os.fork()
-    if child == 0:
-        try:
-            exec_job(req, fds)
-        except BaseException as exc:  # noqa: BLE001 - a forked child must never return into our loop
-            fail(f"cannot start the job: {exc}")
-    close_all(fds)
-    while True:
-        try:
-            pid, status = os.waitpid(-1, 0)
-        except ChildProcessError:
-            os._exit(SETUP_FAILED)
-        if pid == child:
-            os._exit(status_code(status))
-
-
-def job_parent(req, fds):
-    """A: the namespaces, then B; exits with B's status."""
+def job_process(req, fds):
+    """P: the job's namespaces and mounts, then its init. Never returns."""
     try:
         os.dup2(fds[STDERR], 2)                                    # setup errors reach the job's stderr
+        check(libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0), "pdeathsig")
         job_namespaces(req, fds)
-        alive_r, alive_w = os.pipe()
-        init = os.fork()
-        if init == 0:
-            os.close(alive_w)
-            try:
-                job_init(req, fds, alive_r)
-            except BaseException as exc:  # noqa: BLE001
-                fail(f"job init failed: {exc}")
-        close_all(fds)
-        _, status = os.waitpid(init, 0)
-        os._exit(status_code(status))
-    except BaseException as exc:  # noqa: BLE001
-        fail(f"cannot set up the job's namespaces: {exc}")
+        exec_job(req, fds)
+    except BaseException as exc:  # noqa: BLE001 - a forked child must never return into our loop
+        fail(f"cannot set up the job: {exc}")
+
+
+class CloneArgs(ctypes.Structure):
+    _fields_ = [(name, ctypes.c_uint64) for name in ("flags", "pidfd", "child_tid", "parent_tid", "exit_signal",
+                                                     "stack", "stack_size", "tls")]
+
+
+def fork_job(req, fds):
+    """Fork P with clone3(2) straight into fresh PID, mount, IPC and UTS namespaces (P is pid 1 of its
+    PID namespace); returns (pid, pidfd). Like fork (no new stack), without libc's fork bookkeeping: this
+    process is single-threaded, and P only makes system calls until it execs.
+
+    Not unshare + fork: a second unshare(CLONE_NEWPID) needs setns back to our own PID namespace, which
+    bwrap's nested user namespace forbids; that would cost a second Python fork per job."""
+    pidfd = ctypes.c_int(-1)
+    args = CloneArgs(flags=CLONE_NEWPID | CLONE_NEWNS | CLONE_NEWIPC | CLONE_NEWUTS | CLONE_PIDFD,
+                     pidfd=ctypes.addressof(pidfd), exit_signal=signal.SIGCHLD)
+    pid = libc.syscall(SYS_CLONE3, ctypes.byref(args), ctypes.sizeof(args))
+    if pid < 0:
+        err = ctypes.get_errno()
+        raise OSError(err, f"clone3: {os.strerror(err)}")
+    if pid == 0:
+        job_process(req, fds)
+    return pid, pidfd.value
 
 
 def run_job(sock, req, fds):
-    """Fork A, wait for it under the wall clock; SIGKILL it on expiry. Returns the reply."""
+    """Fork P, wait for it under the wall clock; SIGKILL it on expiry. Returns the reply."""
     start = time.monotonic()
-    pid = os.fork()
-    if pid == 0:
-        sock.close()
-        job_parent(req, fds)
-    close_all(fds)
-    pidfd = os.pidfd_open(pid)
+    try:
+        pid, pidfd = fork_job(req, fds)
+    finally:
+        close_all(fds)
     timed_out = host_gone = False
+    poller = select.poll()
+    poller.register(pidfd, select.POLLIN)
+    poller.register(sock, select.POLLIN)
     try:
         deadline = start + float(req["wall_s"])
         while True:
@@ -174,10 +173,10 @@ def run_job(sock, req, fds):
             if left <= 0:
                 timed_out = True
                 break
-            ready = select.select([pidfd, sock], [], [], left)[0]
+            ready = {fd for fd, _ in poller.poll(max(1, int(left * 1000 + 0.999)))}
             if pidfd in ready:
                 break
-            if sock in ready:                                      # a request mid-job: the host is gone
+            if sock.fileno() in ready:                             # a request mid-job: the host is gone
                 host_gone = True
                 break
         if timed_out or host_gone:
@@ -210,11 +209,11 @@ def self_test(tree):
     namespaces or attaching a detached mount may be refused here."""
     r, w = os.pipe()
     req = {"argv": ["/bin/true"], "env": {}, "wall_s": 30, "tmp_bytes": 1 << 20}
-    pid = os.fork()
-    if pid == 0:
-        job_parent(req, [w, w, tree])
-    os.close(w)
-    os.close(tree)
+    try:
+        pid, pidfd = fork_job(req, [w, w, tree])
+    finally:
+        close_all([w, tree])
+    os.close(pidfd)
     _, status = os.waitpid(pid, 0)
     err = os.read(r, 4096).decode(errors="replace").strip()
     os.close(r)
@@ -222,6 +221,10 @@ def self_test(tree):
 
 
 def main():
+    # A job's P is a fork of this process: every page either side writes afterwards is copied. No cyclic
+    # GC (it would walk, and write to, every tracked object; the loop makes no cycles) keeps that small.
+    gc.disable()
+    gc.freeze()
     sock = socket.socket(fileno=int(sys.argv[1]))
     check(libc.prctl(PR_SET_DUMPABLE, 0, 0, 0, 0), "dumpable")
     ok, err = self_test(int(sys.argv[2]))

@@ -353,8 +353,16 @@ class WorkerSet:
 
 
 def job_argv(script: str, argv: list[str]) -> list[str]:
-    """What the supervisor execs: the rlimit wrapper around argv (as per-call bwrap runs it)."""
-    return ["/bin/sh", "-c", script, "sh", *argv]
+    """What a job's P execs: its init (pid 1 of the job's PID namespace), a `sh` whose subshell (pid 2)
+    runs the rlimit wrapper `script` around argv (pid 3): the tree of a per-call bwrap run (bwrap's init,
+    the wrapper, the program), so a program that kills its parent or `kill -9 -1` gets the same verdict.
+    pid 1 only waits. Signals from inside its namespace reach it only where it has a handler: sh would
+    catch SIGINT and exit 130, so it traps the catchable ones with `:` (caught, not ignored: the subshell
+    and the program start with default dispositions, as per call)."""
+    return ["/bin/sh", "-c", f"{INIT_TRAPS}\n(\n{script.rstrip()}\n)\nexit $?\n", "sh", *argv]
+
+
+INIT_TRAPS = "trap : HUP INT QUIT TERM USR1 USR2 ALRM"
 
 
 def inner_env(env: dict[str, str]) -> dict[str, str]:
