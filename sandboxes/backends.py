@@ -259,12 +259,16 @@ def hand_over(workdir: Path, uid: int = SANDBOX_UID) -> None:
             fix(os.path.join(root, name))
 
 
-def shared_roots() -> set[str]:
+def shared_roots() -> frozenset[str]:
     """Folders that are never a run's work dir: handing their tree to the sandbox uid (hand_over) would
-    give it every other user's files there."""
-    roots = {"/", "/tmp", "/var/tmp", "/dev/shm", "/root", "/home", "/usr", "/etc", "/opt", "/srv",
-             tempfile.gettempdir(), os.path.expanduser("~")}
-    return {os.path.realpath(r) for r in roots}
+    give it every other user's files there. Resolved once per temp root and home (every run asks)."""
+    return _shared_roots(tempfile.gettempdir(), os.path.expanduser("~"))
+
+
+@functools.lru_cache(maxsize=8)
+def _shared_roots(temp_root: str, home: str) -> frozenset[str]:
+    roots = {"/", "/tmp", "/var/tmp", "/dev/shm", "/root", "/home", "/usr", "/etc", "/opt", "/srv", temp_root, home}
+    return frozenset(os.path.realpath(r) for r in roots)
 
 
 def is_shared_folder(workdir: str | Path) -> bool:
