@@ -138,8 +138,10 @@ class CloneArgs(ctypes.Structure):
 
 def fork_job(req, fds):
     """Fork P with clone3(2) straight into fresh PID, mount, IPC and UTS namespaces (P is pid 1 of its
-    PID namespace); returns (pid, pidfd). Like fork (no new stack), without libc's fork bookkeeping: this
-    process is single-threaded, and P only makes system calls until it execs.
+    PID namespace); returns (pid, pidfd). Like fork (no new stack), without libc's fork bookkeeping
+    (atfork handlers, the cached thread id): safe here because this process is single-threaded and P runs
+    only a little Python (mounts, the user namespace, dup2) before it execs or _exits. A clone3 refused
+    (seccomp: ENOSYS) fails the worker's self-test, and runs fall back to per-call bwrap.
 
     Not unshare + fork: a second unshare(CLONE_NEWPID) needs setns back to our own PID namespace, which
     bwrap's nested user namespace forbids; that would cost a second Python fork per job."""
@@ -186,7 +188,14 @@ def run_job(sock, req, fds):
         os.close(pidfd)
     if host_gone:
         sys.exit(0)
-    return {"rc": status_code(status), "timed_out": timed_out}
+    return {"rc": status_code(status), "timed_out": timed_out, "cpu_s": worker_cpu_s()}
+
+
+def worker_cpu_s():
+    """CPU seconds this worker has used so far: the supervisor's own and its reaped jobs' (each job's P
+    reaps everything of the job), what the host cannot see until the worker exits."""
+    t = os.times()
+    return t.user + t.system + t.children_user + t.children_system
 
 
 def serve(sock):

@@ -274,6 +274,12 @@ class Sandbox:
         """How many persistent workers this sandbox has started (restarts included)."""
         return self._workers.started if self._workers is not None else 0
 
+    @property
+    def workers_cpu_s(self) -> float:
+        """CPU seconds used inside this sandbox's persistent workers (their supervisors and every job run
+        there), which the caller's rusage cannot see; 0.0 without persistent workers."""
+        return self._workers.cpu_s() if self._workers is not None else 0.0
+
     def close(self) -> None:
         """Stop this sandbox's persistent workers (also done at exit); later runs start new ones."""
         if self._workers is not None:

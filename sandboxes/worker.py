@@ -84,6 +84,7 @@ class Worker:
         self.under_tmp = [p for p in config.ro_binds if _under(p, ("/tmp", "/dev/shm"))]
         # bwrap's and Python's own errors (a file: a pipe nobody reads could fill and block the worker)
         self.log = tempfile.TemporaryFile(prefix="earl-sbx-worker-")  # noqa: SIM115 - lives with the worker
+        self.cpu_s = 0.0       # CPU the box has used (supervisor + jobs), as of its last reply
         probe = Path(tempfile.mkdtemp(prefix="earl-sbx-probe-"))        # /box of the self-test job
         if self.dropped:
             backends.hand_over(probe)
@@ -211,6 +212,9 @@ class Worker:
             self.kill()
             return JobOutcome(rc=128 + signals.SIGKILL, timed_out=timed_out, worker_died=not timed_out,
                               healthy=False)
+        cpu = reply.get("cpu_s")
+        if isinstance(cpu, (int, float)) and cpu >= self.cpu_s:
+            self.cpu_s = float(cpu)
         return JobOutcome(rc=int(reply["rc"]), timed_out=bool(reply["timed_out"]))
 
     def _recv_now(self) -> dict | None:
@@ -303,6 +307,7 @@ class WorkerSet:
                       self.broken)
         self._started_once = False
         self.started = 0
+        self._gone_cpu_s = 0.0
 
     def acquire(self) -> Worker | None:
         """An idle or new worker; None when persistent mode is (now) off."""
@@ -338,7 +343,14 @@ class WorkerSet:
 
     def _discard(self, worker: Worker) -> None:
         self._all.discard(worker)
+        self._gone_cpu_s += worker.cpu_s
         worker.close()
+
+    def cpu_s(self) -> float:
+        """CPU seconds used inside this set's workers (supervisors and jobs, as of their last replies),
+        closed ones included: the host's rusage never sees it (jobs are reaped in the box)."""
+        with self._lock:
+            return self._gone_cpu_s + sum(w.cpu_s for w in self._all)
 
     def pids(self) -> list[int]:
         """Host pids of the live workers' bwrap processes (each heads its own process group)."""
@@ -348,6 +360,7 @@ class WorkerSet:
     def close(self) -> None:
         with self._lock:
             workers, self._idle, self._all = list(self._all), [], set()
+            self._gone_cpu_s += sum(w.cpu_s for w in workers)
         for worker in workers:
             worker.close()
 

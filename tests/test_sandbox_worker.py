@@ -126,6 +126,15 @@ def test_job_starts_with_no_ignored_signals(box, dirs):
     assert r.ok and r.stdout.split() == ["SigIgn:", "0" * 16], r
 
 
+def test_workers_cpu_counts_what_jobs_burn(box, dirs):
+    """The host's rusage never sees a job's CPU (it is reaped in the box): workers_cpu_s does, at least
+    what the wrapper reports for the program itself."""
+    before = box.workers_cpu_s
+    r = sh(box, "i=0; while [ $i -lt 100000 ]; do i=$((i+1)); done", dirs())
+    assert r.ok and r.cpu_s > 0, r
+    assert box.workers_cpu_s - before >= r.cpu_s
+
+
 def test_concurrent_jobs_on_one_dir_and_separate_tmp(box, dirs):
     """Two jobs at once (two workers) over the same work dir, as per-call runs allow; /tmp stays per job."""
     from sandboxes.pool import SandboxPool
