@@ -244,7 +244,12 @@ def hand_over(workdir: Path, uid: int = SANDBOX_UID) -> None:
     """chown the work dir tree to the sandbox uid so it can write there (and read 0600 files).
 
     lchown and no symlink following, and hard-linked files are left alone: a previous run must not be
-    able to plant a link that makes root hand a host file to the sandbox uid."""
+    able to plant a link that makes root hand a host file to the sandbox uid. A shared root (/, /tmp
+    itself, ...) is refused, a caller mistake: walking it would hand every other user's files over."""
+    if is_shared_folder(workdir):
+        raise ValueError(f"sandbox: work dir {str(workdir)!r} is a shared folder; pass a private dir in it, "
+                         "such as tempfile.mkdtemp()")
+
     def fix(path: str) -> None:
         st = os.lstat(path)
         if st.st_uid != uid and not (stat.S_ISREG(st.st_mode) and st.st_nlink > 1):
@@ -253,6 +258,28 @@ def hand_over(workdir: Path, uid: int = SANDBOX_UID) -> None:
     for root, dirs, files in os.walk(workdir):
         for name in dirs + files:
             fix(os.path.join(root, name))
+
+
+def shared_roots() -> frozenset[str]:
+    """Folders that are never a run's work dir: handing their tree to the sandbox uid (hand_over) would
+    give it every other user's files there. Resolved once per temp root and home (every run asks)."""
+    return _shared_roots(tempfile.gettempdir(), os.path.expanduser("~"))
+
+
+@functools.lru_cache(maxsize=8)
+def _shared_roots(temp_root: str, home: str) -> frozenset[str]:
+    roots = {"/", "/tmp", "/var/tmp", "/dev/shm", "/root", "/home", "/usr", "/etc", "/opt", "/srv", temp_root, home}
+    return frozenset(os.path.realpath(r) for r in roots)
+
+
+def is_shared_folder(workdir: str | Path) -> bool:
+    """A shared root, an ancestor of one (/var holds /var/tmp), or a home folder (/home/<user>): a
+    caller mistake that hand_over must refuse rather than walk."""
+    real = os.path.realpath(workdir)
+    roots = shared_roots()
+    if real in roots or os.path.dirname(real) == "/home":
+        return True
+    return any(root.startswith(real.rstrip("/") + "/") for root in roots)
 
 
 # ---------------------------------------------------------------- command lines
@@ -274,6 +301,28 @@ def bwrap_argv(config: SandboxConfig, limits: SandboxLimits, env: dict[str, str]
     """bwrap command line up to and including `--`; the command follows. `shared_net`: the caller has
     already joined the shared empty network namespace (launch_prefix), so bwrap keeps it. `program`:
     bwrap's path as `find_program` resolved it."""
+    args = bwrap_base(config, int(limits.max_file_mb) * 1024 * 1024, shared_net, program)
+    # bwrap's new root and /dev are uncapped tmpfs: make them read-only (mounts on them stay writable)
+    args += ["--bind", str(work), BOX, "--remount-ro", "/dev", "--remount-ro", "/", "--chdir", BOX,
+             "--clearenv"]
+    for key, value in env.items():
+        args += ["--setenv", key, value]
+    return args + ["--"]
+
+
+def worker_bwrap_argv(config: SandboxConfig, shared_net: bool = False, program: str = "bwrap") -> list[str]:
+    """bwrap command line of a persistent worker (sandboxes/worker.py), up to `--`: the same box as a run's,
+    with an empty /box (each job gets its work dir attached there) and CAP_SYS_ADMIN in the box's user
+    namespace, which the supervisor needs to give each job fresh mount, PID, IPC and UTS namespaces; the
+    job itself then drops into a user namespace of its own, with no capabilities over the box's."""
+    args = bwrap_base(config, 1024 * 1024, shared_net, program)
+    return args + ["--cap-add", "CAP_SYS_ADMIN", "--dir", BOX,
+                   "--remount-ro", "/dev", "--remount-ro", "/", "--chdir", "/", "--clearenv",
+                   "--setenv", "PATH", BASE_PATH, "--"]
+
+
+def bwrap_base(config: SandboxConfig, tmp_bytes: int, shared_net: bool, program: str) -> list[str]:
+    """The bwrap options a run and a worker share: namespaces, uid, the read-only root, /proc, /dev, /tmp."""
     args = [program, "--unshare-all", "--unshare-user", "--uid", str(SANDBOX_UID), "--gid", str(SANDBOX_UID),
             "--die-with-parent", "--new-session", "--cap-drop", "ALL", "--hostname", "sandbox",
             *_root_layout()]
@@ -282,17 +331,12 @@ def bwrap_argv(config: SandboxConfig, limits: SandboxLimits, env: dict[str, str]
         args += ["--ro-bind-try", entry, entry]
     if config.network or shared_net:
         args.append("--share-net")
-    tmp_size = str(int(limits.max_file_mb) * 1024 * 1024)
+    tmp_size = str(tmp_bytes)
     args += ["--proc", "/proc", "--dev", "/dev", "--size", tmp_size, "--tmpfs", "/dev/shm",
              "--size", tmp_size, "--tmpfs", "/tmp"]
     for path in config.ro_binds:
         args += ["--ro-bind", path, path]
-    # bwrap's new root and /dev are uncapped tmpfs: make them read-only (mounts on them stay writable)
-    args += ["--bind", str(work), BOX, "--remount-ro", "/dev", "--remount-ro", "/", "--chdir", BOX,
-             "--clearenv"]
-    for key, value in env.items():
-        args += ["--setenv", key, value]
-    return args + ["--"]
+    return args
 
 
 def unshare_argv(config: SandboxConfig, shared_net: bool = False, program: str = "unshare") -> list[str]:

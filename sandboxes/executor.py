@@ -12,24 +12,22 @@ import selectors
 import signal as signals
 import subprocess
 import time
+import weakref
 from dataclasses import dataclass
 from pathlib import Path
 
-from sandboxes import backends
+from sandboxes import backends, worker
 from sandboxes.backends import BASE_PATH, BOX
+from sandboxes.capture import READ_CHUNK, TAIL, Capped, read_into
 from sandboxes.limits import SandboxConfig, SandboxLimits
 from sandboxes.tools import ToolNotFound, find_program, require_programs, search_path
 
-READ_CHUNK = 65536
 # Under RLIMIT_AS an allocation fails rather than the kernel killing the program; these are the ways
 # programs and runtimes say so (glibc strerror(ENOMEM), Python, C++, Icarus, Rust/Go runtimes).
 _OOM_RE = re.compile(
     rb"MemoryError|Cannot allocate memory|out of memory|bad_alloc|memory exhausted|ENOMEM|"
     rb"failed to allocate|memory allocation (?:of .* )?failed|not enough memory|cannot allocate",
     re.IGNORECASE)
-# sh's `times`: the shell's own user/sys, then its children's (the program's) on the second line
-_TIMES_RE = re.compile(rb"\d+m[\d.]+s \d+m[\d.]+s\n(\d+)m([\d.]+)s (\d+)m([\d.]+)s\n")
-TAIL = 256                 # bytes of stderr's end kept for the report (marker + two `times` lines)
 
 
 @dataclass
@@ -46,6 +44,7 @@ class ExecResult:
     cpu_s: float               # user+sys of the program and its reaped children (0.0 if unknown)
     isolated: bool             # namespaces in force (bwrap); False for 'unshare' and 'none'
     backend: str
+    persistent: bool = False   # ran as a job of a persistent bwrap worker (SandboxConfig.persistent)
 
     @property
     def ok(self) -> bool:
@@ -69,39 +68,6 @@ class ExecResult:
         return "ok"
 
 
-class _Capped:
-    """Keeps the first `cap` (+ `slack`) bytes of a stream and its last TAIL bytes; counts the rest
-    (never buffers unbounded output). The slack and tail hold the wrapper's CPU report (see report)."""
-
-    def __init__(self, cap: int, slack: int = 0):
-        self.cap, self.keep, self.data, self.total, self.tail = cap, cap + slack, bytearray(), 0, b""
-        self.track_tail = slack > 0
-
-    def add(self, chunk: bytes) -> None:
-        self.total += len(chunk)
-        room = self.keep - len(self.data)
-        if room > 0:
-            self.data += chunk[:room]
-        if self.track_tail:
-            self.tail = (self.tail + chunk[-TAIL:])[-TAIL:]
-
-    def finish(self, strip_report: bool = False) -> tuple[bytes, bool, float]:
-        """(the program's bytes up to cap, whether it wrote more, CPU seconds from the wrapper's report).
-
-        The report (CPU_MARKER + `times`) is the last thing the wrapper writes: it is cut off only if
-        it ends the stream exactly (a straggler writing after it leaves it in place, CPU unknown)."""
-        cpu, report_len = 0.0, 0
-        if strip_report:
-            cut = self.tail.rfind(backends.CPU_MARKER)
-            if cut >= 0:
-                times = _TIMES_RE.fullmatch(self.tail[cut + len(backends.CPU_MARKER):])
-                if times is not None:
-                    um, us, sm, ss = times.groups()
-                    cpu, report_len = int(um) * 60 + float(us) + int(sm) * 60 + float(ss), len(self.tail) - cut
-        length = self.total - report_len
-        return bytes(self.data[:min(self.cap, length)]), length > self.cap, cpu
-
-
 def _kill_group(pgid: int) -> None:
     try:
         os.killpg(pgid, signals.SIGKILL)
@@ -116,20 +82,20 @@ def _pidfd(pid: int) -> int | None:
         return None
 
 
-def _pump(proc: subprocess.Popen, stdin: bytes | None, wall_s: float, cap: int) -> tuple[_Capped, _Capped, bool]:
+def _pump(proc: subprocess.Popen, stdin: bytes | None, wall_s: float, cap: int) -> tuple[Capped, Capped, bool]:
     """Feed stdin, read stdout/stderr incrementally until the program ends or the wall clock runs out.
 
     Kills the whole process group on expiry and after exit (stragglers). Returns (stdout, stderr, timed_out).
     The child is left unreaped for the caller to wait().
     """
     sel = selectors.DefaultSelector()
-    streams: dict[int, _Capped] = {}
+    streams: dict[int, Capped] = {}
     assert proc.stdout is not None and proc.stderr is not None, "Sandbox.run pipes stdout and stderr"
     stdin_pipe = proc.stdin                 # piped when there is stdin to feed, else None
     for pipe, slack in ((proc.stdout, 0), (proc.stderr, TAIL)):
         fd = pipe.fileno()
         os.set_blocking(fd, False)
-        streams[fd] = _Capped(cap, slack)
+        streams[fd] = Capped(cap, slack)
         sel.register(fd, selectors.EVENT_READ)
     out_fd, err_fd = proc.stdout.fileno(), proc.stderr.fileno()
     pending = memoryview(stdin or b"")
@@ -166,7 +132,7 @@ def _pump(proc: subprocess.Popen, stdin: bytes | None, wall_s: float, cap: int) 
                         sel.unregister(in_fd)
                         stdin_pipe.close()
                         in_fd = None
-                elif _read_into(fd, streams[fd]) == 0:
+                elif read_into(fd, streams[fd]) == 0:
                     sel.unregister(fd)
                     open_reads.discard(fd)
             if pidfd is None and _has_exited(proc):
@@ -176,7 +142,7 @@ def _pump(proc: subprocess.Popen, stdin: bytes | None, wall_s: float, cap: int) 
             # buffers (a writer blocks until we read). Take that, then kill stragglers holding the
             # pipes open instead of waiting for them; the unreaped leader keeps the pgid ours.
             for fd in open_reads:
-                while _read_into(fd, streams[fd]) > 0:
+                while read_into(fd, streams[fd]) > 0:
                     pass
             if not exited:
                 timed_out = not _wait_exit(proc, pidfd, deadline)
@@ -191,16 +157,6 @@ def _pump(proc: subprocess.Popen, stdin: bytes | None, wall_s: float, cap: int) 
             except OSError:
                 pass
     return streams[out_fd], streams[err_fd], timed_out
-
-
-def _read_into(fd: int, sink: _Capped) -> int:
-    """One non-blocking read: bytes read, 0 at EOF, -1 when nothing is available now."""
-    try:
-        chunk = os.read(fd, READ_CHUNK)
-    except (BlockingIOError, InterruptedError):
-        return -1
-    sink.add(chunk)
-    return len(chunk)
 
 
 def _has_exited(proc: subprocess.Popen) -> bool:
@@ -218,7 +174,9 @@ def _wait_exit(proc: subprocess.Popen, pidfd: int | None, deadline: float) -> bo
         if left <= 0:
             return False
         if pidfd is not None:
-            select.select([pidfd], [], [], left)
+            poller = select.poll()                               # not select(2): fds >= 1024
+            poller.register(pidfd, select.POLLIN)
+            poller.poll(max(1, int(left * 1000) + 1))
         else:
             time.sleep(min(left, 0.005))
     return True
@@ -257,6 +215,32 @@ class Sandbox:
         self._helpers: dict[str, str] = {}
         self._programs: dict[tuple[str, str], str] = {}
         self._helper()
+        self._workers = self._worker_set()
+        if self._workers is not None:
+            weakref.finalize(self, self._workers.close)
+
+    def _worker_set(self) -> worker.WorkerSet | None:
+        """Persistent workers for this sandbox, when configured and applicable (bwrap, no private loopback)."""
+        if not (self.config.persistent and self.backend == "bwrap" and not self.config.private_loopback):
+            return None
+        python = self.config.worker_python or find_program("python3", roots=("/usr", *backends.TOP_DIRS))
+        return worker.WorkerSet(self.config, self._helper(), python)
+
+    @property
+    def workers_started(self) -> int:
+        """How many persistent workers this sandbox has started (restarts included)."""
+        return self._workers.started if self._workers is not None else 0
+
+    @property
+    def workers_cpu_s(self) -> float:
+        """CPU seconds used inside this sandbox's persistent workers (their supervisors and every job run
+        there), which the caller's rusage cannot see; 0.0 without persistent workers."""
+        return self._workers.cpu_s() if self._workers is not None else 0.0
+
+    def close(self) -> None:
+        """Stop this sandbox's persistent workers (also done at exit); later runs start new ones."""
+        if self._workers is not None:
+            self._workers.close()
 
     def _helper(self) -> str:
         """The backend's program (bwrap, unshare), found by the rule of `program` and cached per PATH."""
@@ -305,6 +289,12 @@ class Sandbox:
         if os.sep not in argv[0]:
             argv = [self.program(argv[0]), *argv[1:]]
         lim = limits or self.config.limits
+        box = self._workers.acquire() if self._workers is not None else None
+        if box is not None:
+            try:
+                return self._run_persistent(box, argv, work, stdin, lim, env or {})
+            except OSError as exc:                              # the work dir could not be cloned
+                backends.warn_once(f"clone:{exc.errno}", "sandbox: %s; such runs use per-call bwrap.", exc)
         launcher, popen_env, nproc = self._command(work, lim, env or {})
         start = time.monotonic()
         proc = subprocess.Popen(
@@ -320,6 +310,25 @@ class Sandbox:
                 if pipe is not None:        # always piped (stdout=PIPE, stderr=PIPE above)
                     pipe.close()
         return self._result(rc, out, err, timed_out, time.monotonic() - start, lim)
+
+    def _run_persistent(self, box: worker.Worker, argv: list[str], work: Path, stdin: bytes | None,
+                        lim: SandboxLimits, env: dict[str, str]) -> ExecResult:
+        """One run as a job of a persistent worker (same wrapper, verdicts and caps as per-call bwrap)."""
+        assert self._workers is not None, "a persistent run needs the sandbox's worker set"
+        cap = int(lim.max_output_bytes)
+        out, err = Capped(cap), Capped(cap, TAIL)
+        start, healthy = time.monotonic(), True
+        try:                                                  # OSError before the job ran: per-call instead
+            outcome = box.run(worker.job_argv(backends.wrapper_script(lim, True), argv), worker.inner_env(env),
+                              work, lim, stdin, (out, err))
+            healthy = outcome.healthy
+        finally:
+            self._workers.release(box, healthy)
+        if outcome.worker_died:
+            err.add(b"\nearl-sandbox: the persistent worker died during this run\n")
+        res = self._result(outcome.rc, out, err, outcome.timed_out, time.monotonic() - start, lim)
+        res.persistent = True
+        return res
 
     # ------------------------------------------------------------ helpers
 
@@ -344,7 +353,7 @@ class Sandbox:
             return [*prefix, *unshare], host_env, True
         return prefix, host_env, dropped
 
-    def _result(self, rc: int, out: _Capped, err: _Capped, timed_out: bool, wall: float,
+    def _result(self, rc: int, out: Capped, err: Capped, timed_out: bool, wall: float,
                 lim: SandboxLimits) -> ExecResult:
         stdout, out_cut, _ = out.finish()
         stderr, err_cut, cpu = err.finish(strip_report=True)

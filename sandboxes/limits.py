@@ -47,13 +47,20 @@ class SandboxConfig:
     # to themselves over loopback). Costs ~10 ms per run. Default: as root, all runs share one empty
     # namespace whose loopback is down (see docs/sandbox.md); as non-root each run gets its own anyway.
     private_loopback: bool = False
+    # bwrap only: run jobs in long-lived per-thread bwrap workers (bwrap's 15-25 ms set-up paid once per
+    # worker; each job still gets fresh namespaces, /tmp and work dir: docs/sandbox.md). Falls back to
+    # per-call bwrap, with one warning, where a worker cannot start. Not with private_loopback.
+    persistent: bool = True
+    worker_python: str = ""       # the Python that runs a worker's supervisor ("" = python3 under /usr)
 
     def __post_init__(self) -> None:
         if self.backend not in BACKENDS:
             raise ValueError(f"SandboxConfig.backend must be one of {BACKENDS}, got {self.backend!r}")
-        for name in ("network", "private_loopback"):
+        for name in ("network", "private_loopback", "persistent"):
             if not isinstance(getattr(self, name), bool):
                 raise TypeError(f"SandboxConfig.{name} must be true or false, got {getattr(self, name)!r}")
+        if self.worker_python and not os.path.isabs(self.worker_python):
+            raise ValueError(f"SandboxConfig.worker_python must be an absolute path, got {self.worker_python!r}")
         if isinstance(self.limits, dict):
             self.limits = SandboxLimits.from_dict(self.limits)
         if not isinstance(self.limits, SandboxLimits):

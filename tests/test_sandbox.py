@@ -38,12 +38,22 @@ def workdir():
     shutil.rmtree(path, ignore_errors=True)
 
 
-@pytest.fixture(scope="module")
-def box() -> Sandbox:
-    """The real bwrap sandbox (explicit backend: a broken bwrap fails loudly instead of degrading)."""
+@pytest.fixture(scope="module", params=[True, False], ids=["persistent", "per-call"])
+def box(request) -> Sandbox:
+    """The real bwrap sandbox (explicit backend: a broken bwrap fails loudly instead of degrading), once
+    through persistent workers (root only: they attach work dirs with open_tree) and once per call."""
     if not HAVE_BWRAP:
         pytest.skip("bubblewrap not installed (apt install bubblewrap)")
-    return Sandbox(SandboxConfig(backend="bwrap", limits=FAST))
+    if request.param and os.geteuid() != 0:
+        pytest.skip("persistent workers need root (open_tree); non-root runs fall back to per call")
+    sb = Sandbox(SandboxConfig(backend="bwrap", limits=FAST, persistent=request.param))
+    probe_dir = tempfile.mkdtemp(prefix="earl-sbx-test-")
+    try:
+        assert sb.run(["true"], probe_dir).persistent == request.param    # no silent fallback
+    finally:
+        shutil.rmtree(probe_dir, ignore_errors=True)
+    yield sb
+    sb.close()
 
 
 def sh(sandbox: Sandbox, script: str, workdir: Path, **kw) -> ExecResult:
@@ -88,6 +98,19 @@ def test_caller_errors_raise():
         sb.run(["true"], "/no-such-dir")
     with pytest.raises(ValueError, match="argv"):
         sb.run([], "/tmp")
+
+
+@pytest.mark.parametrize("path", ["/", "/tmp", "/var", "/var/tmp", "/dev", "/dev/shm", "/home", "/home/alice",
+                                  "/root", "/usr", "/etc", tempfile.gettempdir(), os.path.expanduser("~")])
+def test_shared_folders_are_never_work_dirs(path):
+    """As root a run chowns its work dir TREE to uid 65534: these (and ancestors of them) must be refused.
+    Checked on the predicate alone, so a broken guard cannot chown anything here."""
+    assert backends.is_shared_folder(path)
+
+
+def test_private_dirs_are_work_dirs(workdir):
+    assert not backends.is_shared_folder(workdir)
+    assert not backends.is_shared_folder(workdir / "sub")
 
 
 def test_config_validation_names_the_field():

@@ -292,9 +292,12 @@ class VerilogReward:
                 **(formal if any(formal.values()) else {}), **self.cache.stats()}
 
     def close(self) -> None:
+        """Stop the thread pool and the sandbox's persistent workers (a later call starts new ones)."""
         if self._pool is not None:
             self._pool.close()
             self._pool = None
+        if self._sandbox is not None:
+            self._sandbox.close()
 
     # -- stages --------------------------------------------------------------------------------
 
