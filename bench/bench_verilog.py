@@ -4,8 +4,10 @@
 
 Both sides use the same flags, the same 30 s limit and the same parallelism (a thread pool of
 os.cpu_count()). (a) the 20 sample references; (b) GRPO-like batches: 8 candidates per problem with
-repeats (whitespace/comment variants) and broken code. Also: sandbox overhead per call, pyslang
-pre-check vs an iverilog compile, and the cache hit rate.
+repeats (whitespace/comment variants) and broken code, on the problems as shipped (their own benches) and
+reference-only (bench removed: the reward generates one and simulates a problem's distinct candidates in
+one group; the plain harness gets the same generated bench, one run per candidate). Also: sandbox overhead
+per call, pyslang pre-check vs an iverilog compile, and the cache hit rate.
 """
 from __future__ import annotations
 
@@ -20,7 +22,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 DATA = REPO.parent / "shared" / "data" / "verilog-eval-v2-sample"
-FLAGS = ["-Wall", "-Winfloop", "-Wno-timescale", "-g2012", "-s", "tb"]
+FLAGS = ["-Wall", "-Winfloop", "-Wno-timescale", "-g2012"]
 
 
 def _baseline_one(item) -> bool:
@@ -31,7 +33,8 @@ def _baseline_one(item) -> bool:
     with tempfile.TemporaryDirectory(prefix="bench-ve-") as d:
         for name, text in (("sample.sv", code), ("test.sv", problem.testbench), ("ref.sv", problem.reference)):
             Path(d, name).write_text(text)
-        c = subprocess.run(["iverilog", *FLAGS, "-o", "sim", "sample.sv", "test.sv", "ref.sv"], cwd=d,
+        top = (problem.meta or {}).get("tb_top", "tb")
+        c = subprocess.run(["iverilog", *FLAGS, "-s", top, "-o", "sim", "sample.sv", "test.sv", "ref.sv"], cwd=d,
                            capture_output=True, text=True, timeout=30, check=False)
         if c.returncode != 0:
             return False
@@ -84,6 +87,17 @@ def _grpo_batch(problems) -> list:
     return items
 
 
+def _reference_only(items) -> tuple[list, list]:
+    """The batch on reference-only problems (ours) and, for the plain harness, on the same problems with the
+    bench earl generates written out as their testbench (what a per-candidate harness would have to run)."""
+    from dataclasses import replace
+
+    from rewards.verilog.equivbench import with_equiv_bench
+    bare = {p.id: replace(p, testbench=None) for p, _ in items}
+    benched = {pid: with_equiv_bench(p) for pid, p in bare.items()}
+    return [(bare[p.id], c) for p, c in items], [(benched[p.id], c) for p, c in items]
+
+
 def _medians(runs: dict, reps: int) -> dict[str, tuple[float, int, dict | None]]:
     """Median wall time per named runner after one untimed warm-up each, interleaved so load drift hits
     all alike; also the last run's passed count and stats."""
@@ -127,6 +141,9 @@ def run(quick: bool = False) -> str:
                   "ours": lambda: _ours(batch), "ours2": lambda: _ours(batch, workers=2 * n_cpu),
                   "off": lambda: _ours(batch, cache=False, syntax_precheck=False)}, max(1, reps - 2))
     stats_b = b["ours"][2]
+    ours_ro, base_ro = _reference_only(batch)
+    c = _medians({"base": lambda: _baseline(base_ro), "ours": lambda: _ours(ours_ro),
+                  "alone": lambda: _ours(ours_ro, group_simulation=False)}, max(1, reps - 2))
 
     box = Sandbox()
     with tempfile.TemporaryDirectory(prefix="bench-sb-") as d:
@@ -152,6 +169,10 @@ def run(quick: bool = False) -> str:
         row(f"(b) GRPO batch, ours {w2} workers (default) vs baseline {w1}", b, "ours2", "base", len(batch)),
         row(f"(b) GRPO batch, {w2} workers both", b, "ours2", "base2", len(batch)),
         row(f"(b) GRPO batch, cache and pre-check off, {w1} workers both", b, "off", "base", len(batch)),
+        row(f"(b) GRPO batch, reference-only (bench generated, group simulation), {w1} workers both", c, "ours",
+            "base", len(batch)),
+        row(f"(b) GRPO batch, reference-only, group simulation off, {w1} workers both", c, "alone", "base",
+            len(batch)),
     ]
     lines = [
         "## Verilog reward (sandboxed) vs plain iverilog/vvp",
