@@ -19,9 +19,10 @@ from pathlib import Path
 import pytest
 
 from sandboxes import backends
-from sandboxes.executor import ExecResult, Sandbox
+from sandboxes.executor import Sandbox
 from sandboxes.limits import SandboxConfig, SandboxLimits
 from sandboxes.pool import SandboxPool
+from tests.helpers.sandbox_probes import host_procs_with, sh
 
 HAVE_BWRAP = shutil.which("bwrap") is not None
 needs_bwrap = pytest.mark.skipif(not HAVE_BWRAP, reason="bubblewrap not installed (apt install bubblewrap)")
@@ -54,23 +55,6 @@ def box(request) -> Sandbox:
         shutil.rmtree(probe_dir, ignore_errors=True)
     yield sb
     sb.close()
-
-
-def sh(sandbox: Sandbox, script: str, workdir: Path, **kw) -> ExecResult:
-    return sandbox.run(["sh", "-c", script], workdir, **kw)
-
-
-def host_procs_with(marker: str) -> list[int]:
-    """Host pids whose command line contains marker (to prove a process tree is gone)."""
-    found = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                if marker.encode() in (entry / "cmdline").read_bytes():
-                    found.append(int(entry.name))
-            except OSError:
-                pass
-    return found
 
 
 # ------------------------------------------------------------------ basics

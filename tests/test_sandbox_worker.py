@@ -22,6 +22,7 @@ import pytest
 from sandboxes import backends
 from sandboxes.executor import ExecResult, Sandbox
 from sandboxes.limits import SandboxConfig, SandboxLimits
+from tests.helpers.sandbox_probes import host_procs_with, sh
 
 pytestmark = [
     pytest.mark.skipif(shutil.which("bwrap") is None, reason="bubblewrap not installed"),
@@ -55,22 +56,6 @@ def dirs():
 
 def _mkdir() -> Path:
     return Path(tempfile.mkdtemp(prefix="earl-sbxw-test-"))
-
-
-def sh(sb: Sandbox, script: str, work: Path, **kw) -> ExecResult:
-    return sb.run(["sh", "-c", script], work, **kw)
-
-
-def host_procs_with(marker: str) -> list[int]:
-    found = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                if marker.encode() in (entry / "cmdline").read_bytes():
-                    found.append(int(entry.name))
-            except OSError:
-                pass
-    return found
 
 
 def assert_worker_serves(sb: Sandbox, work: Path, workers: int = 1) -> None:
