@@ -56,10 +56,8 @@ def generated_batch(n: int = 8, broken: bool = False) -> list:
 
 
 def reference_only_batch() -> list:
-    sys.path.insert(0, str(REPO / "tests"))
-    from conftest_verilog import as_top, empty_body, flip_operator, invert_outputs
-
     from rewards.verilog.loaders import load_problems
+    from tests.helpers.verilog_mutants import as_top, empty_body, flip_operator, invert_outputs
     items = []
     for p in load_problems(DATA):
         ro = replace(p, testbench=None, id=p.id + "-ro")

@@ -99,6 +99,23 @@ def clone(path):
     return fd
 
 
+SYS_RT_SIGACTION = {"x86_64": 13, "aarch64": 134}.get(os.uname().machine)
+
+
+def reset_signals():
+    """Default dispositions for the job: Python's own (SIGPIPE, SIGXFSZ, SIGINT) and whatever the trainer
+    inherited (`nohup` ignores SIGHUP) would otherwise survive the exec. Signals the C library keeps for
+    itself (32, 33) are reset with the raw syscall: an ignore inherited there survives exec too."""
+    for sig in signal.valid_signals():
+        if sig not in (signal.SIGKILL, signal.SIGSTOP):
+            signal.signal(sig, signal.SIG_DFL)
+    if SYS_RT_SIGACTION is None:
+        return
+    default = (ctypes.c_ulong * 4)()          # struct kernel_sigaction: handler SIG_DFL, flags, restorer, mask
+    for sig in (32, 33):
+        libc.syscall(SYS_RT_SIGACTION, sig, ctypes.byref(default), None, 8)
+
+
 def exec_job(req, fds):
     """In P, after its mounts: drop into a new user namespace (no capabilities, uid 65534), then exec the
     job's init."""
@@ -110,8 +127,7 @@ def exec_job(req, fds):
         fd = os.open(f"/proc/self/{name}", os.O_WRONLY)
         os.write(fd, text.encode())
         os.close(fd)
-    for sig in (signal.SIGPIPE, signal.SIGXFSZ, signal.SIGINT):  # Python's own dispositions would be
-        signal.signal(sig, signal.SIG_DFL)                         # inherited (subprocess restores them too)
+    reset_signals()
     os.setsid()
     os.chdir("/box")
     stdin = fds[STDIN] if len(fds) > STDIN else os.open("/dev/null", os.O_RDONLY)

@@ -229,12 +229,9 @@ def test_same_verdicts_as_per_call_bwrap(box, dirs):
 
 @pytest.mark.slow
 def test_verilog_hostile_corpus_same_scores_as_per_call(dirs):
-    import sys
-    sys.path.insert(0, str(Path(__file__).parent))
-    from conftest_verilog import as_top, hostile_candidates
-
     from rewards.verilog.loaders import load_problems
     from rewards.verilog.reward import VerilogReward
+    from tests.helpers.verilog_mutants import as_top, hostile_candidates
     data = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "verilog-eval-v2-sample"
     if shutil.which("iverilog") is None or not data.is_dir():
         pytest.skip("iverilog or the VerilogEval sample missing")
