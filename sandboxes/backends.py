@@ -46,6 +46,14 @@ from sandboxes.tools import (
 log = logging.getLogger(__name__)
 
 SANDBOX_UID = 65534            # "nobody": the uid inside the sandbox, and the one root drops to outside
+# Backend `none` has no user namespace, so RLIMIT_NPROC counts every host process of the uid it drops to:
+# it gets a uid of its own, or bwrap jobs and persistent workers (host uid 65534) would eat its process budget.
+UNNAMESPACED_UID = 65533
+
+
+def sandbox_uid(backend: str) -> int:
+    """The host uid root drops a run of `backend` to."""
+    return UNNAMESPACED_UID if backend == "none" else SANDBOX_UID
 BOX = "/box"                   # where the work dir appears inside the sandbox
 # Host /etc entries a dynamically linked toolchain needs; nothing else of /etc is visible.
 ETC_ENTRIES = ("/etc/ld.so.cache", "/etc/ld.so.conf", "/etc/ld.so.conf.d", "/etc/alternatives",
@@ -136,8 +144,8 @@ def can_drop(bind_sources: list[str]) -> bool:
     return True
 
 
-def drop_prefix(bind_sources: list[str]) -> list[str]:
-    """`setpriv` argv that drops root to SANDBOX_UID, or [] when not root or a bind source is unreachable."""
+def drop_prefix(bind_sources: list[str], uid: int = SANDBOX_UID) -> list[str]:
+    """`setpriv` argv that drops root to `uid`, or [] when not root or a bind source is unreachable."""
     if not is_root():
         return []
     setpriv = _setpriv()
@@ -147,11 +155,11 @@ def drop_prefix(bind_sources: list[str]) -> list[str]:
         return []
     if not can_drop(bind_sources):
         return []
-    return [setpriv, f"--reuid={SANDBOX_UID}", f"--regid={SANDBOX_UID}", "--clear-groups", "--"]
+    return [setpriv, f"--reuid={uid}", f"--regid={uid}", "--clear-groups", "--"]
 
 
 def launch_prefix(backend: str, config: SandboxConfig, bind_sources: list[str]) -> tuple[list[str], bool, bool]:
-    """(argv before the backend's own, dropped to SANDBOX_UID?, joined the shared network namespace?).
+    """(argv before the backend's own, dropped to `sandbox_uid(backend)`?, joined the shared network ns?).
 
     Root with an isolating backend and no network: `nsenter --net=<shared ns> [--setuid --setgid]`
     (joins first, needs CAP_SYS_ADMIN, then drops uid, gid and supplementary groups). Otherwise the
@@ -162,7 +170,7 @@ def launch_prefix(backend: str, config: SandboxConfig, bind_sources: list[str]) 
     netns = shared_netns() if joins else None
     nsenter = _nsenter() if netns is not None else None
     if nsenter is None:
-        drop = drop_prefix(bind_sources)
+        drop = drop_prefix(bind_sources, sandbox_uid(backend))
         return drop, bool(drop), False
     drop = can_drop(bind_sources)
     ids = [f"--setuid={SANDBOX_UID}", f"--setgid={SANDBOX_UID}"] if drop else []
@@ -371,7 +379,7 @@ def _probe(backend: str, config: SandboxConfig) -> tuple[bool, str]:
         work = Path(tmp)
         prefix, dropped, shared_net = launch_prefix(backend, config, [str(work)] if backend == "bwrap" else [])
         if dropped:
-            hand_over(work)
+            hand_over(work, sandbox_uid(backend))
         program = find_program(backend)
         if program is None:
             return False, f"{backend} not found on PATH ({search_path()}; {install_command([backend])})"

@@ -341,7 +341,7 @@ class Sandbox:
         binds = [str(work), *self.config.ro_binds] if self.backend == "bwrap" else []
         prefix, dropped, shared_net = backends.launch_prefix(self.backend, self.config, binds)
         if dropped:
-            backends.hand_over(work)
+            backends.hand_over(work, backends.sandbox_uid(self.backend))
         if self.backend == "bwrap":
             inner_env = {"PATH": BASE_PATH, "HOME": BOX, "LANG": "C.UTF-8", "TMPDIR": "/tmp", **env}
             bwrap = backends.bwrap_argv(self.config, lim, inner_env, work, shared_net, self._helper())

@@ -238,7 +238,7 @@ def test_real_exit_code_and_cpu_after_uid_drop(backend, workdir):
         r = sh(sb, "id -u; exit 1", workdir)
         assert (r.returncode, r.verdict, r.stderr) == (1, "exit_1", ""), r
         if os.geteuid() == 0:
-            assert r.stdout.strip() == str(backends.SANDBOX_UID)
+            assert r.stdout.strip() == str(backends.sandbox_uid(backend))
     finally:
         for fd in held:
             os.close(fd)
