@@ -168,10 +168,8 @@ class EARLGRPOTrainer(GRPOTrainer):
         self._round_inputs = inputs
         try:
             out = super()._generate_and_score_completions(inputs)
-        finally:
+        finally:       # a prefetch a failed round left behind is waited out by the next start, never raced
             self._round_inputs = None
-            if self._prefetch is not None:
-                self._prefetch.discard()          # a round that failed before its rewards were collected
         w = float(self.gating.negative_weight)
         if w != 1.0 and "advantages" in out:
             adv = out["advantages"]
@@ -358,11 +356,13 @@ class EARLGRPOTrainer(GRPOTrainer):
         funcs = self.reward_funcs
         self.reward_funcs = self._prefetch.serving(pending)
         try:
-            return super()._calculate_rewards(inputs, prompts, completions, completion_ids_list)
+            rewards = super()._calculate_rewards(inputs, prompts, completions, completion_ids_list)
         finally:
             self.reward_funcs = funcs
-            pending.wait()
-            self._timing["reward"] += sum(pending.seconds)
+        # not in `finally`: a Ctrl-C while a reward runs must not wait for it (it is abandoned)
+        pending.wait()
+        self._timing["reward"] += sum(pending.seconds)
+        return rewards
 
     def _calculate_rewards(self, inputs, prompts, completions, completion_ids_list):
         t0 = time.perf_counter()

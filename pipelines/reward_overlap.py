@@ -13,12 +13,16 @@ when TRL's actual call differs in anything (a TRL version that passes more, ``ex
 ``rollout_func``) the prefetched result is waited for, thrown away, the reward is called as TRL calls it,
 and prefetching stops for the run with a warning. Rewards that are torch modules or async callables keep
 TRL's own path.
+
+The calls run on daemon threads: a reward still running when the process ends (Ctrl-C, a crash) is
+abandoned, not waited for, as it was when it ran on the main thread.
 """
 from __future__ import annotations
 
 import concurrent.futures as cf
 import inspect
 import logging
+import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -69,7 +73,6 @@ class RewardPrefetch:
     def __init__(self, funcs: Sequence[Any]):
         self.funcs = list(funcs)
         self.enabled = any(eligible(f) for f in self.funcs)
-        self._pool = cf.ThreadPoolExecutor(max_workers=max(1, len(self.funcs)), thread_name_prefix="earl-reward")
         self._pending: Pending | None = None
 
     def start(self, prompts: Sequence, completions: Sequence, completion_ids: Sequence,
@@ -82,7 +85,7 @@ class RewardPrefetch:
         pending = Pending(list(prompts), list(completions), list(completion_ids), dict(kwargs), {})
         for i, func in enumerate(self.funcs):
             if eligible(func):
-                pending.futures[i] = self._pool.submit(self._timed, pending, func)
+                pending.futures[i] = _in_daemon_thread(self._timed, pending, func)
         self._pending = pending
 
     @staticmethod
@@ -117,7 +120,21 @@ class RewardPrefetch:
 
     def close(self) -> None:
         self.discard()
-        self._pool.shutdown(wait=True)
+
+
+def _in_daemon_thread(fn: Callable, *args: Any) -> cf.Future:
+    """`fn(*args)` on a daemon thread of its own (a ThreadPoolExecutor's threads are joined at exit)."""
+    future: cf.Future = cf.Future()
+
+    def run() -> None:
+        if not future.set_running_or_notify_cancel():
+            return
+        try:
+            future.set_result(fn(*args))
+        except BaseException as exc:  # noqa: BLE001 - handed to the caller through the future
+            future.set_exception(exc)
+    threading.Thread(target=run, name="earl-reward", daemon=True).start()
+    return future
 
 
 class _Ready:

@@ -128,3 +128,22 @@ def test_stage_option_reaches_the_trainer_and_only_rl_stages_take_it(tmp_path):
         load_config(tiny, ["stages.eval.reward_overlap=false"])
     with pytest.raises(ConfigError, match=r"stages\.rl\.reward_overlap: expected true/false"):
         load_config(tiny, ["stages.rl.reward_overlap=maybe"])
+
+
+def test_a_reward_still_running_does_not_keep_the_process_alive(tmp_path):
+    """Ctrl-C while a prefetched reward runs: the process ends (the reward is abandoned, as it was on the main
+    thread), instead of the interpreter joining a worker thread that may run for minutes."""
+    import subprocess
+    import sys
+    script = tmp_path / "hang.py"
+    script.write_text(
+        "import threading\n"
+        "from pipelines.reward_overlap import RewardPrefetch\n"
+        "never = threading.Event()\n"
+        "def stuck(prompts, completions, **kw):\n"
+        "    never.wait()\n"
+        "pre = RewardPrefetch([stuck])\n"
+        "pre.start(['p'], ['c'], [[1]], {})\n"
+        "raise KeyboardInterrupt\n")
+    proc = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120, check=False)
+    assert proc.returncode != 0 and "KeyboardInterrupt" in proc.stderr
