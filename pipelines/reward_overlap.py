@@ -64,7 +64,8 @@ class Pending:
                 and all(kwargs[k] is v or kwargs[k] == v for k, v in self.kwargs.items()))
 
     def wait(self) -> None:
-        cf.wait(list(self.futures.values()))
+        for future in self.futures.values():
+            result(future, raise_error=False)
 
 
 class RewardPrefetch:
@@ -122,6 +123,22 @@ class RewardPrefetch:
         self.discard()
 
 
+POLL_S = 0.1
+
+
+def result(future: cf.Future, raise_error: bool = True) -> Any:
+    """`future.result()`, waited for in slices: an untimed lock wait on the main thread is not woken by a
+    signal the kernel delivered to another thread, so Ctrl-C would never be seen while a reward runs."""
+    while not future.done():
+        cf.wait([future], timeout=POLL_S)
+    try:
+        return future.result()
+    except Exception:
+        if raise_error:
+            raise
+        return None
+
+
 def _in_daemon_thread(fn: Callable, *args: Any) -> cf.Future:
     """`fn(*args)` on a daemon thread of its own (a ThreadPoolExecutor's threads are joined at exit)."""
     future: cf.Future = cf.Future()
@@ -146,6 +163,6 @@ class _Ready:
 
     def __call__(self, prompts: Any, completions: Any, completion_ids: Any = None, **kwargs: Any) -> Any:
         if self.owner.enabled and self.pending.matches(prompts, completions, completion_ids or [], kwargs):
-            return self.pending.futures[self.index].result()
+            return result(self.pending.futures[self.index])
         self.owner.mismatch(self.pending)
         return self.func(prompts=prompts, completions=completions, completion_ids=completion_ids, **kwargs)

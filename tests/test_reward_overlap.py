@@ -147,3 +147,30 @@ def test_a_reward_still_running_does_not_keep_the_process_alive(tmp_path):
         "raise KeyboardInterrupt\n")
     proc = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120, check=False)
     assert proc.returncode != 0 and "KeyboardInterrupt" in proc.stderr
+
+
+def test_ctrl_c_reaches_the_main_thread_while_it_waits_for_a_reward(tmp_path):
+    """The kernel may deliver SIGINT to any thread. Sent to the reward's thread, it must still interrupt the
+    main thread waiting for that reward (an untimed lock wait would never wake: the run hung)."""
+    import subprocess
+    import sys
+    script = tmp_path / "ctrl_c.py"
+    script.write_text(
+        "import signal, threading\n"
+        "from pipelines.reward_overlap import RewardPrefetch\n"
+        "started, never = threading.Event(), threading.Event()\n"
+        "def stuck(prompts, completions, **kw):\n"
+        "    started.set()\n"
+        "    never.wait()\n"
+        "pre = RewardPrefetch([stuck])\n"
+        "pre.start(['p'], ['c'], [[1]], {})\n"
+        "started.wait()\n"
+        "worker = next(t for t in threading.enumerate() if t.name == 'earl-reward')\n"
+        "threading.Timer(0.5, signal.pthread_kill, (worker.ident, signal.SIGINT)).start()\n"
+        "(ready,) = pre.serving(pre.claim())\n"
+        "try:\n"
+        "    ready(prompts=['p'], completions=['c'], completion_ids=[[1]])\n"
+        "except KeyboardInterrupt:\n"
+        "    print('interrupted')\n")
+    proc = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120, check=False)
+    assert proc.stdout.strip() == "interrupted", proc.stderr[-2000:]
