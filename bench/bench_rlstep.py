@@ -55,9 +55,9 @@ def run(quick: bool = False) -> str:
              "log-prob passes, advantages) |", "|---|---|---|---|---|---|"]
     with tempfile.TemporaryDirectory() as tmp:
         for label, beta, overlap in [("beta 0 (shipped), TRL's order", 0.0, False),
-                                     ("beta 0 (shipped), reward overlap (default)", 0.0, True),
+                                     ("beta 0 (shipped), reward overlap", 0.0, True),
                                      ("beta 0.04, TRL's order", 0.04, False),
-                                     ("beta 0.04, reward overlap (default)", 0.04, True)]:
+                                     ("beta 0.04, reward overlap", 0.04, True)]:
             m = split(rl_steps(model, steps, beta, overlap, Path(tmp) / f"{beta}-{overlap}"))
             step = m["step_time"]
             rest = step - m["timing/generate"] - m["timing/reward_wait"]

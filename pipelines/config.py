@@ -124,7 +124,7 @@ class StageConfig:
     trainer: dict[str, Any] = field(default_factory=dict)
     gating: dict[str, Any] | None = None
     dynamic_sampling: dict[str, Any] | None = None   # rl stages: drop equal-reward groups, refill (DAPO)
-    reward_overlap: bool | None = None   # rl stages: score during TRL's log-prob passes (None: on; reward_overlap.py)
+    reward_overlap: bool | None = None   # rl stages: score during TRL's log-prob passes (None: off; reward_overlap.py)
     settings: EvalSettings = field(default_factory=EvalSettings)   # eval stages only
 
 

@@ -25,7 +25,7 @@ Built on TRL 1.16 through its own extension points, not a fork:
   computed per round. ``_calculate_rewards`` (already overridden for stage logging) keeps the gathered
   rewards and pass flags the decision needs; ``_save_checkpoint`` / ``_load_optimizer_and_scheduler``
   carry the refill cursor through a checkpoint, as TRL does for its adaptive entropy coefficient.
-* Reward overlap (``reward_overlap``, on by default; :mod:`pipelines.reward_overlap`): ``_generate`` starts the
+* Reward overlap (``reward_overlap``, off by default; :mod:`pipelines.reward_overlap`): ``_generate`` starts the
   rewards in a worker thread as soon as the completions exist, so they run while TRL computes its old and
   reference log-probs; ``_calculate_rewards`` collects them (TRL's call, gathering and NaN handling unchanged).
 
@@ -92,7 +92,7 @@ class EARLGRPOTrainer(GRPOTrainer):
     def __init__(self, model: Any, reward_funcs: Any, args: GRPOConfig | None = None,
                  train_dataset: Any = None, processing_class: Any = None, *,
                  gating: GatingConfig | dict | None = None, reward_weights: Sequence[float] | None = None,
-                 dynamic_sampling: ds.DynamicSamplingConfig | dict | None = None, reward_overlap: bool = True,
+                 dynamic_sampling: ds.DynamicSamplingConfig | dict | None = None, reward_overlap: bool = False,
                  eval_dataset: Any = None, callbacks: list | None = None, **kwargs: Any):
         self.gating = resolve_gating(gating, args)
         if isinstance(dynamic_sampling, dict):

@@ -120,7 +120,7 @@ def test_stage_option_reaches_the_trainer_and_only_rl_stages_take_it(tmp_path):
     model = str(build_tiny(tmp_path / "tiny"))
     tiny = "configs/verilog_tiny.yaml"
     small = ["stages.rl.data.n=8", "stages.rl.trainer.max_steps=1", f"run.run_dir={tmp_path / 'run'}"]
-    for value, expected in (("null", True), ("false", False)):
+    for value, expected in (("null", False), ("true", True)):
         cfg = load_config(tiny, [*small, f"stages.rl.reward_overlap={value}"])
         trainer = rl.build_trainer(StageContext(cfg, "rl", cfg.stages["rl"], RunFolder(tmp_path / value), model))
         assert (trainer._prefetch is not None) is expected
@@ -166,9 +166,9 @@ def test_ctrl_c_reaches_the_main_thread_while_it_waits_for_a_reward(tmp_path):
         "pre.start(['p'], ['c'], [[1]], {})\n"
         "started.wait()\n"
         "worker = next(t for t in threading.enumerate() if t.name == 'earl-reward')\n"
-        "threading.Timer(0.5, signal.pthread_kill, (worker.ident, signal.SIGINT)).start()\n"
         "(ready,) = pre.serving(pre.claim())\n"
-        "try:\n"
+        "try:\n"   # wherever the interrupt lands from here on, it must reach this handler
+        "    threading.Timer(0.5, signal.pthread_kill, (worker.ident, signal.SIGINT)).start()\n"
         "    ready(prompts=['p'], completions=['c'], completion_ids=[[1]])\n"
         "except KeyboardInterrupt:\n"
         "    print('interrupted')\n")

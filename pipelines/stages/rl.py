@@ -88,7 +88,7 @@ def build_trainer(ctx: StageContext):
         callbacks=ctx.callbacks(),
         gating=GatingConfig(**(ctx.stage.gating or {"granularity": "none"})),
         dynamic_sampling=DynamicSamplingConfig(**(ctx.stage.dynamic_sampling or {})),
-        reward_overlap=ctx.stage.reward_overlap is not False,
+        reward_overlap=bool(ctx.stage.reward_overlap),
         reward_weights=weights,
     )
     if trainer.dynamic_sampling.enabled:
