@@ -100,8 +100,10 @@ def sft_checkpoint(base: PipelineConfig, out: Path, sft_run: str | None) -> tupl
     ev = copy.deepcopy(raw["stages"]["eval"])
     ev["settings"]["models"] = []
     saved = run.root / "eval" / "sft.json"
-    if saved.is_file() and _same_settings(EvalResult.load(saved), ev["settings"]):
-        return str(model), EvalResult.load(saved)
+    if saved.is_file():
+        result = EvalResult.load(saved)
+        if _same_settings(result, ev["settings"]):
+            return str(model), result
     # the SFT run has not evaluated its model (yet), or with other settings: an eval-only run of it
     base_eval = copy.deepcopy(base)
     base_eval.model.name_or_path = str(model)

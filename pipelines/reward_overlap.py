@@ -119,8 +119,6 @@ class RewardPrefetch:
         self.enabled = False
         pending.wait()
 
-    def close(self) -> None:
-        self.discard()
 
 
 POLL_S = 0.1

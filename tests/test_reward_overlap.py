@@ -40,7 +40,7 @@ def test_prefetched_result_is_served_once_and_a_different_call_is_recomputed(cap
     assert "differs from the prefetched one" in caplog.text
     assert [c for c, _ in reward.calls] == [["xx", "yyy"], ["xx"], ["zzzz"]]
     assert not pre.enabled, "after a mismatch the run goes back to TRL's order"
-    pre.close()
+    pre.discard()
 
 
 def test_columns_are_trls():
