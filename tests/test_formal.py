@@ -412,3 +412,81 @@ def test_reward_cascade_downgrades_a_testbench_false_positive(mode):
         assert wrong.reward < right.reward and "formal: not_equivalent" in wrong.reason
         cex = wrong.to_dict()["formal_detail"]["counterexample"]
         assert cex["inputs"]["a"] == cex["inputs"]["b"]
+
+
+# ------------------------------------------------------------------ confirm mode's cost cap
+
+MUL_REF = """module RefModule(input [15:0] a, input [15:0] b, output [31:0] y);
+  assign y = a * b;
+endmodule"""
+# Shift-and-add: equal to a * b, and a 16 x 16 multiplier equivalence is far beyond SAT in seconds.
+MUL_SHIFT_ADD = """module TopModule(input [15:0] a, input [15:0] b, output [31:0] y);
+  reg [31:0] acc; integer i;
+  always @* begin acc = 0; for (i = 0; i < 16; i = i + 1) if (b[i]) acc = acc + ({16'b0, a} << i); end
+  assign y = acc;
+endmodule"""
+MUL_SHIFT_ADD_2 = MUL_SHIFT_ADD.replace("acc", "sum")
+
+
+def test_a_check_stops_at_its_budget():
+    checker = FormalChecker(FormalConfig(wall_s=20, budget_s=1.0))
+    t = time.monotonic()
+    r = checker.check(MUL_SHIFT_ADD, MUL_REF)
+    assert r.verdict == UNKNOWN and "budget (1 s) is spent" in r.reason, r.reason
+    assert time.monotonic() - t < 10                            # not 20 s per yosys run
+
+
+def _result(verdict: str, reason: str = "") -> FormalResult:
+    return FormalResult(verdict, reason=reason)
+
+
+def test_a_problem_that_timed_out_is_not_checked_again():
+    from rewards.verilog.formal import SlowProblems
+    gate, calls = SlowProblems(5.0), []
+
+    def prove(verdict: str, reason: str = ""):
+        return lambda: calls.append(verdict) or _result(verdict, reason)
+
+    assert gate.check("p", prove(UNKNOWN, "timeout: the check's budget (5 s) is spent")).verdict == UNKNOWN
+    skipped = gate.check("p", prove(EQUIVALENT))
+    assert skipped.verdict == UNKNOWN and "not proved: a proof on this problem took" in skipped.reason
+    assert gate.check("q", prove(EQUIVALENT)).verdict == EQUIVALENT     # another problem: checked
+    assert gate.check("q", prove(NOT_EQUIVALENT)).verdict == NOT_EQUIVALENT   # fast: every pass checked
+    assert calls == [UNKNOWN, EQUIVALENT, NOT_EQUIVALENT]
+    assert gate.stats() == {"formal/slow_problems": 1, "formal/skipped_slow": 1}
+    assert SlowProblems(None).check("p", prove(EQUIVALENT)).verdict == EQUIVALENT   # no cap: always checked
+
+
+def test_candidates_waiting_on_a_slow_first_check_go_on_without_it():
+    """The first check of a problem holds; a second candidate waits at most slow_s, then keeps its
+    simulation verdict. The first check is released only after the second has returned (no race)."""
+    import threading
+
+    from rewards.verilog.formal import SlowProblems
+    gate, release, second = SlowProblems(0.2), threading.Event(), []
+    first = threading.Thread(target=lambda: gate.check("p", lambda: release.wait() and _result(EQUIVALENT)))
+    first.start()
+    while "p" not in gate._first:                               # the first check has begun
+        time.sleep(0.01)
+    second.append(gate.check("p", lambda: _result(NOT_EQUIVALENT)))
+    release.set()
+    first.join()
+    assert second[0].verdict == UNKNOWN and "has run over 0.2 s" in second[0].reason
+    assert "p" in gate._slow                                    # and the problem stays skipped
+
+
+def test_reward_confirms_within_its_budget_and_skips_a_slow_problem_after():
+    from rewards.verilog.problems import Problem
+    from rewards.verilog.reward import VerilogReward
+
+    p = Problem(id="mul16", spec="y = a * b", testbench=None, reference=MUL_REF)
+    reward = VerilogReward([p], formal="auto", formal_confirm_s=1.0, workers=1)
+    try:
+        first, = reward.score_batch([p], [MUL_SHIFT_ADD])
+        later, = reward.score_batch([p], [MUL_SHIFT_ADD_2])
+        stats = reward.stats()
+    finally:
+        reward.close()
+    assert first.passed and first.formal == UNKNOWN and "budget (1 s) is spent" in first.reason
+    assert later.passed and later.formal == UNKNOWN and "not proved: a proof on this problem took" in later.reason
+    assert stats["formal/slow_problems"] == 1 and stats["formal/skipped_slow"] == 1

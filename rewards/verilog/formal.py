@@ -28,7 +28,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -54,6 +54,7 @@ _LATCH_TYPES = {"$dlatch", "$adlatch", "$dlatchsr", "$sr"}
 class FormalConfig:
     """Limits and depth of one equivalence check (defaults fit a reward call on a small CPU box)."""
     wall_s: float = 20.0             # per yosys run, whole process tree killed on expiry
+    budget_s: float | None = None    # the whole check, all its yosys runs (None: wall_s per run only)
     memory_mb: int = 2048
     seq_depth: int = 20              # cycles of the bounded check from reset
     induction: bool = True           # try k-induction (k <= seq_depth) for a complete proof
@@ -322,6 +323,7 @@ class FormalChecker:
         self.runner = runner or sandbox_runner
         self._cache: EquivalenceCache[FormalResult] = EquivalenceCache(max_entries=self.config.cache_size)
         self._lock = threading.Lock()
+        self._local = threading.local()          # this thread's check: the deadline of config.budget_s
         self.stats = {"checks": 0, "cache_hits": 0, EQUIVALENT: 0, NOT_EQUIVALENT: 0, UNKNOWN: 0}
 
     def check(self, candidate: str, reference: str, *, top: str = "TopModule", ref_top: str = "RefModule",
@@ -342,6 +344,8 @@ class FormalChecker:
                 self.stats["cache_hits"] += 1
             return FormalResult(**{**asdict(hit), "cached": True, "counterexample": hit.counterexample})
         t0 = time.monotonic()
+        budget = self.config.budget_s
+        self._local.deadline = None if budget is None else t0 + budget
         try:
             result = self._check(candidate, reference, top, ref_top, reset)
         except FormalError as exc:
@@ -369,7 +373,15 @@ class FormalChecker:
     # -- steps ----------------------------------------------------------------------------
 
     def _run(self, script: str, files: dict[str, str], outputs: tuple[str, ...] = ()) -> YosysRun:
-        return self.runner(script, files, self.config, outputs)
+        """One yosys run, limited to wall_s and to what is left of the check's budget_s."""
+        cfg, deadline = self.config, getattr(self._local, "deadline", None)
+        if deadline is not None:
+            left = deadline - time.monotonic()
+            if left < 0.05:
+                raise FormalError(f"timeout: the check's budget ({cfg.budget_s:g} s) is spent")
+            if left < cfg.wall_s:
+                cfg = replace(cfg, wall_s=left)
+        return self.runner(script, files, cfg, outputs)
 
     def _check(self, candidate: str, reference: str, top: str, ref_top: str,
                reset: tuple[str, int] | None) -> FormalResult:
@@ -482,6 +494,70 @@ class FormalChecker:
                                 reason=f"no difference within {depth} cycles from reset (induction did not close)")
         upto = f"; no difference within {proven[-1]} cycles" if proven else ""
         raise FormalError(f"sequential check did not finish: {_yosys_error(run) or 'no verdict in log'}{upto}")
+
+
+class SlowProblems:
+    """Caps what confirming passes costs (formal `confirm`; the reward's `formal_confirm_s`, also each
+    check's budget_s): a problem whose check took `slow_s` or ran out of time is not checked again this
+    run; its later passes keep their simulation verdict (formal unknown, the reason says why). While a
+    problem's first check runs, its other candidates wait for it at most until it has run `slow_s` (slow
+    then, whatever it ends as): a slow problem costs one check per run, not one per pass per step.
+    Checks are usually ~0.1 s; outliers (gshare: SAT times out at the yosys limit, then the structural
+    proof) take tens of seconds, which the trainer would wait for. In confirm mode an unknown verdict pays
+    what a proof pays (the simulation's), so only slow refutations are lost."""
+
+    def __init__(self, slow_s: float | None):
+        self.slow_s = slow_s
+        self._lock = threading.Lock()
+        self._first: dict[str, tuple[threading.Event, float]] = {}   # problem -> (first proof done, its start)
+        self._slow: dict[str, float] = {}                            # problem -> seconds its first proof took
+        self.skipped = 0
+
+    def check(self, key: str, prove: Callable[[], FormalResult]) -> FormalResult:
+        """`prove()`, unless problem `key` is known (or being found) to be slow to prove."""
+        if self.slow_s is None:
+            return prove()
+        with self._lock:
+            first = self._first.get(key)
+            if first is None:
+                done = threading.Event()
+                self._first[key] = (done, time.monotonic())
+        if first is None:
+            return self._first_proof(key, prove, done)
+        done, start = first
+        if not done.wait(max(0.0, start + self.slow_s - time.monotonic())):
+            return self._skip(f"the first proof on this problem has run over {self.slow_s:g} s")
+        took = self._slow.get(key)
+        return prove() if took is None else self._skip(f"a proof on this problem took {took:.1f} s")
+
+    def _first_proof(self, key: str, prove: Callable[[], FormalResult], done: threading.Event) -> FormalResult:
+        t0, result = time.monotonic(), None
+        try:
+            result = prove()
+            return result
+        finally:
+            took = time.monotonic() - t0
+            timed_out = result is not None and not result.decided and "timeout" in result.reason
+            if self.slow_s is not None and (took >= self.slow_s or timed_out):
+                with self._lock:
+                    self._slow[key] = took
+            done.set()
+
+    def _skip(self, why: str) -> FormalResult:
+        with self._lock:
+            self.skipped += 1
+        return FormalResult(UNKNOWN, reason=f"not proved: {why} (formal_confirm_s {self.slow_s:g}); "
+                                            "the simulation verdict stands")
+
+    def stats(self) -> dict[str, int]:
+        with self._lock:
+            return {"formal/slow_problems": len(self._slow), "formal/skipped_slow": self.skipped}
+
+
+def problem_key(problem: Any) -> str:
+    """What makes two rows the same formal problem: the reference and the two module names."""
+    return hashlib.sha256(json.dumps([problem.reference, problem.top_module, problem.ref_module]).encode(
+        "utf-8", "surrogatepass")).hexdigest()
 
 
 def _reset_wrapper(ports: dict[str, tuple[str, int]], reset: tuple[str, int]) -> str:

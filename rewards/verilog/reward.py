@@ -30,6 +30,7 @@ from typing import Any, Literal, TypeVar, get_args
 from rewards.base import Score
 from rewards.verilog.cache import EquivalenceCache, cache_key
 from rewards.verilog.extract import _blank_strings, extract_code, module_names, rename_module, strip_comments
+from rewards.verilog.formal import SlowProblems
 from rewards.verilog.harness import (
     VERILOGEVAL_FLAGS,
     build_job,
@@ -82,6 +83,10 @@ class VerilogRewardConfig:
     tag_output: bool = True            # only the testbench's own (tagged) lines count as verdicts
     formal: FormalMode = "auto"        # after a simulation pass (rewards.verilog.formal); auto: confirm on
                                        # reference-only problems (a generated bench), off on hand-written ones
+    formal_time_limit_s: float = 20.0  # per yosys run of a formal check (SAT, then the structural fallback)
+    formal_confirm_s: float | None = 5.0   # confirm/auto: a check's whole budget; a problem whose check used it
+                                       # is not checked again this run (its passes stand, formal unknown);
+                                       # None: no budget (formal_time_limit_s per run), every pass checked
     equiv_cycles: int = 500            # generated benches (no testbench): clock cycles; combinational: 2x vectors
     group_simulation: bool = True      # earl's own benches: a problem's distinct candidates share one compile +
                                        # simulation (rewards.verilog.group); same verdicts as one by one
@@ -102,6 +107,10 @@ class VerilogRewardConfig:
                              f"got {self.group_size}")
         if self.time_limit_s <= 0:
             raise ValueError(f"time_limit_s must be > 0, got {self.time_limit_s}")
+        if self.formal_time_limit_s <= 0:
+            raise ValueError(f"formal_time_limit_s must be > 0, got {self.formal_time_limit_s}")
+        if self.formal_confirm_s is not None and self.formal_confirm_s <= 0:
+            raise ValueError(f"formal_confirm_s must be > 0 (or null: check every pass), got {self.formal_confirm_s}")
         if any(w < 0 for w in (self.format_weight, self.compile_weight, self.pass_weight)):
             raise ValueError("reward weights must be >= 0")
 
@@ -163,6 +172,7 @@ class VerilogReward:
         self.last_scores: list[Score] | None = None
         self._stage_counts: Counter[str] = Counter()
         self._formal_counts: Counter[str] = Counter()   # verdicts of the formal checks of simulation passes
+        self._slow_problems = SlowProblems(self.config.formal_confirm_s)
         self._lock = threading.Lock()
         self._sandbox = self._pool = self._formal = None
         self._column_problems: dict[tuple, Problem] = {}
@@ -289,7 +299,7 @@ class VerilogReward:
                       for k, v in (("proven", "equivalent"), ("refuted", "not_equivalent"), ("unknown", "unknown"))}
             total = sum(counts.values())
         return {**counts, "scored": total, "pass_rate": (counts["stage/pass"] / total) if total else 0.0,
-                **(formal if any(formal.values()) else {}), **self.cache.stats()}
+                **({**formal, **self._slow_problems.stats()} if any(formal.values()) else {}), **self.cache.stats()}
 
     def close(self) -> None:
         """Stop the thread pool and the sandbox's persistent workers (a later call starts new ones)."""
@@ -600,8 +610,12 @@ class VerilogReward:
     def _formal_check(self, problem: Problem, code: str, score: VerilogScore) -> VerilogScore:
         if not problem.reference:
             return replace(score, formal="unknown", reason=score.reason + "; formal: no reference")
-        from rewards.verilog.formal import EQUIVALENT, NOT_EQUIVALENT  # lazy
-        result = self._get_formal().check_problem(problem, code)
+        from rewards.verilog.formal import EQUIVALENT, NOT_EQUIVALENT, problem_key  # lazy
+        checker = self._get_formal()
+        if self.formal_mode(problem) == "confirm":
+            result = self._slow_problems.check(problem_key(problem), lambda: checker.check_problem(problem, code))
+        else:
+            result = checker.check_problem(problem, code)
         why = f"formal: {result.verdict}" + (f" ({result.reason})" if result.reason else "")
         detail = result.to_dict()
         required = self.formal_mode(problem) == "required"
@@ -648,7 +662,11 @@ class VerilogReward:
         from rewards.verilog.formal import FormalChecker, FormalConfig  # lazy: most runs have formal off
         with self._lock:
             if self._formal is None:
-                self._formal = FormalChecker(FormalConfig(sandbox_backend=self.config.sandbox_backend))
+                c = self.config
+                confirming = c.formal in ("auto", "confirm")   # a second judge: kept cheap (formal_confirm_s)
+                self._formal = FormalChecker(FormalConfig(
+                    wall_s=c.formal_time_limit_s, budget_s=c.formal_confirm_s if confirming else None,
+                    sandbox_backend=c.sandbox_backend))
             return self._formal
 
     def _map(self, fn: Callable[[_T], _R], items: Sequence[_T]) -> list[_R]:
