@@ -23,6 +23,7 @@ from pipelines.data import completion_text, load_source
 from pipelines.evaluate import EvalResult, paired, score, sign_test
 from pipelines.runner import RunFolder, train
 from pipelines.stages.rl import read_data_order
+from tests.helpers.hold import default_sigint
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = REPO / "configs" / "verilog_tiny.yaml"
@@ -194,7 +195,7 @@ def test_ctrl_c_then_sigterm_then_resume_from_another_directory(small_run, tmp_p
 
     def run_until(marker: Path, sig: int, *argv: str, cwd: Path) -> subprocess.CompletedProcess:
         proc = subprocess.Popen(list(argv), cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                text=True, start_new_session=True)
+                                text=True, start_new_session=True, preexec_fn=default_sigint)
         try:
             wait_for(marker, proc)
             proc.send_signal(sig)

@@ -10,6 +10,7 @@ import pytest
 from pipelines.earl_trainer import EARLGRPOTrainer
 from pipelines.gating import GatingConfig
 from pipelines.reward_overlap import RewardPrefetch, reward_columns
+from tests.helpers.hold import default_sigint
 from tests.helpers.tiny_grpo import grpo_args, length_reward, tiny_dataset, tiny_model, tiny_tokenizer
 
 
@@ -172,5 +173,6 @@ def test_ctrl_c_reaches_the_main_thread_while_it_waits_for_a_reward(tmp_path):
         "    ready(prompts=['p'], completions=['c'], completion_ids=[[1]])\n"
         "except KeyboardInterrupt:\n"
         "    print('interrupted')\n")
-    proc = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120, check=False)
+    proc = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120, check=False,
+                          preexec_fn=default_sigint)
     assert proc.stdout.strip() == "interrupted", proc.stderr[-2000:]

@@ -37,3 +37,11 @@ class HoldAtStep:
             while not self._released() and time.monotonic() < deadline:
                 time.sleep(0.05)
         return [0.0] * len(completions)
+
+
+def default_sigint() -> None:
+    """`preexec_fn` for a child a test will Ctrl-C. A shell's background job (`nohup make test &`, some CI
+    runners) starts with SIGINT ignored, Python keeps an ignored SIGINT, and the test's SIGINT would do
+    nothing: the child's disposition must be the default for the test to mean anything."""
+    import signal
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
