@@ -158,6 +158,11 @@ def test_config_validation():
         VerilogReward(colour="red")
     with pytest.raises(ValueError, match="formal must be one of"):
         VerilogRewardConfig(formal="maybe")
+    with pytest.raises(ValueError, match="formal_confirm_s must be > 0"):
+        VerilogRewardConfig(formal_confirm_s=0)
+    with pytest.raises(ValueError, match="formal_time_limit_s must be > 0"):
+        VerilogRewardConfig(formal_time_limit_s=-1)
+    assert VerilogRewardConfig.from_kwargs(formal_confirm_s=None).formal_confirm_s is None   # YAML null
     cfg = VerilogRewardConfig(iverilog_flags=["-g2012"])
     assert cfg.iverilog_flags == ("-g2012",)
 
