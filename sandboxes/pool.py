@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import concurrent.futures as cf
 import os
+import queue
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any, Self
 
 
@@ -47,6 +48,40 @@ class SandboxPool:
         if errors:
             raise errors[min(errors)]
         return results
+
+    def cascade(self, fn: Callable[[Any], tuple[list[Any], list[Any]]], items: Iterable[Any]) -> Iterator[Any]:
+        """Run `fn(item)` for every item and for every follow-up item a call returns, each as soon as it is
+        known: no round of work waits for the slowest call of the round before (a formal check starts when
+        its simulation is done, not when every simulation of the batch is). `fn` returns (outputs,
+        follow_ups); outputs are yielded in the calling thread as calls finish. If a call raises, the others
+        still finish, then the first exception seen is re-raised."""
+        finished: queue.Queue[cf.Future] = queue.Queue()
+        pending = 0
+
+        def submit(item: Any) -> None:
+            nonlocal pending
+            pending += 1
+            self._executor.submit(fn, item).add_done_callback(finished.put)
+
+        for item in items:
+            submit(item)
+        error: BaseException | None = None
+        while pending:
+            try:
+                future = finished.get(timeout=0.1)     # in slices: a Ctrl-C the kernel hands another thread
+            except queue.Empty:                        # still reaches this one
+                continue
+            pending -= 1
+            exc = future.exception()
+            if exc is not None:
+                error = error or exc
+                continue
+            outputs, follow_ups = future.result()
+            for item in follow_ups:
+                submit(item)
+            yield from outputs
+        if error is not None:
+            raise error
 
     def close(self) -> None:
         self._executor.shutdown(wait=True, cancel_futures=True)

@@ -404,6 +404,30 @@ def test_pool_reraises_after_all_finish():
     assert sorted(seen) == [0, 2, 3]
 
 
+def test_pool_cascade_runs_a_follow_up_without_waiting_for_the_round():
+    """"slow" holds until the follow-up of "fast" has run: with a barrier between rounds it would wait for
+    ever (here: 30 s, then say so). Outputs come back from every task; an error surfaces after the rest."""
+    import threading
+    follow_up_ran = threading.Event()
+
+    def task(name: str) -> tuple[list[str], list[str]]:
+        if name == "slow":
+            return [f"slow:{follow_up_ran.wait(30)}"], []
+        if name == "fast":
+            return ["fast"], ["follow-up"]
+        if name == "follow-up":
+            follow_up_ran.set()
+            return ["follow-up"], ["bad"]
+        raise KeyError(name)
+
+    with SandboxPool(workers=2) as pool:
+        got = []
+        with pytest.raises(KeyError, match="bad"):
+            for out in pool.cascade(task, ["slow", "fast"]):
+                got.append(out)
+    assert sorted(got) == ["fast", "follow-up", "slow:True"]
+
+
 @needs_bwrap
 def test_ro_binds_are_visible_read_only(workdir):
     extra = Path(tempfile.mkdtemp(prefix="earl-sbx-ro-"))

@@ -44,7 +44,6 @@ from sandboxes.strict import from_dict
 from sandboxes.tools import ToolNotFound, backend_programs, require_programs
 
 log = logging.getLogger(__name__)
-_T = TypeVar("_T")
 _R = TypeVar("_R")
 
 STAGES = ("none", "format", "syntax", "compile", "simulate", "pass")
@@ -433,9 +432,10 @@ class VerilogReward:
     def _score_jobs(self, jobs: list[tuple[Problem, str]],
                     settle: Callable[[int, VerilogScore], VerilogScore]) -> list[VerilogScore]:
         """Scores of distinct (problem, code) pairs. Candidates of a problem whose bench earl wrote share
-        one group simulation; the rest, and a failed group's members, are scored one by one. Three rounds
-        on the pool: plan each problem (pre-checks, bench), run groups and singles, then fall-backs and
-        formal checks of group passes. `settle(n, score)` is called once per final score."""
+        one group simulation; the rest, and a failed group's members, are scored one by one. On the pool, each
+        task as soon as the one it follows is done: plan each problem (pre-checks, bench), run its groups and
+        singles, then fall-backs and formal checks of group passes. `settle(n, score)` is called once per
+        final score, in this thread."""
         out: dict[int, VerilogScore] = {}
         by_problem: dict[int, list[int]] = {}
         singles: list[tuple[int, dict[str, Any] | None]] = []
@@ -444,23 +444,25 @@ class VerilogReward:
                 by_problem.setdefault(id(prob), []).append(n)
             else:
                 singles.append((n, None))
-        units: list[tuple[str, Any]] = []
-        for settled, groups, alone in self._map(lambda ns: self._plan_problem(jobs, ns), list(by_problem.values())):
-            out.update((n, settle(n, sc)) for n, sc in settled.items())
-            units += [("group", g) for g in groups]
-            singles += alone
-        units += [("single", s) for s in singles]
-        later: list[tuple[str, int, Any]] = []
-        for result in self._map(lambda unit: self._run_unit(jobs, unit), units):
-            for n, item in result.items():
-                if isinstance(item, VerilogScore):
-                    out[n] = settle(n, item)
-                else:
-                    later.append((item[0], n, item[1]))
-        for n, score in zip([n for _, n, _ in later], self._map(lambda it: self._run_later(jobs, it), later),
-                            strict=True):
+        tasks = [("plan", ns) for ns in by_problem.values()] + [("unit", ("single", s)) for s in singles]
+        for n, score in self._get_pool().cascade(lambda task: self._step(jobs, task), tasks):
             out[n] = settle(n, score)
         return [out[n] for n in range(len(jobs))]
+
+    def _step(self, jobs: list[tuple[Problem, str]], task: tuple[str, Any]) -> tuple[
+            list[tuple[int, VerilogScore]], list[tuple[str, Any]]]:
+        """One task of a batch on the pool: (final scores, follow-up tasks). A problem's plan yields its
+        groups and singles, a group yields its members' fall-backs and formal checks."""
+        kind, what = task
+        if kind == "plan":
+            settled, groups, alone = self._plan_problem(jobs, what)
+            return list(settled.items()), [("unit", ("group", g)) for g in groups] + \
+                [("unit", ("single", a)) for a in alone]
+        if kind == "unit":
+            result = self._run_unit(jobs, what)
+            return ([(n, it) for n, it in result.items() if isinstance(it, VerilogScore)],
+                    [("later", (it[0], n, it[1])) for n, it in result.items() if not isinstance(it, VerilogScore)])
+        return [(what[1], self._run_later(jobs, what))], []
 
     def _may_group(self, problem: Problem) -> bool:
         """Can this problem's candidates share a simulation? Only where earl wrote the bench (a group-capable
@@ -669,14 +671,12 @@ class VerilogReward:
                     sandbox_backend=c.sandbox_backend))
             return self._formal
 
-    def _map(self, fn: Callable[[_T], _R], items: Sequence[_T]) -> list[_R]:
-        if len(items) <= 1:
-            return [fn(it) for it in items]
+    def _get_pool(self) -> Any:
         with self._lock:
             if self._pool is None:
                 from sandboxes.pool import SandboxPool
                 self._pool = SandboxPool(self.config.workers or default_workers())
-        return self._pool.map(fn, items)
+            return self._pool
 
 
 def default_workers() -> int:
