@@ -456,8 +456,8 @@ class VerilogReward:
         kind, what = task
         if kind == "plan":
             settled, groups, alone = self._plan_problem(jobs, what)
-            return list(settled.items()), [("unit", ("group", g)) for g in groups] + \
-                [("unit", ("single", a)) for a in alone]
+            units: list[tuple[str, Any]] = [("unit", ("group", g)) for g in groups]
+            return list(settled.items()), units + [("unit", ("single", a)) for a in alone]
         if kind == "unit":
             result = self._run_unit(jobs, what)
             return ([(n, it) for n, it in result.items() if isinstance(it, VerilogScore)],
