@@ -143,6 +143,7 @@ def run(quick: bool = False) -> str:
     stats_b = b["ours"][2]
     ours_ro, base_ro = _reference_only(batch)
     c = _medians({"base": lambda: _baseline(base_ro), "ours": lambda: _ours(ours_ro, formal="off"),
+                  "ours2": lambda: _ours(ours_ro, formal="off", workers=2 * n_cpu),
                   "alone": lambda: _ours(ours_ro, formal="off", group_simulation=False),
                   "confirm": lambda: _ours(ours_ro)}, max(1, reps - 2))
 
@@ -172,6 +173,8 @@ def run(quick: bool = False) -> str:
         row(f"(b) GRPO batch, cache and pre-check off, {w1} workers both", b, "off", "base", len(batch)),
         row(f"(b) GRPO batch, reference-only (bench generated, group simulation), {w1} workers both", c, "ours",
             "base", len(batch)),
+        row(f"(b) GRPO batch, reference-only, ours {w2} workers (default) vs baseline {w1}", c, "ours2", "base",
+            len(batch)),
         row(f"(b) GRPO batch, reference-only, group simulation off, {w1} workers both", c, "alone", "base",
             len(batch)),
         row(f"(b) GRPO batch, reference-only, + formal confirmation of passes (`auto`, the default), {w1} "
