@@ -261,7 +261,7 @@ def test_timeout_kills_whole_tree(box, workdir):
     t0 = time.monotonic()
     r = sh(box, script, workdir, limits=SandboxLimits(wall_s=1))
     assert r.timed_out and r.verdict == "timeout" and r.returncode is None
-    assert time.monotonic() - t0 < 5
+    assert time.monotonic() - t0 < 60                 # killed at the 1 s limit; the sleeps last 10^7 s
     deadline = time.monotonic() + 3
     while host_procs_with(f"sleep {marker}") and time.monotonic() < deadline:
         time.sleep(0.05)
@@ -294,7 +294,7 @@ def test_process_limit_and_fork_bomb(box, workdir):
     # on its rightmost chain fails (a backgrounded bomb lets it exit before any fork fails: a flake).
     r = sh(box, "bomb() { bomb | bomb; }; bomb", workdir, limits=SandboxLimits(wall_s=3, max_procs=32))
     assert not r.ok and ("Cannot fork" in r.stderr or r.timed_out)   # hit the limit (or the wall clock)
-    assert time.monotonic() - t0 < 6
+    assert time.monotonic() - t0 < 60                 # ended by a limit (3 s wall), not by the bomb
     assert subprocess.run(["true"], check=False).returncode == 0         # the host can still fork
 
 
