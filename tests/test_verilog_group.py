@@ -15,7 +15,7 @@ from dataclasses import replace
 import pytest
 
 from pipelines.tasks.rtlgen import generate
-from rewards.verilog import group
+from rewards.verilog import extract, group
 from rewards.verilog.problems import Problem
 from rewards.verilog.reward import VerilogReward, VerilogRewardConfig
 from tests.helpers.verilog_mutants import hostile_candidates
@@ -223,9 +223,9 @@ def test_hand_written_benches_are_not_grouped(verilog_eval_dir):
 # --------------------------------------------------------------------------- the protocol
 
 def test_expand_writes_one_part_per_candidate():
-    bench = (f"{group.group_header('d_')}\nmodule tb;\n  wire x;\n  wire d_y;  {group.PER_DUT}\n"
-             f"  Top d_inst (.y(d_y));  {group.PER_DUT}\n  initial begin\n  {group.BLOCK_BEGIN}\n"
-             f'    $display("y=%b", d_y);\n  {group.BLOCK_END}\n  end\nendmodule\n')
+    bench = (f"{extract.group_header('d_')}\nmodule tb;\n  wire x;\n  wire d_y;  {extract.PER_DUT}\n"
+             f"  Top d_inst (.y(d_y));  {extract.PER_DUT}\n  initial begin\n  {extract.BLOCK_BEGIN}\n"
+             f'    $display("y=%b", d_y);\n  {extract.BLOCK_END}\n  end\nendmodule\n')
     out = group.expand(bench, "Top", [("__earl_g0_Top", "@@A@@"), ("__earl_g1_Top", "@@B@@")])
     assert "__earl_g0_Top d_g0_inst (.y(d_g0_y));" in out and "__earl_g1_Top d_g1_inst (.y(d_g1_y));" in out
     assert '$display("@@A@@y=%b", d_g0_y);' in out and '$display("@@B@@y=%b", d_g1_y);' in out

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import Literal, overload
 
 from pipelines.tasks.options import index_set
-from rewards.verilog.group import PER_DUT, group_header
+from rewards.verilog.extract import PER_DUT, group_header
 from rewards.verilog.problems import Problem, reference_solution
 
 SAMPLES = 200
@@ -584,7 +584,7 @@ def testbench(design: Design, seed: int, samples: int = SAMPLES) -> str:
 
     def rng(p: Port) -> str:
         return f"[{p.width - 1}:0] " if p.width > 1 else ""
-    dut, match, bad, errors = f"{DUT_PREFIX}", f"{DUT_PREFIX}_match", f"{DUT_PREFIX}_bad", f"{DUT_PREFIX}_errors"
+    dut, match, bad, errors = DUT_PREFIX, f"{DUT_PREFIX}_match", f"{DUT_PREFIX}_bad", f"{DUT_PREFIX}_errors"
 
     def conns(side: str) -> str:
         parts = []

@@ -39,7 +39,6 @@ from rewards.verilog.extract import (
     rename_modules,
     strip_comments,
 )
-from rewards.verilog.extract import group_header as group_header  # re-exported: the protocol's header line
 
 CANDIDATE_PREFIX = "__earl_g"          # candidate k's modules: __earl_g<k>_<name>
 
@@ -195,9 +194,8 @@ def build_group_job(problem, codes: Sequence[str], flags: Sequence[str], vvp_fla
                     tools: Mapping[str, str] | None = None) -> GroupJob:
     """`problem`: a verilogeval-style problem with a group-capable bench and a reference (for a
     reference-only problem, `equivbench.with_equiv_bench` of it)."""
-    from rewards.verilog.harness import compile_and_run_script, new_tag, testbench_top
+    from rewards.verilog.harness import compile_and_run_argv, new_tag
 
-    tools = tools or {}
     files: dict[str, str] = {}
     duts: list[tuple[str, str]] = []
     for k, code in enumerate(codes):
@@ -206,9 +204,7 @@ def build_group_job(problem, codes: Sequence[str], flags: Sequence[str], vvp_fla
         duts.append((mapping[problem.top_module], new_tag()))
     files["test.sv"] = expand(problem.testbench, problem.top_module, duts)
     files["ref.sv"] = problem.reference or ""
-    compile_cmd = [tools.get("iverilog", "iverilog"), *flags, "-s", testbench_top(problem), "-o", "sim", *files]
-    sim_cmd = [tools.get("vvp", "vvp"), *vvp_flags, "sim"]
-    return GroupJob(files, ["/bin/sh", "-c", compile_and_run_script(compile_cmd, sim_cmd)], [t for _, t in duts])
+    return GroupJob(files, compile_and_run_argv(problem, files, flags, vvp_flags, tools), [t for _, t in duts])
 
 
 def culprits(compile_log: str, n: int, prefix: str) -> set[int] | None:

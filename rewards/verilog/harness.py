@@ -19,7 +19,7 @@ from __future__ import annotations
 import re
 import secrets
 import shlex
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -101,9 +101,7 @@ def build_job(problem: Problem, code: str, flags: tuple[str, ...] = VERILOGEVAL_
     else:   # testbench first so its `timescale also covers the design, as in a VCS run of tb + design
         sources = {"testbench.v": tag_testbench(testbench, tag), "design.v": code}
     files.update(sources)
-    compile_cmd = [tools.get("iverilog", "iverilog"), *flags, "-s", testbench_top(problem), "-o", "sim", *sources]
-    sim_cmd = [tools.get("vvp", "vvp"), *vvp_flags, "sim"]
-    return Job(files=files, argv=["/bin/sh", "-c", compile_and_run_script(compile_cmd, sim_cmd)], tag=tag)
+    return Job(files=files, argv=compile_and_run_argv(problem, sources, flags, vvp_flags, tools), tag=tag)
 
 
 def new_tag() -> str:
@@ -111,10 +109,26 @@ def new_tag() -> str:
     return "@@EARL" + secrets.token_hex(6) + "@@"
 
 
-def compile_and_run_script(compile_cmd: list[str], sim_cmd: list[str]) -> str:
-    """Compile (log and exit status to compile.log / compile.rc, which the reward reads), then simulate."""
+def bench_commands(problem: Problem, sources: Iterable[str], flags: Sequence[str], vvp_flags: Sequence[str],
+                   tools: Mapping[str, str] | None = None) -> tuple[list[str], list[str]]:
+    """(iverilog over `sources` with the bench's top, writing `sim`; vvp running `sim`)."""
+    tools = tools or {}
+    return ([tools.get("iverilog", "iverilog"), *flags, "-s", testbench_top(problem), "-o", "sim", *sources],
+            [tools.get("vvp", "vvp"), *vvp_flags, "sim"])
+
+
+def compile_step(compile_cmd: list[str]) -> str:
+    """Shell lines: compile, log and exit status to compile.log / compile.rc (the reward reads both), stop
+    with COMPILE_FAILED_EXIT when it failed."""
     return (f"{shlex.join(compile_cmd)} >compile.log 2>&1\nrc=$?\necho $rc >compile.rc\n"
-            f"[ $rc -eq 0 ] || exit {COMPILE_FAILED_EXIT}\nexec {shlex.join(sim_cmd)}\n")
+            f"[ $rc -eq 0 ] || exit {COMPILE_FAILED_EXIT}\n")
+
+
+def compile_and_run_argv(problem: Problem, sources: Iterable[str], flags: Sequence[str], vvp_flags: Sequence[str],
+                         tools: Mapping[str, str] | None = None) -> list[str]:
+    """The sandboxed command of a bench job: compile (compile_step), then simulate."""
+    compile_cmd, sim_cmd = bench_commands(problem, sources, flags, vvp_flags, tools)
+    return ["/bin/sh", "-c", f"{compile_step(compile_cmd)}exec {shlex.join(sim_cmd)}\n"]
 
 
 # Vector benches: bench output (tagged stdout lines, or the file the bench writes) vs `meta.expected_output`,
@@ -165,13 +179,10 @@ def vectors_job(problem: Problem, code: str, files: dict[str, str], tag: str, fl
     files = {**files, **sources, EXPECTED_VECTORS: expected}
     tools = tools or {}
     vectors = shlex.quote(out or "sim.out")
-    top = testbench_top(problem)
-    compile_cmd = [tools.get("iverilog", "iverilog"), *flags, "-s", top, "-o", "sim", *sources]
-    sim_cmd = [tools.get("vvp", "vvp"), *vvp_flags, "sim"]
+    compile_cmd, sim_cmd = bench_commands(problem, sources, flags, vvp_flags, tools)
     compare = [tools.get("awk", "awk"), "-v", f"tag={tag}", "-v", f"tagged={0 if out else 1}", _VECTOR_AWK,
                out or "sim.out", EXPECTED_VECTORS]
-    script = (f"{shlex.join(compile_cmd)} >compile.log 2>&1\nrc=$?\necho $rc >compile.rc\n"
-              f"[ $rc -eq 0 ] || exit {COMPILE_FAILED_EXIT}\n"
+    script = (f"{compile_step(compile_cmd)}"
               f"{shlex.join(sim_cmd)} >sim.out\nrc=$?\ncat sim.out\n"
               f"[ $rc -lt 128 ] || exit $rc\n"                  # vvp killed (a limit): no verdict
               f"[ -f {vectors} ] || : >{vectors}\nexec {shlex.join(compare)}\n")
