@@ -28,6 +28,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from sandboxes.pool import result  # waits in slices: Ctrl-C still reaches the main thread
+
 log = logging.getLogger(__name__)
 
 EXCLUDED_COLUMNS = ("prompt", "completion", "completion_ids")   # TRL does not pass these as columns
@@ -118,23 +120,6 @@ class RewardPrefetch:
                         "computed in TRL's call from now on (results are unaffected, only the overlap is lost)")
         self.enabled = False
         pending.wait()
-
-
-
-POLL_S = 0.1
-
-
-def result(future: cf.Future, raise_error: bool = True) -> Any:
-    """`future.result()`, waited for in slices: an untimed lock wait on the main thread is not woken by a
-    signal the kernel delivered to another thread, so Ctrl-C would never be seen while a reward runs."""
-    while not future.done():
-        cf.wait([future], timeout=POLL_S)
-    try:
-        return future.result()
-    except Exception:
-        if raise_error:
-            raise
-        return None
 
 
 def _in_daemon_thread(fn: Callable, *args: Any) -> cf.Future:

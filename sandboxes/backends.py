@@ -49,11 +49,6 @@ SANDBOX_UID = 65534            # "nobody": the uid inside the sandbox, and the o
 # Backend `none` has no user namespace, so RLIMIT_NPROC counts every host process of the uid it drops to:
 # it gets a uid of its own, or bwrap jobs and persistent workers (host uid 65534) would eat its process budget.
 UNNAMESPACED_UID = 65533
-
-
-def sandbox_uid(backend: str) -> int:
-    """The host uid root drops a run of `backend` to."""
-    return UNNAMESPACED_UID if backend == "none" else SANDBOX_UID
 BOX = "/box"                   # where the work dir appears inside the sandbox
 # Host /etc entries a dynamically linked toolchain needs; nothing else of /etc is visible.
 ETC_ENTRIES = ("/etc/ld.so.cache", "/etc/ld.so.conf", "/etc/ld.so.conf.d", "/etc/alternatives",
@@ -65,6 +60,11 @@ CPU_MARKER = b"\n<earl-sandbox-cpu>"
 
 _warned: set[str] = set()
 _warn_lock = threading.Lock()
+
+
+def sandbox_uid(backend: str) -> int:
+    """The host uid root drops a run of `backend` to."""
+    return UNNAMESPACED_UID if backend == "none" else SANDBOX_UID
 
 
 def warn_once(key: str, message: str, *args: object) -> None:

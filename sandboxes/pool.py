@@ -9,6 +9,22 @@ import threading
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any, Self
 
+# Waits on the calling thread go in slices: an untimed lock wait on the main thread is not woken by a signal
+# the kernel delivered to another thread, so a Ctrl-C while pool or reward threads run would never be seen.
+POLL_S = 0.1
+
+
+def result(future: cf.Future, raise_error: bool = True) -> Any:
+    """`future.result()`, waited for in POLL_S slices; with `raise_error=False` a failure returns None."""
+    while not future.done():
+        cf.wait([future], timeout=POLL_S)
+    try:
+        return future.result()
+    except Exception:
+        if raise_error:
+            raise
+        return None
+
 
 class SandboxPool:
     """A thread pool for `fn(item)` calls that each run one or two sandboxed programs.
@@ -68,8 +84,8 @@ class SandboxPool:
         error: BaseException | None = None
         while pending:
             try:
-                future = finished.get(timeout=0.1)     # in slices: a Ctrl-C the kernel hands another thread
-            except queue.Empty:                        # still reaches this one
+                future = finished.get(timeout=POLL_S)
+            except queue.Empty:
                 continue
             pending -= 1
             exc = future.exception()

@@ -423,9 +423,10 @@ class VerilogReward:
         # FORMAL-HOOK: after a simulation pass, `config.formal` decides whether a formal equivalence
         # check (rewards.verilog.formal, yosys SAT in the sandbox) confirms it. "confirm": a proven
         # counterexample turns the pass into a fail, "unknown" keeps it; "required": only a proof passes.
-        if score.stage == "pass" and self.formal_mode(problem) != "off":
-            return self._formal_check(problem, code, score)
-        return score
+        return self._formal_check(problem, code, score) if self._needs_formal(problem, score) else score
+
+    def _needs_formal(self, problem: Problem, score: VerilogScore) -> bool:
+        return score.stage == "pass" and self.formal_mode(problem) != "off"
 
     # -- group simulation (rewards.verilog.group) ------------------------------------------------
 
@@ -565,8 +566,7 @@ class VerilogReward:
             for (n, _code), tag in zip(members, job.tags, strict=True):
                 score = replace(self._interpret(problem, res, compile_rc, compile_log, tag), time_s=share,
                                 group={"size": len(members), "fallback": None})
-                needs_formal = score.stage == "pass" and self.formal_mode(problem) != "off"
-                out[n] = ("formal", score) if needs_formal else score
+                out[n] = ("formal", score) if self._needs_formal(problem, score) else score
             return out
         why = "the group's compile failed" + ("" if len(members) > 1 else " on the other candidates")
         return {**out, **{n: ("solo", {"size": size, "fallback": why}) for n, _ in members}}
@@ -613,14 +613,14 @@ class VerilogReward:
         if not problem.reference:
             return replace(score, formal="unknown", reason=score.reason + "; formal: no reference")
         from rewards.verilog.formal import EQUIVALENT, NOT_EQUIVALENT, problem_key  # lazy
-        checker = self._get_formal()
-        if self.formal_mode(problem) == "confirm":
+        checker, mode = self._get_formal(), self.formal_mode(problem)
+        if mode == "confirm":
             result = self._slow_problems.check(problem_key(problem), lambda: checker.check_problem(problem, code))
         else:
             result = checker.check_problem(problem, code)
         why = f"formal: {result.verdict}" + (f" ({result.reason})" if result.reason else "")
         detail = result.to_dict()
-        required = self.formal_mode(problem) == "required"
+        required = mode == "required"
         demote = result.verdict == NOT_EQUIVALENT or (required and result.verdict != EQUIVALENT)
         if demote:
             if result.verdict == NOT_EQUIVALENT:     # the bench passed a design formal refutes
