@@ -16,10 +16,8 @@ import statistics
 import sys
 import time
 from dataclasses import replace
-from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-DATA = REPO.parent / "shared" / "data" / "verilog-eval-v2-sample"
+from bench.bench_verilog import DATA  # the VerilogEval sample, found once
 
 
 def _time_per_problem(problems: list, wall_s: float) -> list[tuple[str, float, object]]:

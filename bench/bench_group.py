@@ -15,10 +15,9 @@ import statistics
 import sys
 import time
 from dataclasses import replace
-from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-DATA = REPO.parent / "shared" / "data" / "verilog-eval-v2-sample"
+from bench.bench_verilog import DATA  # the VerilogEval sample, found once
+
 PER_PROBLEM = 8
 EDITS = ((r" \? (\w+) : (\w+)", r" ? \2 : \1"), (r" < ", " > "), (r" - ", " + "), (r" \+ ", " - "), (r"= \^", "= &"),
          (r"~", ""), (r"'d0;", "'d1;"), (r" == ", " != "), (r"<< ", ">> "), (r" & ", " | "), (r" \| ", " & "),

@@ -70,6 +70,13 @@ def _stages_cfg(base: PipelineConfig, stages: dict, **run) -> PipelineConfig:
     return load_config(raw=raw)
 
 
+def _own_eval(base: PipelineConfig) -> dict[str, Any]:
+    """The config's eval stage, evaluating only the run's own model (no earlier stages' models)."""
+    ev = copy.deepcopy(base.to_dict()["stages"]["eval"])
+    ev["settings"]["models"] = []
+    return ev
+
+
 def _run(cfg: PipelineConfig) -> RunFolder:
     assert cfg.run.run_dir, "ablation configs always set run.run_dir"
     root = Path(cfg.run.run_dir)
@@ -86,19 +93,15 @@ def _run(cfg: PipelineConfig) -> RunFolder:
 def sft_checkpoint(base: PipelineConfig, out: Path, sft_run: str | None) -> tuple[str, EvalResult]:
     """The shared start: an existing run's SFT model and its held-out eval, or a fresh SFT + eval run."""
     if sft_run is None:
-        raw = base.to_dict()
-        ev = copy.deepcopy(raw["stages"]["eval"])
-        ev["settings"]["models"] = []
-        cfg = _stages_cfg(base, {"sft": raw["stages"]["sft"], "eval": ev}, run_dir=str(out / "sft"))
+        cfg = _stages_cfg(base, {"sft": base.to_dict()["stages"]["sft"], "eval": _own_eval(base)},
+                          run_dir=str(out / "sft"))
         run = _run(cfg)
     else:
         run = RunFolder(sft_run)
     model = run.final_dir("sft")
     if not (model / "config.json").is_file():
         raise FileNotFoundError(f"{model}: the run has no finished SFT model")
-    raw = base.to_dict()
-    ev = copy.deepcopy(raw["stages"]["eval"])
-    ev["settings"]["models"] = []
+    ev = _own_eval(base)
     saved = run.root / "eval" / "sft.json"
     if saved.is_file():
         result = EvalResult.load(saved)
@@ -140,9 +143,7 @@ def run_ablation(config: str, seeds: list[int], out: str | Path, sft_run: str | 
     out = Path(out)
     arms = arms or DEFAULT_ARMS
     sft_model, sft_eval = sft_checkpoint(base, out, sft_run)
-    raw = base.to_dict()
-    ev = copy.deepcopy(raw["stages"]["eval"])
-    ev["settings"]["models"] = []
+    raw, ev = base.to_dict(), _own_eval(base)
     results: dict[str, dict[int, ArmRun]] = {arm: {} for arm in arms}
     for seed in seeds:
         for arm, patch in arms.items():
