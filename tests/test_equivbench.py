@@ -190,6 +190,25 @@ def test_reference_x_is_dont_care_candidate_x_is_not(reward):
     assert reward.score(_problem(z_ref, "zref"), z_ref).passed     # a reference z is matched by z
 
 
+def test_wide_outputs_go_bit_by_bit_only_where_the_reference_has_x_or_z(reward):
+    """A fully known wide reference takes the whole-vector comparison, a reference with x or z bits the
+    bit loop: the verdicts are the loop's either way (a candidate x against a known bit fails, a z bit of
+    the reference is matched by z only, its known bits still count)."""
+    head = "module TopModule (input [7:0] a, output [7:0] y);\n  assign y = "
+    known = _problem(head + "a;\nendmodule\n", "wideknown")
+    assert reward.score(known, head + "a;\nendmodule\n").passed
+    for wrong in ("{a[7:1], 1'bx}", "a ^ 8'h80"):
+        s = reward.score(known, head + wrong + ";\nendmodule\n")
+        assert s.stage == "simulate" and not s.passed and s.mismatches > 0, (wrong, s.reason)
+    zref = _problem(head + "{4'bzzzz, a[3:0]};\nendmodule\n", "widez")
+    assert reward.score(zref, head + "{4'bzzzz, a[3:0]};\nendmodule\n").passed
+    for wrong in ("{4'bzzzz, a[3:1], ~a[0]}", "{4'b0000, a[3:0]}"):
+        s = reward.score(zref, head + wrong + ";\nendmodule\n")
+        assert s.stage == "simulate" and not s.passed and s.mismatches > 0, (wrong, s.reason)
+    bench = equivalence_bench(zref).text
+    assert "!== 1'bx) __eb_miss = 1;" in bench and "__eb_j < 8" in bench
+
+
 def test_wrong_edge_and_sync_vs_async_reset_fail(reward):
     p = _problem(SYNC.replace("RefModule", "TopModule"), "edges")
     top = SYNC.replace("RefModule", "TopModule")

@@ -324,7 +324,9 @@ def _out(iface: Interface, sig: dict[str, str], p: Port, dut: bool) -> str:
 
 def _check_task(iface: Interface, sig: dict[str, str]) -> list[str]:
     """Per output: equal (`===`) passes at once; else every bit where the reference is not x must match
-    exactly, so the candidate's x/z against a reference 0/1 is a mismatch. (VerilogEval's
+    exactly, so the candidate's x/z against a reference 0/1 is a mismatch. The bit loop runs only when the
+    reference has an x or z bit: without one any difference is a mismatch (the loop would say so, in vvp's
+    interpreter, one bit at a time: most of a wide mismatching candidate's simulation). (VerilogEval's
     ``r === (r ^ d ^ r)`` says the same for 0/1/x, but fails a reference z even against z.)"""
     bad, errors = f"{DUT_PREFIX}bad", f"{DUT_PREFIX}errors"
     out = ["  task __eb_check;", "    begin", "      __eb_samples = __eb_samples + 1;", BLOCK_BEGIN,
@@ -335,7 +337,8 @@ def _check_task(iface: Interface, sig: dict[str, str]) -> list[str]:
             out.append(f"      __eb_miss = {r} !== 1'bx && {r} !== {d};")
         else:
             out += ["      __eb_miss = 0;", f"      if ({r} !== {d})",
-                    f"        for (__eb_j = 0; __eb_j < {p.width}; __eb_j = __eb_j + 1)",
+                    f"        if ((^{r}) !== 1'bx) __eb_miss = 1;   // no x/z in the reference: any difference",
+                    f"        else for (__eb_j = 0; __eb_j < {p.width}; __eb_j = __eb_j + 1)",
                     f"          if ({r}[__eb_j] !== 1'bx && {r}[__eb_j] !== {d}[__eb_j]) __eb_miss = 1;"]
         out += ["      if (__eb_miss) begin",
                 f"        if ({errors} == 0 && !{bad})",
