@@ -6,7 +6,8 @@ For each problem whose official bench passes its own reference: the reference an
 rewrite (comments stripped, a dead wire added) must pass the generated bench; mutants (operator swaps,
 constants flipped, posedge<->negedge, inverted conditions; several per problem) are scored by the
 official bench and by the generated one (the same problem with its testbench removed), and the
-verdicts compared. Every disagreement is listed, adjudicated by the yosys equivalence check
+verdicts compared, the reward's formal confirmation of passes off (the benches alone). Every disagreement
+is listed, adjudicated by the yosys equivalence check
 (rewards.verilog.formal) where it decides. Also: time per sample, generated vs official.
 """
 from __future__ import annotations
@@ -212,7 +213,8 @@ def measure_set(name: str, problems: list, per_problem: int = 6, workers: int | 
     from rewards.verilog.reward import VerilogReward, reference_candidate
 
     res = SetResult(name)
-    cfg = {"workers": workers or os.cpu_count(), "time_limit_s": time_limit_s, "cache": False}
+    # formal off: the benches alone are compared (and timed); yosys adjudicates separately below
+    cfg = {"workers": workers or os.cpu_count(), "time_limit_s": time_limit_s, "cache": False, "formal": "off"}
     official, generated = VerilogReward(**cfg), VerilogReward(**cfg)
     try:
         refs = [reference_candidate(p) for p in problems]
