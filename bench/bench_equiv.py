@@ -7,8 +7,8 @@ rewrite (comments stripped, a dead wire added) must pass the generated bench; mu
 constants flipped, posedge<->negedge, inverted conditions; several per problem) are scored by the
 official bench and by the generated one (the same problem with its testbench removed), and the
 verdicts compared, the reward's formal confirmation of passes off (the benches alone). Every disagreement
-is listed, adjudicated by the yosys equivalence check
-(rewards.verilog.formal) where it decides. Also: time per sample, generated vs official.
+is listed, adjudicated by the yosys equivalence check (rewards.verilog.formal) where it decides. Also: time
+per sample, generated vs official.
 """
 from __future__ import annotations
 
