@@ -52,15 +52,19 @@ class SandboxPool:
         index = {f: i for i, f in enumerate(futures)}
         results: list[Any] = [None] * len(items)
         errors: dict[int, BaseException] = {}
-        for done, future in enumerate(cf.as_completed(futures), start=1):
-            i = index[future]
-            exc = future.exception()
-            if exc is not None:
-                errors[i] = exc
-            else:
-                results[i] = future.result()
-            if progress is not None:
-                progress(done, len(items))
+        pending, done = set(futures), 0
+        while pending:                                    # in POLL_S slices: a Ctrl-C must reach this thread
+            finished, pending = cf.wait(pending, timeout=POLL_S, return_when=cf.FIRST_COMPLETED)
+            for future in sorted(finished, key=index.__getitem__):
+                i = index[future]
+                exc = future.exception()
+                if exc is not None:
+                    errors[i] = exc
+                else:
+                    results[i] = future.result()
+                done += 1
+                if progress is not None:
+                    progress(done, len(items))
         if errors:
             raise errors[min(errors)]
         return results

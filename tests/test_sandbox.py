@@ -10,6 +10,7 @@ import os
 import shutil
 import socket
 import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -22,6 +23,7 @@ from sandboxes import backends
 from sandboxes.executor import Sandbox
 from sandboxes.limits import SandboxConfig, SandboxLimits
 from sandboxes.pool import SandboxPool
+from tests.helpers.hold import default_sigint
 from tests.helpers.sandbox_probes import host_procs_with, sh
 
 HAVE_BWRAP = shutil.which("bwrap") is not None
@@ -387,6 +389,34 @@ def test_pool_stuck_job_does_not_delay_others(box, workdir):
     assert verdicts == ["timeout"] + ["ok"] * 7
     assert max(finished[i] for i in range(1, 8)) < 1.5        # all done on the other worker meanwhile
     assert 2 <= finished[0] < 4
+
+
+def test_ctrl_c_reaches_the_main_thread_while_pool_map_waits(tmp_path):
+    """The kernel may deliver SIGINT to any thread. Sent to the pool's worker, it must still interrupt the
+    main thread waiting in `map` (an untimed wait there never wakes: the caller hung until the job ended)."""
+    script = tmp_path / "ctrl_c.py"
+    script.write_text(
+        "import signal, threading\n"
+        "from sandboxes.pool import SandboxPool\n"
+        "started, never = threading.Event(), threading.Event()\n"
+        "def stuck(_):\n"
+        "    started.set()\n"
+        "    never.wait()\n"
+        "def interrupt():\n"
+        "    started.wait()\n"
+        "    worker = next(t for t in threading.enumerate() if t.name.startswith('sandbox'))\n"
+        "    signal.pthread_kill(worker.ident, signal.SIGINT)\n"
+        "threading.Thread(target=interrupt, daemon=True).start()\n"
+        "pool = SandboxPool(workers=1)\n"
+        "pool.map(lambda _: None, [0])\n"   # its thread exists: an interrupt in a first submit could leak it
+        "try:\n"
+        "    pool.map(stuck, [0])\n"
+        "except KeyboardInterrupt:\n"
+        "    print('interrupted')\n"
+        "never.set()\n")
+    proc = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120, check=False,
+                          cwd=PROJECT, preexec_fn=default_sigint)
+    assert proc.stdout.strip() == "interrupted", proc.stderr[-2000:]
 
 
 def test_pool_reraises_after_all_finish():
