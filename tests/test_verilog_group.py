@@ -158,6 +158,22 @@ def test_a_hung_candidate_costs_the_others_neither_score_nor_limit():
     assert by[f"{p.id}:good"].time_s < 2          # its own run, under its own limit
 
 
+def test_a_group_runs_under_its_own_shorter_limit():
+    """group_time_limit_s bounds the shared run: a hang costs its group that long, then each member runs alone
+    under time_limit_s (the same verdicts as one by one: the hang's own reason names its own limit)."""
+    p = _pick("mux2", r"ab", reference_only=True)
+    sol = p.meta["solution"]
+    problems, completions, names = _batch((p, {"good": sol, "hang": _before_end(sol, HANG)}))
+    _, grouped = _both(problems, completions, time_limit_s=3, group_time_limit_s=1)
+    by = dict(zip(names, grouped, strict=True))
+    assert by[f"{p.id}:good"].passed
+    assert by[f"{p.id}:hang"].reason == "simulation stopped: time limit 3 s exceeded"
+    assert [s.group for s in grouped] == [{"size": 2, "fallback": "the group's simulation stopped: time limit 1 s "
+                                                                  "exceeded"}] * 2
+    assert VerilogReward(time_limit_s=3).group_time_limit_s() == 3            # never above a candidate's own
+    assert VerilogReward(group_time_limit_s=None).group_time_limit_s() == 30
+
+
 def test_compile_error_named_in_no_candidate_scores_all_alone(monkeypatch):
     monkeypatch.setattr(group, "culprits", lambda *a: None)
     p = _pick("not", r"plain")

@@ -160,6 +160,8 @@ def test_config_validation():
         VerilogRewardConfig(formal="maybe")
     with pytest.raises(ValueError, match="formal_confirm_s must be > 0"):
         VerilogRewardConfig(formal_confirm_s=0)
+    with pytest.raises(ValueError, match="group_time_limit_s must be > 0"):
+        VerilogRewardConfig(group_time_limit_s=0)
     with pytest.raises(ValueError, match="formal_time_limit_s must be > 0"):
         VerilogRewardConfig(formal_time_limit_s=-1)
     assert VerilogRewardConfig.from_kwargs(formal_confirm_s=None).formal_confirm_s is None   # YAML null

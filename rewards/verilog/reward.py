@@ -90,6 +90,9 @@ class VerilogRewardConfig:
     group_simulation: bool = True      # earl's own benches: a problem's distinct candidates share one compile +
                                        # simulation (rewards.verilog.group); same verdicts as one by one
     group_size: int = 16               # most candidates in one group simulation
+    group_time_limit_s: float | None = 10.0   # a group's compile + simulate (at most time_limit_s; None: that);
+                                       # on expiry every member runs alone under time_limit_s, so a hanging
+                                       # candidate costs this plus its own limit, not two of its limits
     workdir_root: str | None = None    # where work dirs are made (default: the system temp dir)
     keep_workdirs: bool = False        # debugging: leave work dirs behind
 
@@ -106,6 +109,8 @@ class VerilogRewardConfig:
                              f"got {self.group_size}")
         if self.time_limit_s <= 0:
             raise ValueError(f"time_limit_s must be > 0, got {self.time_limit_s}")
+        if self.group_time_limit_s is not None and self.group_time_limit_s <= 0:
+            raise ValueError(f"group_time_limit_s must be > 0 (or null: time_limit_s), got {self.group_time_limit_s}")
         if self.formal_time_limit_s <= 0:
             raise ValueError(f"formal_time_limit_s must be > 0, got {self.formal_time_limit_s}")
         if self.formal_confirm_s is not None and self.formal_confirm_s <= 0:
@@ -370,8 +375,10 @@ class VerilogReward:
         score = self._interpret(problem, res, compile_rc, compile_log, job.tag if self.config.tag_output else None)
         return self._confirm(problem, code, score)
 
-    def _run_in_workdir(self, files: dict[str, str], argv: list[str]) -> tuple[Any, int | None, str]:
-        """Run `argv` in the sandbox over a fresh work dir holding `files`: (result, compile rc, compile log)."""
+    def _run_in_workdir(self, files: dict[str, str], argv: list[str],
+                        wall_s: float | None = None) -> tuple[Any, int | None, str]:
+        """Run `argv` in the sandbox over a fresh work dir holding `files`: (result, compile rc, compile log).
+        `wall_s`: a shorter wall clock (and CPU limit) than the sandbox's `time_limit_s`."""
         root = self.config.workdir_root
         if root:
             Path(root).mkdir(parents=True, exist_ok=True)
@@ -379,7 +386,9 @@ class VerilogReward:
         try:
             for name, text in files.items():
                 (work / name).write_text(text, encoding="utf-8")
-            res = self._get_sandbox().run(argv, work)
+            box = self._get_sandbox()
+            limits = None if wall_s is None else replace(box.config.limits, wall_s=wall_s, cpu_s=_cpu_limit(wall_s))
+            res = box.run(argv, work, limits=limits)
             return res, _read_int(work / "compile.rc"), _read_head(work / "compile.log")
         finally:
             if not self.config.keep_workdirs:
@@ -544,13 +553,13 @@ class VerilogReward:
         from rewards.verilog.group import build_group_job, culprits, dut_prefix
         out: dict[int, Any] = {}
         bench, c = self._group_bench(problem), self.config
-        size = len(members)
+        size, limit = len(members), self.group_time_limit_s()
         for _attempt in range(3):
             if len(members) < 2:
                 break
             t0 = time.perf_counter()
             job = build_group_job(bench, [code for _, code in members], c.iverilog_flags, c.vvp_flags, self.tools)
-            res, compile_rc, compile_log = self._run_in_workdir(job.files, job.argv)
+            res, compile_rc, compile_log = self._run_in_workdir(job.files, job.argv, wall_s=limit)
             if compile_rc is not None and compile_rc != 0:
                 bad = culprits(compile_log, len(members), dut_prefix(bench.testbench) or "")
                 if bad is None or len(bad) == len(members):
@@ -559,7 +568,7 @@ class VerilogReward:
                 out.update((members[k][0], ("solo", {"size": size, "fallback": why})) for k in sorted(bad))
                 members = [m for k, m in enumerate(members) if k not in bad]
                 continue
-            why = _group_failure(res, compile_rc, job.tags, c.time_limit_s)
+            why = _group_failure(res, compile_rc, job.tags, limit)
             if why:
                 return {**out, **{n: ("solo", {"size": len(members), "fallback": why}) for n, _ in members}}
             share = round((time.perf_counter() - t0) / len(members), 4)
@@ -570,6 +579,11 @@ class VerilogReward:
             return out
         why = "the group's compile failed" + ("" if len(members) > 1 else " on the other candidates")
         return {**out, **{n: ("solo", {"size": size, "fallback": why}) for n, _ in members}}
+
+    def group_time_limit_s(self) -> float:
+        """A group simulation's wall clock: group_time_limit_s, never more than one candidate's own."""
+        c = self.config
+        return c.time_limit_s if c.group_time_limit_s is None else min(c.group_time_limit_s, c.time_limit_s)
 
     def _run_later(self, jobs: list[tuple[Problem, str]], item: tuple[str, int, Any]) -> VerilogScore:
         """A group member's second round: alone after its group failed, or the formal check of its pass."""
@@ -654,7 +668,7 @@ class VerilogReward:
                 from sandboxes.executor import Sandbox
                 from sandboxes.limits import SandboxConfig, SandboxLimits
                 c = self.config
-                limits = SandboxLimits(wall_s=c.time_limit_s, cpu_s=max(1, int(c.time_limit_s + 0.999)),
+                limits = SandboxLimits(wall_s=c.time_limit_s, cpu_s=_cpu_limit(c.time_limit_s),
                                        memory_mb=c.memory_mb, max_file_mb=c.max_file_mb,
                                        max_output_bytes=c.max_output_bytes)
                 self._sandbox = Sandbox(SandboxConfig(backend=c.sandbox_backend, limits=limits))
@@ -702,6 +716,11 @@ def _group_failure(res: Any, compile_rc: int | None, tags: Sequence[str], limit:
     if missing:
         return f"the group's simulation printed no verdict for candidate(s) {missing[:5]}"
     return None
+
+
+def _cpu_limit(wall_s: float) -> int:
+    """A run's CPU seconds (RLIMIT_CPU: whole seconds) for its wall clock."""
+    return max(1, int(wall_s + 0.999))
 
 
 def _read_int(path: Path) -> int | None:
