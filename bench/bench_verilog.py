@@ -98,6 +98,18 @@ def _reference_only(items) -> tuple[list, list]:
     return [(bare[p.id], c) for p, c in items], [(benched[p.id], c) for p, c in items]
 
 
+HANG = "  reg hang_x = 0;\n  initial forever hang_x = ~hang_x;\n"   # a zero-delay loop: vvp never returns
+
+
+def _with_hang(items: list, at: int = 5) -> list:
+    """The batch with its `at`-th candidate (the first problem's inverted-outputs one) replaced by one that
+    hangs the simulation: what a policy's combinational loop does, costing every harness its time limit."""
+    from tests.helpers.verilog_mutants import as_top
+    problem = items[at][0]
+    head, _, tail = as_top(problem.reference).rpartition("endmodule")
+    return [*items[:at], (problem, f"```verilog\n{head}{HANG}endmodule{tail}\n```"), *items[at + 1:]]
+
+
 def _medians(runs: dict, reps: int) -> dict[str, tuple[float, int, dict | None]]:
     """Median wall time per named runner after one untimed warm-up each, interleaved so load drift hits
     all alike; also the last run's passed count and stats."""
@@ -147,6 +159,12 @@ def run(quick: bool = False) -> str:
                   "alone": lambda: _ours(ours_ro, formal="off", group_simulation=False),
                   "confirm": lambda: _ours(ours_ro)}, max(1, reps - 2))
 
+    # one run each, no warm-up (the sandboxes are warm from the rows above): the limits set the time
+    hang = {} if quick else {k: (*fn()[:2], None) for k, fn in {
+        "base": lambda: _baseline(_with_hang(base_ro)),
+        "ours": lambda: _ours(_with_hang(ours_ro), formal="off"),
+        "before": lambda: _ours(_with_hang(ours_ro), formal="off", group_time_limit_s=None)}.items()}
+
     box = Sandbox()
     with tempfile.TemporaryDirectory(prefix="bench-sb-") as d:
         os.chmod(d, 0o755)
@@ -180,6 +198,13 @@ def run(quick: bool = False) -> str:
         row(f"(b) GRPO batch, reference-only, + formal confirmation of passes (`auto`, the default), {w1} "
             "workers both", c, "confirm", "base", len(batch)),
     ]
+    if hang:
+        rows += [
+            row(f"(b) reference-only, one candidate hangs the simulation, {w1} workers both", hang, "ours", "base",
+                len(batch)),
+            row("... the same without a group limit (a group under `time_limit_s`: the hang costs two limits)", hang,
+                "before", "base", len(batch)),
+        ]
     lines = [
         "## Verilog reward (sandboxed) vs plain iverilog/vvp",
         "",
@@ -208,7 +233,9 @@ def run(quick: bool = False) -> str:
          f"cores are shared with other work, so expect +-10 % between runs. Reference-only rows: the baseline "
          f"runs earl's generated bench per candidate; ours simulate with formal off (the plain harness proves "
          f"nothing) except the last row, which adds the default confirmation of passes (a fresh reward: each "
-         f"problem's first check, up to `formal_confirm_s` = 5 s; `Prob153_gshare` spends it, docs/formal.md)."),
+         f"problem's first check, up to `formal_confirm_s` = 5 s; `Prob153_gshare` spends it, docs/formal.md). "
+         f"Hang rows: one run each (the 30 s limits set the time); ours has `group_time_limit_s` = 10 s, so the "
+         f"hang's group gives up after 10 s and its members run alone."),
         "",
     ]
     return "\n".join(lines)
