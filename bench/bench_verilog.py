@@ -159,7 +159,7 @@ def run(quick: bool = False) -> str:
                   "alone": lambda: _ours(ours_ro, formal="off", group_simulation=False),
                   "confirm": lambda: _ours(ours_ro)}, max(1, reps - 2))
 
-    # one run each, no warm-up (the sandboxes are warm from the rows above): the limits set the time
+    # one run each, no warm-up: the 30 s limits set the time (a worker's start-up is ~40 ms against it)
     hang = {} if quick else {k: (*fn()[:2], None) for k, fn in {
         "base": lambda: _baseline(_with_hang(base_ro)),
         "ours": lambda: _ours(_with_hang(ours_ro), formal="off"),

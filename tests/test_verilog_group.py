@@ -158,18 +158,31 @@ def test_a_hung_candidate_costs_the_others_neither_score_nor_limit():
     assert by[f"{p.id}:good"].time_s < 2          # its own run, under its own limit
 
 
-def test_a_group_runs_under_its_own_shorter_limit():
-    """group_time_limit_s bounds the shared run: a hang costs its group that long, then each member runs alone
-    under time_limit_s (the same verdicts as one by one: the hang's own reason names its own limit)."""
+def test_a_group_runs_under_its_own_shorter_limit(monkeypatch):
+    """group_time_limit_s bounds the shared run (the sandbox gets that wall clock for the group's job only): a
+    hang costs its group that long, then each member runs alone under time_limit_s, with the verdicts of one by
+    one (the hang's own reason names its own limit)."""
+    from sandboxes.executor import Sandbox
+    walls: list[float | None] = []
+    run = Sandbox.run
+
+    def recording(self, argv, workdir, **kw):
+        limits = kw.get("limits")
+        walls.append(None if limits is None else limits.wall_s)
+        return run(self, argv, workdir, **kw)
+
+    monkeypatch.setattr(Sandbox, "run", recording)
     p = _pick("mux2", r"ab", reference_only=True)
     sol = p.meta["solution"]
     problems, completions, names = _batch((p, {"good": sol, "hang": _before_end(sol, HANG)}))
-    _, grouped = _both(problems, completions, time_limit_s=3, group_time_limit_s=1)
+    _, grouped = _both(problems, completions, time_limit_s=4, group_time_limit_s=2)
     by = dict(zip(names, grouped, strict=True))
     assert by[f"{p.id}:good"].passed
-    assert by[f"{p.id}:hang"].reason == "simulation stopped: time limit 3 s exceeded"
-    assert [s.group for s in grouped] == [{"size": 2, "fallback": "the group's simulation stopped: time limit 1 s "
-                                                                  "exceeded"}] * 2
+    assert by[f"{p.id}:hang"].reason == "simulation stopped: time limit 4 s exceeded"
+    notes = {s.group["fallback"] for s in grouped}
+    assert len(notes) == 1 and all(n.startswith("the group's ") and n.endswith(": time limit 2 s exceeded")
+                                   for n in notes), notes
+    assert walls.count(2) == 1 and walls.count(None) == len(walls) - 1   # the group's job; solos under their own
     assert VerilogReward(time_limit_s=3).group_time_limit_s() == 3            # never above a candidate's own
     assert VerilogReward(group_time_limit_s=None).group_time_limit_s() == 30
 

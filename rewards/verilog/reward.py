@@ -378,7 +378,7 @@ class VerilogReward:
     def _run_in_workdir(self, files: dict[str, str], argv: list[str],
                         wall_s: float | None = None) -> tuple[Any, int | None, str]:
         """Run `argv` in the sandbox over a fresh work dir holding `files`: (result, compile rc, compile log).
-        `wall_s`: a shorter wall clock (and CPU limit) than the sandbox's `time_limit_s`."""
+        `wall_s`: a shorter wall clock than the sandbox's `time_limit_s`."""
         root = self.config.workdir_root
         if root:
             Path(root).mkdir(parents=True, exist_ok=True)
@@ -387,7 +387,7 @@ class VerilogReward:
             for name, text in files.items():
                 (work / name).write_text(text, encoding="utf-8")
             box = self._get_sandbox()
-            limits = None if wall_s is None else replace(box.config.limits, wall_s=wall_s, cpu_s=_cpu_limit(wall_s))
+            limits = None if wall_s is None else replace(box.config.limits, wall_s=wall_s)   # CPU: as per candidate
             res = box.run(argv, work, limits=limits)
             return res, _read_int(work / "compile.rc"), _read_head(work / "compile.log")
         finally:
@@ -668,7 +668,7 @@ class VerilogReward:
                 from sandboxes.executor import Sandbox
                 from sandboxes.limits import SandboxConfig, SandboxLimits
                 c = self.config
-                limits = SandboxLimits(wall_s=c.time_limit_s, cpu_s=_cpu_limit(c.time_limit_s),
+                limits = SandboxLimits(wall_s=c.time_limit_s, cpu_s=max(1, int(c.time_limit_s + 0.999)),
                                        memory_mb=c.memory_mb, max_file_mb=c.max_file_mb,
                                        max_output_bytes=c.max_output_bytes)
                 self._sandbox = Sandbox(SandboxConfig(backend=c.sandbox_backend, limits=limits))
@@ -709,6 +709,8 @@ def forbidden_constructs(code: str, forbidden: Sequence[str]) -> list[str]:
 def _group_failure(res: Any, compile_rc: int | None, tags: Sequence[str], limit: float) -> str | None:
     """Why a group simulation's output cannot be read candidate by candidate (None: it can)."""
     if compile_rc is None:
+        if res.timed_out:                                  # the group's limit ran out while it compiled
+            return f"the group's compile stopped: {_limit_text(res, limit)}"
         return f"the group's sandbox failed before compiling ({res.verdict})"
     if not res.ok:
         return f"the group's simulation stopped: {_limit_text(res, limit)}"
@@ -716,11 +718,6 @@ def _group_failure(res: Any, compile_rc: int | None, tags: Sequence[str], limit:
     if missing:
         return f"the group's simulation printed no verdict for candidate(s) {missing[:5]}"
     return None
-
-
-def _cpu_limit(wall_s: float) -> int:
-    """A run's CPU seconds (RLIMIT_CPU: whole seconds) for its wall clock."""
-    return max(1, int(wall_s + 0.999))
 
 
 def _read_int(path: Path) -> int | None:
