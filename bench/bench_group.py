@@ -26,8 +26,8 @@ EDITS = ((r" \? (\w+) : (\w+)", r" ? \2 : \1"), (r" < ", " > "), (r" - ", " + ")
 
 def _variant(code: str, k: int) -> str:
     """The same design with an unused wire: distinct for the cache, equal in function."""
-    head, _, tail = code.rpartition("endmodule")
-    return f"{head}  wire unused_{k} = 1'b0;\nendmodule{tail}"
+    from tests.helpers.verilog_mutants import before_end
+    return before_end(code, f"  wire unused_{k} = 1'b0;\n")
 
 
 def _candidates(good: str, extra: list[str]) -> list[str]:

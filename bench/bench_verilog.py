@@ -98,16 +98,13 @@ def _reference_only(items) -> tuple[list, list]:
     return [(bare[p.id], c) for p, c in items], [(benched[p.id], c) for p, c in items]
 
 
-HANG = "  reg hang_x = 0;\n  initial forever hang_x = ~hang_x;\n"   # a zero-delay loop: vvp never returns
-
-
 def _with_hang(items: list, at: int = 5) -> list:
     """The batch with its `at`-th candidate (the first problem's inverted-outputs one) replaced by one that
     hangs the simulation: what a policy's combinational loop does, costing every harness its time limit."""
-    from tests.helpers.verilog_mutants import as_top
+    from tests.helpers.verilog_mutants import HANG, as_top, before_end
     problem = items[at][0]
-    head, _, tail = as_top(problem.reference).rpartition("endmodule")
-    return [*items[:at], (problem, f"```verilog\n{head}{HANG}endmodule{tail}\n```"), *items[at + 1:]]
+    return [*items[:at], (problem, f"```verilog\n{before_end(as_top(problem.reference), HANG)}\n```"),
+            *items[at + 1:]]
 
 
 def _medians(runs: dict, reps: int) -> dict[str, tuple[float, int, dict | None]]:

@@ -18,12 +18,11 @@ from pipelines.tasks.rtlgen import generate
 from rewards.verilog import extract, group
 from rewards.verilog.problems import Problem
 from rewards.verilog.reward import VerilogReward, VerilogRewardConfig
-from tests.helpers.verilog_mutants import hostile_candidates
+from tests.helpers.verilog_mutants import HANG, before_end, hostile_candidates
 
 pytestmark = pytest.mark.skipif(shutil.which("iverilog") is None or shutil.which("yosys") is None,
                                 reason="iverilog and yosys needed")
 
-HANG = "  reg hang_x = 0;\n  initial forever hang_x = ~hang_x;\n"
 ZERO = Problem(id="zero", spec="", reference="module RefModule(output zero);\n  assign zero = 1'b0;\nendmodule\n")
 
 
@@ -32,11 +31,6 @@ def _pick(family: str, variant: str, reference_only: bool = False) -> Problem:
         if re.search(variant, p.meta["variant"]):
             return p
     raise AssertionError(f"no {family}/{variant}")
-
-
-def _before_end(code: str, text: str) -> str:
-    head, _, tail = code.rpartition("endmodule")
-    return head + text + "endmodule" + tail
 
 
 def _mixed(problem: Problem, mutate) -> dict[str, str]:
@@ -50,10 +44,10 @@ def _mixed(problem: Problem, mutate) -> dict[str, str]:
         "timescale": "`timescale 1ns/1ps\n" + sol,
         "wrong": mutate(sol),
         "wrong_duplicate": mutate(sol) + "\n\n",
-        "elaboration_error": _before_end(sol, "  wire never = undeclared_q;\n"),
+        "elaboration_error": before_end(sol, "  wire never = undeclared_q;\n"),
         "syntax_error": sol.replace(";", "", 1),
         "port_mismatch": "module TopModule(input a, output b);\n  assign b = a;\nendmodule\n",
-        "random": _before_end(sol, "  integer r;\n  initial r = $random;\n"),
+        "random": before_end(sol, "  integer r;\n  initial r = $random;\n"),
         "bench_module": sol + "module RefModule(output o);\n  assign o = 1'b0;\nendmodule\n",
         "define": "`define NOT_USED 1\n" + sol,
     }
@@ -146,7 +140,7 @@ def test_a_hung_candidate_costs_the_others_neither_score_nor_limit():
     """The group runs under one candidate's limit; when it hangs, every member runs alone with its own."""
     p = _pick("mux2", r"ab", reference_only=True)
     sol = p.meta["solution"]
-    cands = {"good": sol, "wrong": re.sub(r"\? (\w+) : (\w+);", r"? \2 : \1;", sol), "hang": _before_end(sol, HANG)}
+    cands = {"good": sol, "wrong": re.sub(r"\? (\w+) : (\w+);", r"? \2 : \1;", sol), "hang": before_end(sol, HANG)}
     problems, completions, names = _batch((p, cands))
     _, grouped = _both(problems, completions, time_limit_s=2)
     by = dict(zip(names, grouped, strict=True))
@@ -174,7 +168,7 @@ def test_a_group_runs_under_its_own_shorter_limit(monkeypatch):
     monkeypatch.setattr(Sandbox, "run", recording)
     p = _pick("mux2", r"ab", reference_only=True)
     sol = p.meta["solution"]
-    problems, completions, names = _batch((p, {"good": sol, "hang": _before_end(sol, HANG)}))
+    problems, completions, names = _batch((p, {"good": sol, "hang": before_end(sol, HANG)}))
     _, grouped = _both(problems, completions, time_limit_s=4, group_time_limit_s=2)
     by = dict(zip(names, grouped, strict=True))
     assert by[f"{p.id}:good"].passed
@@ -190,7 +184,7 @@ def test_a_group_runs_under_its_own_shorter_limit(monkeypatch):
 def test_compile_error_named_in_no_candidate_scores_all_alone(monkeypatch):
     monkeypatch.setattr(group, "culprits", lambda *a: None)
     p = _pick("not", r"plain")
-    cands = {"good": p.meta["solution"], "broken": _before_end(p.meta["solution"], "  wire w = nope;\n"),
+    cands = {"good": p.meta["solution"], "broken": before_end(p.meta["solution"], "  wire w = nope;\n"),
              "wrong": p.meta["solution"].replace("= ~", "= ")}
     problems, completions, _ = _batch((p, cands))
     _, grouped = _both(problems, completions)
@@ -201,8 +195,8 @@ def test_compile_error_named_in_no_candidate_scores_all_alone(monkeypatch):
 def test_group_of_one_left_after_compile_errors_runs_alone():
     p = _pick("not", r"plain")
     sol = p.meta["solution"]
-    cands = {"good": sol, "broken_a": _before_end(sol, "  wire w = nope;\n"),
-             "broken_b": _before_end(sol, "  wire w = nada;\n")}
+    cands = {"good": sol, "broken_a": before_end(sol, "  wire w = nope;\n"),
+             "broken_b": before_end(sol, "  wire w = nada;\n")}
     problems, completions, _ = _batch((p, cands))
     _, grouped = _both(problems, completions)
     assert grouped[0].passed and "on the other candidates" in grouped[0].group["fallback"]

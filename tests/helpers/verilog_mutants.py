@@ -37,6 +37,15 @@ def as_top(reference: str) -> str:
     return rename_module(reference, "RefModule", "TopModule")
 
 
+HANG = "  reg hang_x = 0;\n  initial forever hang_x = ~hang_x;\n"   # a zero-delay loop: vvp never returns
+
+
+def before_end(code: str, text: str) -> str:
+    """`code` with `text` inserted before its last `endmodule`."""
+    head, _, tail = code.rpartition("endmodule")
+    return head + text + "endmodule" + tail
+
+
 def _header(reference: str) -> tuple[str, list[tuple[str, str, str]]]:
     m = re.search(r"module\s+RefModule\s*\((.*?)\);", reference, re.DOTALL)
     assert m, "reference header not found"
