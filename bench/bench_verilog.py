@@ -144,7 +144,8 @@ def run(quick: bool = False) -> str:
     n_cpu = os.cpu_count() or 1
     refs = [(p, reference_candidate(p)) for p in problems]
     a = _medians({"base": lambda: _baseline(refs), "base2": lambda: _baseline(refs, 2 * n_cpu),
-                  "ours": lambda: _ours(refs), "ours2": lambda: _ours(refs, workers=2 * n_cpu)}, reps)
+                  "ours": lambda: _ours(refs), "ours2": lambda: _ours(refs, workers=2 * n_cpu),
+                  "wave": lambda: _ours(refs, waveforms=True)}, reps)
     batch = _grpo_batch(problems)
     b = _medians({"base": lambda: _baseline(batch), "base2": lambda: _baseline(batch, 2 * n_cpu),
                   "ours": lambda: _ours(batch), "ours2": lambda: _ours(batch, workers=2 * n_cpu),
@@ -182,6 +183,8 @@ def run(quick: bool = False) -> str:
         row(f"(a) 20 references, {w1} workers both", a, "ours", "base", len(refs)),
         row(f"(a) 20 references, ours {w2} workers (default) vs baseline {w1}", a, "ours2", "base", len(refs)),
         row(f"(a) 20 references, {w2} workers both", a, "ours2", "base2", len(refs)),
+        row(f"(a) 20 references, ours writing the benches' VCD as the baseline does (`waveforms: true`), {w1} "
+            "workers both", a, "wave", "base", len(refs)),
         row(f"(b) GRPO batch, {w1} workers both", b, "ours", "base", len(batch)),
         row(f"(b) GRPO batch, ours {w2} workers (default) vs baseline {w1}", b, "ours2", "base", len(batch)),
         row(f"(b) GRPO batch, {w2} workers both", b, "ours2", "base2", len(batch)),
@@ -231,6 +234,8 @@ def run(quick: bool = False) -> str:
          f"runs earl's generated bench per candidate; ours simulate with formal off (the plain harness proves "
          f"nothing) except the last row, which adds the default confirmation of passes (a fresh reward: each "
          f"problem's first check, up to `formal_confirm_s` = 5 s; `Prob153_gshare` spends it, docs/formal.md). "
+         f"Ours skip the VCD the VerilogEval benches ask for (`waveforms: false`, the default; the baseline "
+         f"writes it, as VerilogEval's harness does) except the `waveforms: true` row. "
          f"Hang rows: one run each (the 30 s limits set the time); ours has `group_time_limit_s` = 10 s, so the "
          f"hang's group gives up after 10 s and its members run alone."),
         "",

@@ -11,6 +11,7 @@ import shutil
 import pytest
 
 from rewards.registry import build_reward, compose
+from rewards.verilog.problems import Problem
 from rewards.verilog.loaders import load_problems
 from rewards.verilog.reward import VerilogReward, VerilogRewardConfig, reference_candidate
 from tests.helpers.verilog_mutants import (
@@ -174,6 +175,36 @@ def test_custom_weights_and_no_partial_credit(problems):
     r = VerilogReward([p], format_weight=0.0, compile_weight=0.0, pass_weight=1.0, partial_credit=False)
     assert r.score(p, flip_operator(p.id, p.reference)).reward == 0.0
     assert r.score(p, as_top(p.reference)).reward == 1.0
+
+
+_DUMPING_BENCH = """module tb;
+  reg a; wire y_ref, y_dut; integer m = 0;
+  RefModule r(.a(a), .y(y_ref));
+  TopModule d(.a(a), .y(y_dut));
+  initial begin
+    $dumpfile("wave.vcd"); $dumpvars(1, a, y_ref, y_dut);
+    a = 0; #1 if (y_ref !== y_dut) m = m + 1;
+    a = 1; #1 if (y_ref !== y_dut) m = m + 1;
+    $display("Mismatches: %0d in 2 samples", m);
+    $finish;
+  end
+endmodule
+"""
+
+
+@pytest.mark.parametrize("waveforms", [False, True])
+def test_the_benchs_waveform_is_written_only_when_asked(tmp_path, waveforms):
+    """VerilogEval's benches `$dumpfile` every run; no score reads the file, so by default vvp writes none."""
+    p = Problem(id="inv", spec="y = ~a", testbench=_DUMPING_BENCH,
+                reference="module RefModule(input a, output y); assign y = ~a; endmodule")
+    r = VerilogReward([p], keep_workdirs=True, workdir_root=str(tmp_path), waveforms=waveforms, formal="off")
+    try:
+        s = r.score(p, "module TopModule(input a, output y); assign y = ~a; endmodule")
+    finally:
+        r.close()
+    assert s.passed and s.samples == 2, s
+    dumps = list(tmp_path.glob("*/wave.vcd"))
+    assert [d.stat().st_size > 0 for d in dumps] == ([True] if waveforms else [])
 
 
 @pytest.mark.slow

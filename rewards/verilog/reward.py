@@ -49,6 +49,7 @@ _R = TypeVar("_R")
 STAGES = ("none", "format", "syntax", "compile", "simulate", "pass")
 FormalMode = Literal["auto", "off", "confirm", "required"]
 FORMAL_MODES: tuple[str, ...] = get_args(FormalMode)
+NO_WAVEFORMS = {"IVERILOG_DUMPER": "none"}    # vvp: `$dumpfile`/`$dumpvars` write nothing (vvp(1))
 PROGRAMS = ("iverilog", "vvp")      # run for every sample; yosys too when formal is on
 NEEDED_FOR = "needed by the Verilog reward"
 
@@ -95,6 +96,9 @@ class VerilogRewardConfig:
                                        # candidate costs this plus its own limit, not two of its limits
     workdir_root: str | None = None    # where work dirs are made (default: the system temp dir)
     keep_workdirs: bool = False        # debugging: leave work dirs behind
+    waveforms: bool = False            # let vvp write the bench's $dumpfile (debugging, with keep_workdirs); off:
+                                       # IVERILOG_DUMPER=none, as no score reads a waveform (VerilogEval's
+                                       # benches dump on every run)
 
     def __post_init__(self) -> None:
         self.iverilog_flags = tuple(self.iverilog_flags)
@@ -388,7 +392,7 @@ class VerilogReward:
                 (work / name).write_text(text, encoding="utf-8")
             box = self._get_sandbox()
             limits = None if wall_s is None else replace(box.config.limits, wall_s=wall_s)   # CPU: as per candidate
-            res = box.run(argv, work, limits=limits)
+            res = box.run(argv, work, limits=limits, env=None if self.config.waveforms else NO_WAVEFORMS)
             return res, _read_int(work / "compile.rc"), _read_head(work / "compile.log")
         finally:
             if not self.config.keep_workdirs:
