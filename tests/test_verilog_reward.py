@@ -11,8 +11,8 @@ import shutil
 import pytest
 
 from rewards.registry import build_reward, compose
-from rewards.verilog.problems import Problem
 from rewards.verilog.loaders import load_problems
+from rewards.verilog.problems import Problem
 from rewards.verilog.reward import VerilogReward, VerilogRewardConfig, reference_candidate
 from tests.helpers.verilog_mutants import (
     OPERATOR_FLIPS,

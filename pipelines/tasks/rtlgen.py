@@ -17,6 +17,7 @@ from typing import Literal, overload
 
 from pipelines.tasks.options import index_set
 from rewards.verilog.extract import PER_DUT, group_header
+from rewards.verilog.ports import Port
 from rewards.verilog.problems import Problem, reference_solution
 
 SAMPLES = 200
@@ -45,19 +46,6 @@ NAME_SETS: list[dict[str, str]] = [dict(zip(ROLES, row.split(), strict=True)) fo
     "u v w t r k ic oc ib ob has tick zap zap_n act sin bits plus flag",
 )]
 HELDOUT_NAMES = len(NAME_SETS) - 1
-
-
-@dataclass(frozen=True)
-class Port:
-    direction: str      # input | output
-    name: str
-    width: int = 1
-    reg: bool = False   # output declared `reg` (driven from an always block)
-    clock: bool = False
-
-    def decl(self) -> str:
-        rng = f"[{self.width - 1}:0] " if self.width > 1 else ""
-        return f"{self.direction}{' reg' if self.reg else ''} {rng}{self.name}"
 
 
 @dataclass
@@ -582,8 +570,6 @@ def testbench(design: Design, seed: int, samples: int = SAMPLES) -> str:
     ins = [p for p in design.ports if p.direction == "input" and not p.clock]
     outs = [p for p in design.ports if p.direction == "output"]
 
-    def rng(p: Port) -> str:
-        return f"[{p.width - 1}:0] " if p.width > 1 else ""
     dut, match, bad, errors = DUT_PREFIX, f"{DUT_PREFIX}_match", f"{DUT_PREFIX}_bad", f"{DUT_PREFIX}_errors"
 
     def conns(side: str) -> str:
@@ -599,9 +585,9 @@ def testbench(design: Design, seed: int, samples: int = SAMPLES) -> str:
     ref = "{" + ", ".join(f"tb_ref_{p.name}" for p in outs) + "}"
     got = "{" + ", ".join(f"{dut}{p.name}" for p in outs) + "}"
     L = [group_header(DUT_PREFIX), "`timescale 1 ps/1 ps", "module tb;"]
-    L += [f"  reg {rng(p)}tb_in_{p.name};" for p in ins]
-    L += [f"  wire {rng(p)}tb_ref_{p.name};" for p in outs]
-    L += [f"  wire {rng(p)}{dut}{p.name};  {PER_DUT}" for p in outs]
+    L += [f"  reg {p.range}tb_in_{p.name};" for p in ins]
+    L += [f"  wire {p.range}tb_ref_{p.name};" for p in outs]
+    L += [f"  wire {p.range}{dut}{p.name};  {PER_DUT}" for p in outs]
     L += [f"  integer tb_seed = {seed}, tb_samples = 0, tb_k;", "  reg tb_clk = 0;",
           f"  integer {errors} = 0;  {PER_DUT}", f"  reg {bad};  {PER_DUT}"]
     L += [f"  RefModule tb_ref_inst ({conns('tb_ref_')});", f"  TopModule {dut}_inst ({conns(dut)});  {PER_DUT}"]

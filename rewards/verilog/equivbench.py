@@ -37,6 +37,7 @@ from rewards.verilog.extract import (
     rename_modules,
     root_modules,
 )
+from rewards.verilog.ports import Port
 from rewards.verilog.problems import Problem
 from sandboxes.limits import Backend
 
@@ -54,18 +55,6 @@ class UnsupportedReference(Exception):
 
 # ---------------------------------------------------------------------------------------------
 # ports (pyslang)
-
-@dataclass(frozen=True)
-class Port:
-    name: str
-    direction: str                 # input | output | inout | ref
-    width: int
-    signed: bool = False
-
-    def describe(self) -> str:
-        rng = f" [{self.width - 1}:0]" if self.width > 1 else ""
-        return f"{self.direction}{' signed' if self.signed else ''}{rng}"
-
 
 @dataclass
 class Interface:
@@ -111,7 +100,8 @@ def module_interface(source: str, module: str) -> Interface | None:
         if not t.isIntegral:
             raise UnsupportedReference(f"port {p.name!r} has non-integral type {t} (unpacked array, real, ...)")
         direction: str = p.direction.name          # pyslang's ArgumentDirection: In, Out, InOut, Ref
-        ports.append(Port(p.name, _DIRECTIONS.get(direction, direction.lower()), int(t.bitWidth), bool(t.isSigned)))
+        ports.append(Port(_DIRECTIONS.get(direction, direction.lower()), p.name, int(t.bitWidth),
+                          bool(t.isSigned)))
     params = {m.name: str(m.value) for m in inst.body
               if m.kind == SymbolKind.Parameter and not m.isLocalParam}
     return Interface(module, ports, params)
@@ -294,12 +284,12 @@ def render_bench(iface: Interface, clk: Clocking, ref_module: str, dut_module: s
              f"  integer {DUT_PREFIX}errors = 0;  {PER_DUT}",
              f"  reg {DUT_PREFIX}bad = 0;  {PER_DUT}"]
     for p in iface.inputs:
-        lines.append(f"  reg {_rng(p)}{sig[p.name]}_i = 0;" if p.name == clk.clock
-                     else f"  reg {_rng(p)}{sig[p.name]}_i;")
+        lines.append(f"  reg {p.range}{sig[p.name]}_i = 0;" if p.name == clk.clock
+                     else f"  reg {p.range}{sig[p.name]}_i;")
         if p.name not in (clk.clock, clk.reset):
             lines.append(f"  reg [1:0] {sig[p.name]}_m = 0;")
     for p in iface.outputs:
-        lines += [f"  wire {_rng(p)}{sig[p.name]}_r;", f"  wire {_rng(p)}{_dut_wire(iface, p)};  {PER_DUT}"]
+        lines += [f"  wire {p.range}{sig[p.name]}_r;", f"  wire {p.range}{_dut_wire(iface, p)};  {PER_DUT}"]
     for mod, inst, dut in ((ref_module, "__eb_ref", False), (dut_module, f"{DUT_PREFIX}inst", True)):
         conns = ", ".join(f".{p.name}({sig[p.name] + '_i' if p.direction == 'input' else _out(iface, sig, p, dut)})"
                           for p in iface.ports)
@@ -307,10 +297,6 @@ def render_bench(iface: Interface, clk: Clocking, ref_module: str, dut_module: s
     lines += _check_task(iface, sig) + _drive_task(iface, clk, sig) + _main(iface, clk, sig, cycles)
     lines.append("endmodule")
     return "\n".join(lines) + "\n"
-
-
-def _rng(p: Port) -> str:
-    return f"[{p.width - 1}:0] " if p.width > 1 else ""
 
 
 def _dut_wire(iface: Interface, p: Port) -> str:
