@@ -56,13 +56,15 @@ def replace_section(path: Path, name: str, body: str, header: str | None = None)
     path.write_text(header + "".join(f"\n{MARK.format(k)}\n{sections[k]}" for k in sorted(sections)))
 
 
-def run_one(name: str, quick: bool) -> str:
+def run_one(name: str, quick: bool) -> str | None:
+    """The bench's section, or None when it raised (the traceback goes to stderr)."""
     t0 = time.perf_counter()
     try:
-        body = importlib.import_module(f"bench.bench_{name}").run(quick=quick).rstrip() + "\n"
+        body: str | None = importlib.import_module(f"bench.bench_{name}").run(quick=quick).rstrip() + "\n"
     except Exception:  # noqa: BLE001 - one broken bench must not lose the others' numbers
-        body = f"## {name}\n\nFAILED:\n\n```\n{traceback.format_exc()[-3000:]}```\n"
-    print(f"bench {name}: {time.perf_counter() - t0:.1f}s", file=sys.stderr)
+        traceback.print_exc()
+        body = None
+    print(f"bench {name}: {time.perf_counter() - t0:.1f}s{'' if body else ' FAILED'}", file=sys.stderr)
     return body
 
 
@@ -75,10 +77,18 @@ def main(argv: list[str] | None = None) -> int:
     unknown = sorted(set(names) - set(discover()))
     if unknown:
         ap.error(f"unknown bench(es) {unknown}; available: {discover()}")
+    failed = []
     for name in names:
-        # after each bench, so an interrupted run keeps what it measured
-        replace_section(OUT, name, run_one(name, args.quick), header=_header())
+        body = run_one(name, args.quick)
+        if body is None:
+            failed.append(name)     # its section keeps the numbers of the last run that worked
+        else:                       # after each bench, so an interrupted run keeps what it measured
+            replace_section(OUT, name, body, header=_header())
     print(f"wrote {OUT}")
+    if failed:
+        print(f"bench failed: {', '.join(failed)} (traceback above; their sections in {OUT.name} are unchanged)",
+              file=sys.stderr)
+        return 1
     return 0
 
 
