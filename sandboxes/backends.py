@@ -26,6 +26,7 @@ from __future__ import annotations
 import functools
 import logging
 import os
+import signal
 import stat
 import subprocess
 import tempfile
@@ -103,6 +104,36 @@ def wrapper_script(limits: SandboxLimits, nproc: bool, report_cpu: bool = True) 
         return script + 'exec "$@"\n'
     marker = CPU_MARKER.decode().replace("\n", "\\n")
     return script + f'"$@"\nrc=$?\n{{ printf \'{marker}\'; command times; }} >&2\nexit $rc\n'
+
+
+# ---------------------------------------------------------------- signal dispositions
+
+# Popen sets these back to default in its child (restore_signals). Any other signal the trainer ignores
+# (`nohup` ignores SIGHUP; a script's background job, SIGINT and SIGQUIT) survives every exec, and no
+# shell can undo an ignore it inherited, so the program would start with it: a per-call run is launched
+# through `env --default-signal` then. (A persistent worker's supervisor resets them once, at its start.)
+_POPEN_RESTORES = frozenset({signal.SIGPIPE, signal.SIGXFSZ})
+
+
+def default_signals_prefix() -> list[str]:
+    """`[env, --default-signal]` while this process ignores a signal a per-call run would inherit, else []."""
+    if not any(signal.getsignal(s) == signal.SIG_IGN for s in signal.valid_signals() - _POPEN_RESTORES):
+        return []
+    env = _default_signal_env()
+    if env is None:
+        warn_once("default-signal", "sandbox: this process ignores some signals and `env --default-signal` "
+                  "(coreutils >= 8.31) is missing: per-call runs start with those signals ignored.")
+        return []
+    return [env, "--default-signal"]
+
+
+@functools.cache
+def _default_signal_env() -> str | None:
+    env = find_program("env")
+    if env is None:
+        return None
+    probe = subprocess.run([env, "--default-signal", "true"], capture_output=True, check=False)
+    return env if probe.returncode == 0 else None
 
 
 # ---------------------------------------------------------------- privilege drop

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from sandboxes import backends, worker
-from sandboxes.backends import BASE_PATH, BOX
+from sandboxes.backends import BASE_PATH
 from sandboxes.capture import READ_CHUNK, TAIL, Capped, read_into
 from sandboxes.limits import SandboxConfig, SandboxLimits
 from sandboxes.tools import ToolNotFound, find_program, require_programs, search_path
@@ -340,11 +340,11 @@ class Sandbox:
         the caller's processes) and pointlessly on root (not enforced)."""
         binds = [str(work), *self.config.ro_binds] if self.backend == "bwrap" else []
         prefix, dropped, shared_net = backends.launch_prefix(self.backend, self.config, binds)
+        prefix = [*backends.default_signals_prefix(), *prefix]
         if dropped:
             backends.hand_over(work, backends.sandbox_uid(self.backend))
         if self.backend == "bwrap":
-            inner_env = {"PATH": BASE_PATH, "HOME": BOX, "LANG": "C.UTF-8", "TMPDIR": "/tmp", **env}
-            bwrap = backends.bwrap_argv(self.config, lim, inner_env, work, shared_net, self._helper())
+            bwrap = backends.bwrap_argv(self.config, lim, worker.inner_env(env), work, shared_net, self._helper())
             launcher = [*prefix, *bwrap]
             return launcher, {"PATH": BASE_PATH}, True
         host_env = {"PATH": BASE_PATH, "HOME": str(work), "LANG": "C.UTF-8", **env}

@@ -378,4 +378,5 @@ INIT_TRAPS = "trap : HUP INT QUIT TERM USR1 USR2 ALRM"
 
 
 def inner_env(env: dict[str, str]) -> dict[str, str]:
+    """The environment a program sees in a bwrap box, per call or as a worker's job: `env` over the defaults."""
     return {"PATH": BASE_PATH, "HOME": BOX, "LANG": "C.UTF-8", "TMPDIR": "/tmp", **env}

@@ -246,6 +246,35 @@ def test_real_exit_code_and_cpu_after_uid_drop(backend, workdir):
             os.close(fd)
 
 
+_IGNORING_TRAINER = """
+import os, signal, sys, tempfile
+for sig in (signal.SIGHUP, signal.SIGINT, signal.SIGQUIT):      # as under `nohup ... &` from a script
+    signal.signal(sig, signal.SIG_IGN)
+from sandboxes.executor import Sandbox
+from sandboxes.limits import SandboxConfig
+work = tempfile.mkdtemp(prefix="earl-sbx-test-")
+for backend, persistent in (("bwrap", True), ("bwrap", False), ("unshare", False), ("none", False)):
+    box = Sandbox(SandboxConfig(backend=backend, persistent=persistent))
+    r = box.run(["/bin/sh", "-c", "grep SigIgn /proc/self/status"], work)
+    print(backend, r.persistent, r.stdout.split()[-1])
+    box.close()
+"""
+
+
+@needs_bwrap
+@pytest.mark.skipif(shutil.which("unshare") is None, reason="util-linux unshare not installed")
+def test_programs_start_with_no_signal_the_trainer_ignores(tmp_path):
+    """An ignored disposition survives exec and no shell can undo it: a trainer under `nohup` (SIGHUP), or
+    a script's background job (SIGINT, SIGQUIT), would hand it to every program. None of them gets it, on
+    every backend, per call or on a persistent worker."""
+    proc = subprocess.run([sys.executable, "-c", _IGNORING_TRAINER], capture_output=True, text=True, timeout=120,
+                          check=False, cwd=PROJECT)
+    rows = [line.split() for line in proc.stdout.splitlines()]
+    assert len(rows) == 4, proc.stderr[-2000:]
+    assert [row[2] for row in rows] == ["0" * 16] * 4, rows
+    assert rows[0][1] == str(os.geteuid() == 0), rows      # root: the first really ran on a worker
+
+
 @needs_bwrap
 def test_cpu_report_does_not_count_as_output(box, workdir):
     lim = SandboxLimits(wall_s=10, max_output_bytes=1000)
