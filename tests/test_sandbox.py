@@ -271,7 +271,11 @@ def test_programs_start_with_no_signal_the_trainer_ignores(tmp_path):
                           check=False, cwd=PROJECT)
     rows = [line.split() for line in proc.stdout.splitlines()]
     assert len(rows) == 4, proc.stderr[-2000:]
-    assert [row[2] for row in rows] == ["0" * 16] * 4, rows
+    # Signals 32 and 33 are the C library's own: no program can set or use them through it (sigaction
+    # refuses them), and `env --default-signal` cannot reset them either; something earlier in a full test
+    # run ignores 32 in this process. Only the persistent supervisor (raw syscall) resets those two.
+    glibc_own = (1 << 31) | (1 << 32)
+    assert [int(row[2], 16) & ~glibc_own for row in rows] == [0] * 4, rows
     assert rows[0][1] == str(os.geteuid() == 0), rows      # root: the first really ran on a worker
 
 
