@@ -26,6 +26,16 @@ def result(future: cf.Future, raise_error: bool = True) -> Any:
         return None
 
 
+def usable_cpus() -> int:
+    """The CPUs this process may run on: its affinity mask (a Slurm task's `--cpus-per-task`, torchrun's
+    NUMA binding, a cpuset), not the machine's count, which would overbook a bound rank many times over
+    and turn scoring load into wall-clock timeouts. Every default worker count starts here."""
+    try:
+        return len(os.sched_getaffinity(0)) or 1
+    except (AttributeError, OSError):            # no affinity API (not Linux)
+        return os.cpu_count() or 1
+
+
 class SandboxPool:
     """A thread pool for `fn(item)` calls that each run one or two sandboxed programs.
 
@@ -36,7 +46,7 @@ class SandboxPool:
     def __init__(self, workers: int | None = None):
         if workers is not None and workers < 1:
             raise ValueError(f"SandboxPool: workers must be >= 1, got {workers}")
-        self.workers = workers or os.cpu_count() or 1
+        self.workers = workers or usable_cpus()
         self._executor = cf.ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="sandbox")
         self._lock = threading.Lock()
 

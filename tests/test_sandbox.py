@@ -396,6 +396,19 @@ def test_unshare_backend_blocks_network(workdir):
 
 # ------------------------------------------------------------------ pool
 
+@pytest.mark.skipif(not hasattr(os, "sched_setaffinity") or (os.cpu_count() or 1) < 2, reason="needs 2 CPUs")
+def test_default_worker_counts_follow_the_cpus_this_process_may_use():
+    """A rank bound to one CPU (Slurm --cpus-per-task, torchrun's NUMA binding) sizes its pools by that CPU,
+    not by the machine's count: the overbooked sandboxes would run out their wall clocks."""
+    code = ("from sandboxes.pool import SandboxPool, usable_cpus\n"
+            "from rewards.verilog.reward import default_workers\n"
+            "print(usable_cpus(), SandboxPool().workers, default_workers())\n")
+    one = next(iter(os.sched_getaffinity(0)))
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=False,
+                          cwd=PROJECT, preexec_fn=lambda: os.sched_setaffinity(0, {one}))
+    assert proc.stdout.split() == ["1", "1", "2"], proc.stderr[-2000:]
+
+
 def test_pool_keeps_order_and_reports_progress(box, workdir):
     calls = []
     delays = [0.4, 0.0, 0.2, 0.1, 0.0]

@@ -21,6 +21,7 @@ from typing import Any
 from pipelines.commands import comma_ints
 from pipelines.tasks import kinds
 from rewards.jsonl import iter_jsonl
+from sandboxes.pool import usable_cpus
 from sandboxes.tools import ToolNotFound
 
 
@@ -38,7 +39,7 @@ def add_parser(parser: argparse.ArgumentParser) -> None:
                         help=f"task kind (default {kinds.names()[0]})")
     parser.add_argument("--references", action="store_true",
                         help="score each problem's own reference (self-check); lists unsupported ones")
-    parser.add_argument("--workers", type=int, default=None, help="parallel sandboxes (default: CPU count)")
+    parser.add_argument("--workers", type=int, default=None, help="parallel sandboxes (default: the CPUs this process may run on)")
     parser.add_argument("--formal", choices=("auto", "off", "confirm", "required"), default="auto",
                         help="formal equivalence after a simulation pass (verilog only; auto: confirm on "
                              "reference-only problems, off where the problem has its own testbench)")
@@ -80,7 +81,7 @@ def _run(args: argparse.Namespace) -> int:
     options: dict[str, Any] = {"references": True} if args.references else {}
     if args.formal != "auto":                 # auto is the Verilog reward's own default
         options["formal"] = args.formal
-    workers = args.workers or os.cpu_count() or 1
+    workers = args.workers or usable_cpus()
     rows = _score_with_progress(score_fn, args.problems, samples, workers, options)
     if len(rows) != len(samples):
         raise RuntimeError(f"scorer returned {len(rows)} results for {len(samples)} samples")

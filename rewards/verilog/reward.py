@@ -15,7 +15,6 @@ Compile and simulation run as ONE sandboxed shell call (one process tree to set 
 from __future__ import annotations
 
 import logging
-import os
 import re
 import shutil
 import tempfile
@@ -698,9 +697,10 @@ class VerilogReward:
 
 
 def default_workers() -> int:
-    """Two sandboxes per core: a sandboxed job spends most of its setup (namespaces, mounts) waiting,
-    not computing, so twice the cores keeps them busy (bench/bench_verilog.py measures it)."""
-    return 2 * (os.cpu_count() or 1)
+    """Two sandboxes per usable core: a sandboxed job spends most of its setup (namespaces, mounts)
+    waiting, not computing, so twice the cores keeps them busy (bench/bench_verilog.py measures it)."""
+    from sandboxes.pool import usable_cpus
+    return 2 * usable_cpus()
 
 
 def forbidden_constructs(code: str, forbidden: Sequence[str]) -> list[str]:
