@@ -41,6 +41,7 @@ MOVE_MOUNT_F_EMPTY_PATH, AT_FDCWD = 0x4, -100
 STDOUT, STDERR, TREE, STDIN = range(4)                           # the order of a request's fds
 SETUP_FAILED = 125
 SANDBOX_UID = 65534
+FD_BOUND = 1 << 30          # above any fd number: the trainer's (kept by pass_fds) may exceed 65535
 libc = ctypes.CDLL(None, use_errno=True)
 
 
@@ -134,7 +135,7 @@ def exec_job(req, fds):
     stdin = fds[STDIN] if len(fds) > STDIN else os.open("/dev/null", os.O_RDONLY)
     for target, fd in ((0, stdin), (1, fds[STDOUT]), (2, fds[STDERR])):
         os.dup2(fd, target)
-    os.closerange(3, 65536)
+    os.closerange(3, FD_BOUND)                 # close_range(2): costs the open fds, not the span
     os.execve(req["argv"][0], req["argv"], req["env"])
 
 
@@ -254,6 +255,7 @@ def main():
     gc.disable()
     gc.freeze()
     sock = socket.socket(fileno=int(sys.argv[1]))
+    sock.set_inheritable(False)                  # pass_fds made it inheritable: no job may hold it
     check(libc.prctl(PR_SET_DUMPABLE, 0, 0, 0, 0), "dumpable")
     ok, err = self_test(int(sys.argv[2]))
     sock.send(json.dumps({"ready": ok, "error": err}).encode())
