@@ -252,6 +252,7 @@ def main():
     # A job's P is a fork of this process: every page either side writes afterwards is copied. No cyclic
     # GC (it would walk, and write to, every tracked object; the loop makes no cycles) keeps that small.
     reset_signals()
+    signal.pthread_sigmask(signal.SIG_SETMASK, [])   # the spawning thread's blocked mask survives exec too
     gc.disable()
     gc.freeze()
     sock = socket.socket(fileno=int(sys.argv[1]))

@@ -108,16 +108,31 @@ def wrapper_script(limits: SandboxLimits, nproc: bool, report_cpu: bool = True) 
 
 # ---------------------------------------------------------------- signal dispositions
 
-# Popen sets these back to default in its child (restore_signals). Any other signal the trainer ignores
-# (`nohup` ignores SIGHUP; a script's background job, SIGINT and SIGQUIT) survives every exec, and no
-# shell can undo an ignore it inherited, so the program would start with it: a per-call run is launched
-# through `env --default-signal` then. (A persistent worker's supervisor resets them once, at its start.)
-_POPEN_RESTORES = frozenset({signal.SIGPIPE, signal.SIGXFSZ})
+# Popen sets SIGPIPE and SIGXFSZ back to default in its child (restore_signals); 32 and 33 are the C
+# library's own (no program can use them through it, and `env` cannot reset them). Any other signal the
+# trainer ignores (`nohup` ignores SIGHUP; a script's background job, SIGINT and SIGQUIT) survives every
+# exec, and no shell can undo an ignore it inherited, so the program would start with it: a per-call run is
+# launched through `env --default-signal` then. Read from the kernel (/proc), not `signal.getsignal`, which
+# misses an ignore set from C (an extension, ctypes). A persistent worker's supervisor resets dispositions
+# and the blocked mask once, at its start.
+_NOT_INHERITED = (1 << (signal.SIGPIPE - 1)) | (1 << (signal.SIGXFSZ - 1)) | (1 << 31) | (1 << 32)
+
+
+def ignored_signals() -> int:
+    """This process's ignored signals as the kernel keeps them: bit n-1 for signal n (`SigIgn`)."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as fh:
+            for line in fh:
+                if line.startswith("SigIgn:"):
+                    return int(line.split()[1], 16)
+    except OSError:
+        pass
+    return sum(1 << (s - 1) for s in signal.valid_signals() if signal.getsignal(s) == signal.SIG_IGN)
 
 
 def default_signals_prefix() -> list[str]:
     """`[env, --default-signal]` while this process ignores a signal a per-call run would inherit, else []."""
-    if not any(signal.getsignal(s) == signal.SIG_IGN for s in signal.valid_signals() - _POPEN_RESTORES):
+    if not ignored_signals() & ~_NOT_INHERITED:
         return []
     env = _default_signal_env()
     if env is None:

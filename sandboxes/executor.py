@@ -5,6 +5,7 @@
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import select
@@ -13,6 +14,7 @@ import signal as signals
 import subprocess
 import time
 import weakref
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -66,6 +68,22 @@ class ExecResult:
         if self.output_truncated:
             return "output_limit"
         return "ok"
+
+
+@contextlib.contextmanager
+def _no_blocked_signals() -> Iterator[None]:
+    """Spawn with an empty signal mask: Popen's child keeps the calling thread's, exec keeps it, bwrap's
+    init and bash (/bin/sh on some systems) keep it too, and `env` cannot clear it. Only a thread that
+    blocks something pays (two syscalls); its mask is back before Popen returns."""
+    blocked = signals.pthread_sigmask(signals.SIG_BLOCK, [])
+    if not blocked:
+        yield
+        return
+    signals.pthread_sigmask(signals.SIG_SETMASK, [])
+    try:
+        yield
+    finally:
+        signals.pthread_sigmask(signals.SIG_SETMASK, blocked)
 
 
 def _kill_group(pgid: int) -> None:
@@ -297,10 +315,11 @@ class Sandbox:
                 backends.warn_once(f"clone:{exc.errno}", "sandbox: %s; such runs use per-call bwrap.", exc)
         launcher, popen_env, nproc = self._command(work, lim, env or {})
         start = time.monotonic()
-        proc = subprocess.Popen(
-            [*launcher, "/bin/sh", "-c", backends.wrapper_script(lim, nproc), "sh", *argv],
-            cwd=work, env=popen_env, stdin=subprocess.PIPE if stdin is not None else subprocess.DEVNULL,
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True, bufsize=0)
+        with _no_blocked_signals():
+            proc = subprocess.Popen(
+                [*launcher, "/bin/sh", "-c", backends.wrapper_script(lim, nproc), "sh", *argv],
+                cwd=work, env=popen_env, stdin=subprocess.PIPE if stdin is not None else subprocess.DEVNULL,
+                stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True, bufsize=0)
         try:
             out, err, timed_out = _pump(proc, stdin, float(lim.wall_s), int(lim.max_output_bytes))
         finally:

@@ -39,7 +39,8 @@ def add_parser(parser: argparse.ArgumentParser) -> None:
                         help=f"task kind (default {kinds.names()[0]})")
     parser.add_argument("--references", action="store_true",
                         help="score each problem's own reference (self-check); lists unsupported ones")
-    parser.add_argument("--workers", type=int, default=None, help="parallel sandboxes (default: the CPUs this process may run on)")
+    parser.add_argument("--workers", type=int, default=None,
+                        help="parallel sandboxes (default: the CPUs this process may run on)")
     parser.add_argument("--formal", choices=("auto", "off", "confirm", "required"), default="auto",
                         help="formal equivalence after a simulation pass (verilog only; auto: confirm on "
                              "reference-only problems, off where the problem has its own testbench)")
