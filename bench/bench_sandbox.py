@@ -173,7 +173,6 @@ def run(quick: bool = False) -> str:
     n = 25 if quick else 120
     box = Sandbox(SandboxConfig(backend="auto"))
     bare = Sandbox(SandboxConfig(backend="none"))
-    own_net = Sandbox(SandboxConfig(backend="auto", private_loopback=True))   # a network namespace per call
     per_call = Sandbox(SandboxConfig(backend="auto", persistent=False))       # bwrap's set-up every call
     work = Path(tempfile.mkdtemp(prefix="earl-bench-sbx-"))
     lines = ["## Sandbox overhead", ""]
@@ -184,7 +183,6 @@ def run(quick: bool = False) -> str:
             "Sandbox(none).run(['true'])": lambda: bare.run(["true"], work),
             f"Sandbox({box.backend}).run(['true'])": lambda: box.run(["true"], work),
             f"Sandbox({box.backend}, per call).run(['true'])": lambda: per_call.run(["true"], work),
-            f"Sandbox({box.backend}, private_loopback).run(['true'])": lambda: own_net.run(["true"], work),
         }, n)
         lines += _table("per call, `true`", true, "subprocess.run(['true'])") + [""]
         if shutil.which("iverilog"):
@@ -194,7 +192,6 @@ def run(quick: bool = False) -> str:
                                                              capture_output=True, check=False),
                 f"Sandbox({box.backend}) iverilog+vvp": lambda: box.run(["sh", "-c", JOB], work),
                 f"Sandbox({box.backend}, per call) iverilog+vvp": lambda: per_call.run(["sh", "-c", JOB], work),
-                f"Sandbox({box.backend}, private_loopback) iverilog+vvp": lambda: own_net.run(["sh", "-c", JOB], work),
             }, max(10, n // 4))
             out = box.run(["sh", "-c", JOB], work)
             assert "Mismatches: 0" in out.stdout, (out.verdict, out.stdout, out.stderr)
@@ -207,8 +204,8 @@ def run(quick: bool = False) -> str:
         lines.append(f"Measured with time.perf_counter around each call, {n} calls per variant taken in turns "
                      f"(load average {load:.1f} on {os.cpu_count()} cores during the run; medians are what a "
                      f"busy machine pays, p10 approaches the idle cost). Backend `{box.backend}`, euid "
-                     f"{os.geteuid()}; as root, runs share one empty network namespace, `private_loopback` makes "
-                     f"one per call (what every run paid before). `Sandbox(bwrap)` runs through persistent workers "
+                     f"{os.geteuid()}; every per-call run has a network namespace of its own, every persistent "
+                     f"worker one for its box. `Sandbox(bwrap)` runs through persistent workers "
                      f"(the default, `persistent: true`), `per call` pays bwrap's set-up every call.")
     finally:
         shutil.rmtree(work, ignore_errors=True)

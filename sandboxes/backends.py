@@ -8,18 +8,16 @@ report off. (Not a side pipe: dash can only name fds 0-9 in `>&N`, and reopening
 
 Why the uid dance: the kernel never enforces RLIMIT_NPROC for kuid 0, and a user namespace that maps
 the sandbox uid to root still runs as kuid 0. So when we are root we first drop to an unprivileged uid
-(`nsenter --setuid`, or `setpriv`) and let bwrap map it; each run then gets its own user namespace, in
+(`setpriv`) and let bwrap map it; each run then gets its own user namespace, in
 which the kernel counts processes separately (Linux >= 5.14 ucounts), so concurrent sandboxes do not
 share the budget. bwrap resolves bind sources with the caller's uid, so the work dir's parents must be
 traversable by that uid; when they are not (e.g. pytest's 0700 /tmp/pytest-of-root), we stay root and
 warn once.
 
-Why a shared network namespace when root: creating and tearing down a network namespace is the
-largest single cost of a bwrap call (teardown also burns kernel-worker CPU). Root creates ONE empty
-network namespace per process (only a loopback that is down) and every run joins it with `nsenter`
-before the drop; bwrap then shares it instead of making its own. Runs cannot reach any network; they
-could only talk to each other over that down loopback, i.e. not at all. Non-root callers cannot join a
-namespace owned by the host and keep a fresh one per run.
+Network: every per-call run gets a fresh, empty network namespace of its own (bwrap's --unshare-net,
+unshare --net), every persistent worker one for its box, and each of a worker's jobs a scope of its own
+(sandboxes/_supervisor.py): abstract unix sockets live in a network namespace, so runs sharing one
+could talk to each other (an earlier design shared one per process to save the ~0.7 ms it costs).
 """
 from __future__ import annotations
 
@@ -204,94 +202,17 @@ def drop_prefix(bind_sources: list[str], uid: int = SANDBOX_UID) -> list[str]:
     return [setpriv, f"--reuid={uid}", f"--regid={uid}", "--clear-groups", "--"]
 
 
-def launch_prefix(backend: str, config: SandboxConfig, bind_sources: list[str]) -> tuple[list[str], bool, bool]:
-    """(argv before the backend's own, dropped to `sandbox_uid(backend)`?, joined the shared network ns?).
-
-    Root with an isolating backend and no network: `nsenter --net=<shared ns> [--setuid --setgid]`
-    (joins first, needs CAP_SYS_ADMIN, then drops uid, gid and supplementary groups). Otherwise the
-    `setpriv` drop alone (root) or nothing (not root)."""
-    if not is_root():
-        return [], False, False
-    joins = backend != "none" and not (config.network or config.private_loopback)
-    netns = shared_netns() if joins else None
-    nsenter = _nsenter() if netns is not None else None
-    if nsenter is None:
-        drop = drop_prefix(bind_sources, sandbox_uid(backend))
-        return drop, bool(drop), False
-    drop = can_drop(bind_sources)
-    ids = [f"--setuid={SANDBOX_UID}", f"--setgid={SANDBOX_UID}"] if drop else []
-    return [nsenter, f"--net={netns}", *ids, "--"], drop, True
-
-
-# ---------------------------------------------------------------- the shared network namespace (root)
-
-def _nsenter() -> str | None:
-    return find_program("nsenter")
+def launch_prefix(backend: str, bind_sources: list[str]) -> tuple[list[str], bool]:
+    """(argv before the backend's own, dropped to `sandbox_uid(backend)`?): the `setpriv` drop (root) or
+    nothing (not root, or a bind source the dropped uid cannot reach)."""
+    drop = drop_prefix(bind_sources, sandbox_uid(backend))
+    return drop, bool(drop)
 
 
 def helper_path(found: str) -> str:
     """Where to exec a backend helper found on the PATH: its real path, since it may run after the uid
     drop and SANDBOX_UID may not reach the PATH entry (a 0700 folder of links, say)."""
     return os.path.realpath(found)
-
-
-_netns_lock = threading.Lock()
-_netns_fd: int | None = None
-_netns_broken = False
-
-
-def shared_netns() -> str | None:
-    """Path of this process's empty network namespace for `nsenter --net=`; None if unavailable.
-
-    Created on first use and kept alive by an fd of ours, named through /proc/<our pid>/fd: no holder
-    process to leak or to be confused with a recycled pid, and it vanishes with the process. A forked
-    child inherits the fd, and getpid() names the child's copy."""
-    global _netns_fd, _netns_broken
-    with _netns_lock:
-        if _netns_fd is None and not _netns_broken:
-            try:
-                _netns_fd = _make_netns()
-            except (OSError, RuntimeError, subprocess.SubprocessError) as exc:
-                _netns_broken = True
-                warn_once("netns", "sandbox: cannot create the shared network namespace (%s); each run "
-                          "creates its own (slower).", exc)
-        return None if _netns_fd is None else f"/proc/{os.getpid()}/fd/{_netns_fd}"
-
-
-def _make_netns() -> int:
-    """Unshare a network namespace in a short-lived helper, hold it by fd, and check that nsenter can
-    join it and drop privileges there (the exact flags runs use)."""
-    unshare, nsenter = find_program("unshare"), _nsenter()
-    if unshare is None or nsenter is None:
-        raise RuntimeError("unshare/nsenter not found (util-linux)")
-    helper = subprocess.Popen([unshare, "--net", "--", "/bin/sh", "-c", "echo ready; read _"],
-                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                              start_new_session=True)
-    assert helper.stdin is not None and helper.stdout is not None and helper.stderr is not None   # all piped
-    try:
-        ready = helper.stdout.readline()            # printed after unshare(2) and the exec
-        if ready != b"ready\n":
-            raise RuntimeError(f"unshare --net failed: {helper.stderr.read(300).decode(errors='replace')}")
-        fd = os.open(f"/proc/{helper.pid}/ns/net", os.O_RDONLY | os.O_CLOEXEC)
-    finally:
-        helper.stdin.close()
-        helper.wait(timeout=10)
-        helper.stdout.close()
-        helper.stderr.close()
-    try:
-        if os.fstat(fd).st_ino == os.stat("/proc/self/ns/net").st_ino:
-            raise RuntimeError("the helper's network namespace is the host's")
-        probe = subprocess.run([nsenter, f"--net=/proc/{os.getpid()}/fd/{fd}", f"--setuid={SANDBOX_UID}",
-                                f"--setgid={SANDBOX_UID}", "--", "/bin/sh", "-c", "cat /proc/net/dev"],
-                               capture_output=True, timeout=30, check=False, stdin=subprocess.DEVNULL)
-        ifaces = [line.split(b":")[0].strip() for line in probe.stdout.splitlines() if b":" in line]
-        if probe.returncode != 0 or ifaces != [b"lo"]:
-            raise RuntimeError(f"nsenter self-test failed (rc {probe.returncode}, interfaces {ifaces}): "
-                               f"{probe.stderr.decode(errors='replace')[-300:]}")
-    except BaseException:
-        os.close(fd)
-        raise
-    return fd
 
 
 def hand_over(workdir: Path, uid: int = SANDBOX_UID) -> None:
@@ -351,11 +272,10 @@ def _root_layout() -> tuple[str, ...]:
 
 
 def bwrap_argv(config: SandboxConfig, limits: SandboxLimits, env: dict[str, str], work: str | Path,
-               shared_net: bool = False, program: str = "bwrap") -> list[str]:
-    """bwrap command line up to and including `--`; the command follows. `shared_net`: the caller has
-    already joined the shared empty network namespace (launch_prefix), so bwrap keeps it. `program`:
-    bwrap's path as `find_program` resolved it."""
-    args = bwrap_base(config, int(limits.max_file_mb) * 1024 * 1024, shared_net, program)
+               program: str = "bwrap") -> list[str]:
+    """bwrap command line up to and including `--`; the command follows. `program`: bwrap's path as
+    `find_program` resolved it."""
+    args = bwrap_base(config, int(limits.max_file_mb) * 1024 * 1024, program)
     # bwrap's new root and /dev are uncapped tmpfs: make them read-only (mounts on them stay writable)
     args += ["--bind", str(work), BOX, "--remount-ro", "/dev", "--remount-ro", "/", "--chdir", BOX,
              "--clearenv"]
@@ -364,18 +284,18 @@ def bwrap_argv(config: SandboxConfig, limits: SandboxLimits, env: dict[str, str]
     return args + ["--"]
 
 
-def worker_bwrap_argv(config: SandboxConfig, shared_net: bool = False, program: str = "bwrap") -> list[str]:
+def worker_bwrap_argv(config: SandboxConfig, program: str = "bwrap") -> list[str]:
     """bwrap command line of a persistent worker (sandboxes/worker.py), up to `--`: the same box as a run's,
     with an empty /box (each job gets its work dir attached there) and CAP_SYS_ADMIN in the box's user
     namespace, which the supervisor needs to give each job fresh mount, PID, IPC and UTS namespaces; the
     job itself then drops into a user namespace of its own, with no capabilities over the box's."""
-    args = bwrap_base(config, 1024 * 1024, shared_net, program)
+    args = bwrap_base(config, 1024 * 1024, program)
     return args + ["--cap-add", "CAP_SYS_ADMIN", "--dir", BOX,
                    "--remount-ro", "/dev", "--remount-ro", "/", "--chdir", "/", "--clearenv",
                    "--setenv", "PATH", BASE_PATH, "--"]
 
 
-def bwrap_base(config: SandboxConfig, tmp_bytes: int, shared_net: bool, program: str) -> list[str]:
+def bwrap_base(config: SandboxConfig, tmp_bytes: int, program: str) -> list[str]:
     """The bwrap options a run and a worker share: namespaces, uid, the read-only root, /proc, /dev, /tmp."""
     args = [program, "--unshare-all", "--unshare-user", "--uid", str(SANDBOX_UID), "--gid", str(SANDBOX_UID),
             "--die-with-parent", "--new-session", "--cap-drop", "ALL", "--hostname", "sandbox",
@@ -383,7 +303,7 @@ def bwrap_base(config: SandboxConfig, tmp_bytes: int, shared_net: bool, program:
     etc = ETC_ENTRIES + (NET_ETC_ENTRIES if config.network else ())
     for entry in etc:
         args += ["--ro-bind-try", entry, entry]
-    if config.network or shared_net:
+    if config.network:
         args.append("--share-net")
     tmp_size = str(tmp_bytes)
     args += ["--proc", "/proc", "--dev", "/dev", "--size", tmp_size, "--tmpfs", "/dev/shm",
@@ -393,11 +313,11 @@ def bwrap_base(config: SandboxConfig, tmp_bytes: int, shared_net: bool, program:
     return args
 
 
-def unshare_argv(config: SandboxConfig, shared_net: bool = False, program: str = "unshare") -> list[str]:
+def unshare_argv(config: SandboxConfig, program: str = "unshare") -> list[str]:
     """util-linux unshare: network/PID/IPC/UTS/user namespaces, but the host file system stays visible."""
     args = [program, "--user", f"--map-user={SANDBOX_UID}", f"--map-group={SANDBOX_UID}",
             "--pid", "--fork", "--kill-child", "--ipc", "--uts", "--mount", "--mount-proc"]
-    if not (config.network or shared_net):
+    if not config.network:
         args.append("--net")
     return args + ["--"]
 
@@ -423,7 +343,7 @@ def _probe(backend: str, config: SandboxConfig) -> tuple[bool, str]:
     probe_cmd = ["/bin/sh", "-c", "echo earl-sandbox-ok"]
     with tempfile.TemporaryDirectory(prefix="earl-sbx-probe-") as tmp:
         work = Path(tmp)
-        prefix, dropped, shared_net = launch_prefix(backend, config, [str(work)] if backend == "bwrap" else [])
+        prefix, dropped = launch_prefix(backend, [str(work)] if backend == "bwrap" else [])
         if dropped:
             hand_over(work, sandbox_uid(backend))
         program = find_program(backend)
@@ -431,10 +351,10 @@ def _probe(backend: str, config: SandboxConfig) -> tuple[bool, str]:
             return False, f"{backend} not found on PATH ({search_path()}; {install_command([backend])})"
         program = helper_path(program)
         if backend == "bwrap":
-            probe_config = SandboxConfig(network=config.network, private_loopback=config.private_loopback)
-            return _self_test(lambda w: [*prefix, *bwrap_argv(probe_config, SandboxLimits(), env, w, shared_net,
-                                                              program), *probe_cmd], work)
-        return _self_test(lambda w: [*prefix, *unshare_argv(config, shared_net, program), *probe_cmd], work)
+            probe_config = SandboxConfig(network=config.network)
+            return _self_test(lambda w: [*prefix, *bwrap_argv(probe_config, SandboxLimits(), env, w, program),
+                                         *probe_cmd], work)
+        return _self_test(lambda w: [*prefix, *unshare_argv(config, program), *probe_cmd], work)
 
 
 def choose_backend(config: SandboxConfig) -> str:
@@ -445,7 +365,7 @@ def choose_backend(config: SandboxConfig) -> str:
     """
     if config.backend in ("bwrap", "unshare"):
         require_programs(backend_programs(config.backend), f"sandbox backend {config.backend!r}")
-    key = (config.backend, config.network, config.private_loopback, os.geteuid(),
+    key = (config.backend, config.network, os.geteuid(),
            find_program("bwrap"), find_program("unshare"))
     reasons: list[str] = []
     with _backend_lock:

@@ -238,8 +238,8 @@ class Sandbox:
             weakref.finalize(self, self._workers.close)
 
     def _worker_set(self) -> worker.WorkerSet | None:
-        """Persistent workers for this sandbox, when configured and applicable (bwrap, no private loopback)."""
-        if not (self.config.persistent and self.backend == "bwrap" and not self.config.private_loopback):
+        """Persistent workers for this sandbox, when configured and applicable (bwrap)."""
+        if not (self.config.persistent and self.backend == "bwrap"):
             return None
         python = self.config.worker_python or find_program("python3", roots=("/usr", *backends.TOP_DIRS))
         return worker.WorkerSet(self.config, self._helper(), python)
@@ -358,17 +358,17 @@ class Sandbox:
         (bwrap, unshare), or under the dropped uid; never on a caller's own uid (it would count all of
         the caller's processes) and pointlessly on root (not enforced)."""
         binds = [str(work), *self.config.ro_binds] if self.backend == "bwrap" else []
-        prefix, dropped, shared_net = backends.launch_prefix(self.backend, self.config, binds)
+        prefix, dropped = backends.launch_prefix(self.backend, binds)
         prefix = [*backends.default_signals_prefix(), *prefix]
         if dropped:
             backends.hand_over(work, backends.sandbox_uid(self.backend))
         if self.backend == "bwrap":
-            bwrap = backends.bwrap_argv(self.config, lim, worker.inner_env(env), work, shared_net, self._helper())
+            bwrap = backends.bwrap_argv(self.config, lim, worker.inner_env(env), work, self._helper())
             launcher = [*prefix, *bwrap]
             return launcher, {"PATH": BASE_PATH}, True
         host_env = {"PATH": BASE_PATH, "HOME": str(work), "LANG": "C.UTF-8", **env}
         if self.backend == "unshare":
-            unshare = backends.unshare_argv(self.config, shared_net, self._helper())
+            unshare = backends.unshare_argv(self.config, self._helper())
             return [*prefix, *unshare], host_env, True
         return prefix, host_env, dropped
 

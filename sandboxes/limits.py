@@ -43,20 +43,16 @@ class SandboxConfig:
     network: bool = False
     limits: SandboxLimits = field(default_factory=SandboxLimits)
     ro_binds: list[str] = field(default_factory=list)   # extra host paths visible read-only
-    # network=False only: give each run its own network namespace with 127.0.0.1 up (programs that talk
-    # to themselves over loopback). Costs ~10 ms per run. Default: as root, all runs share one empty
-    # namespace whose loopback is down (see docs/sandbox.md); as non-root each run gets its own anyway.
-    private_loopback: bool = False
     # bwrap only: run jobs in long-lived per-thread bwrap workers (bwrap's 15-25 ms set-up paid once per
     # worker; each job still gets fresh namespaces, /tmp and work dir: docs/sandbox.md). Falls back to
-    # per-call bwrap, with one warning, where a worker cannot start. Not with private_loopback.
+    # per-call bwrap, with one warning, where a worker cannot start.
     persistent: bool = True
     worker_python: str = ""       # the Python that runs a worker's supervisor ("" = python3 under /usr)
 
     def __post_init__(self) -> None:
         if self.backend not in BACKENDS:
             raise ValueError(f"SandboxConfig.backend must be one of {BACKENDS}, got {self.backend!r}")
-        for name in ("network", "private_loopback", "persistent"):
+        for name in ("network", "persistent"):
             if not isinstance(getattr(self, name), bool):
                 raise TypeError(f"SandboxConfig.{name} must be true or false, got {getattr(self, name)!r}")
         if self.worker_python and not os.path.isabs(self.worker_python):

@@ -17,7 +17,7 @@ BASE_PATH = "/usr/local/bin:/usr/bin:/bin"
 # The apt package of each program we start; `make setup` installs them (as root).
 APT_PACKAGE = {
     "iverilog": "iverilog", "vvp": "iverilog", "yosys": "yosys", "bwrap": "bubblewrap",
-    "unshare": "util-linux", "nsenter": "util-linux", "setpriv": "util-linux", "python3": "python3",
+    "unshare": "util-linux", "setpriv": "util-linux", "python3": "python3",
 }
 
 

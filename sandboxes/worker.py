@@ -81,7 +81,7 @@ class Worker:
     """One bwrap box with a supervisor in it, talking over a SOCK_SEQPACKET socket; one job at a time."""
 
     def __init__(self, config: SandboxConfig, bwrap: str, python: str):
-        prefix, self.dropped, shared_net = backends.launch_prefix("bwrap", config, list(config.ro_binds))
+        prefix, self.dropped = backends.launch_prefix("bwrap", list(config.ro_binds))
         self.under_tmp = [p for p in config.ro_binds if _under(p, ("/tmp", "/dev/shm"))]
         # bwrap's and Python's own errors (a file: a pipe nobody reads could fill and block the worker)
         self.log = tempfile.TemporaryFile(prefix="earl-sbx-worker-")  # noqa: SIM115 - lives with the worker
@@ -90,12 +90,12 @@ class Worker:
         if self.dropped:
             backends.hand_over(probe)
         try:
-            self.proc, self.sock = self._spawn(config, bwrap, python, prefix, shared_net, probe)
+            self.proc, self.sock = self._spawn(config, bwrap, python, prefix, probe)
             self._await_ready()
         finally:
             shutil.rmtree(probe, ignore_errors=True)
 
-    def _spawn(self, config: SandboxConfig, bwrap: str, python: str, prefix: list[str], shared_net: bool,
+    def _spawn(self, config: SandboxConfig, bwrap: str, python: str, prefix: list[str],
                probe: Path) -> tuple[subprocess.Popen, socket.socket]:
         try:
             tree = clone_tree(probe)
@@ -103,7 +103,7 @@ class Worker:
             self.log.close()
             raise WorkerError(str(exc)) from exc
         host, inside = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-        argv = [*prefix, *backends.worker_bwrap_argv(config, shared_net, bwrap),
+        argv = [*prefix, *backends.worker_bwrap_argv(config, bwrap),
                 python, "-I", "-S", "-c", SUPERVISOR, str(inside.fileno()), str(tree)]
         try:
             proc = _SPAWNER.submit(

@@ -173,49 +173,63 @@ def test_own_pid_namespace(box, workdir):
 
 
 NET_PROBE = """
-import fcntl, socket, struct
-def flags(name):
-    s = socket.socket()
-    return struct.unpack("16sH", fcntl.ioctl(s.fileno(), 0x8913, struct.pack("16sH", name.encode(), 0)))[1]
-up = [n for _, n in socket.if_nameindex() if flags(n) & 1]
-try:
-    socket.create_connection(("127.0.0.1", 9), timeout=2); conn = "connected"
-except OSError as exc:
-    conn = type(exc).__name__ + str(exc.errno)
-s = socket.socket()
-try:
-    fcntl.ioctl(s.fileno(), 0x8914, struct.pack("16sH", b"lo", 1)); ifup = "raised"   # SIOCSIFFLAGS IFF_UP
-except OSError as exc:
-    ifup = "denied" + str(exc.errno)
-print(sorted(n for _, n in socket.if_nameindex()), up, conn, ifup)
+import socket
+names = sorted(n for _, n in socket.if_nameindex())
+s = socket.socket(); s.bind(("127.0.0.1", 0)); s.listen(1)
+socket.create_connection(s.getsockname(), timeout=2)
+print(names, "LOOPBACK_OK")
 """
 
 
-@pytest.mark.skipif(os.geteuid() != 0, reason="the shared network namespace is for root callers only")
 @needs_bwrap
 @needs_py
-def test_shared_netns_has_no_network(box, workdir):
-    """Root runs join one empty network namespace: only lo, down, cannot be raised, 127.0.0.1 unreachable."""
-    prefix, dropped, shared = backends.launch_prefix("bwrap", box.config, [str(workdir)])
-    assert shared and dropped and prefix[0].endswith("nsenter")
-    results = [box.run(["python3", "-c", NET_PROBE], workdir) for _ in range(2)]
-    for r in results:
-        assert r.ok, r
-        assert r.stdout.strip() == "['lo'] [] OSError101 denied1", r.stdout     # ENETUNREACH; EPERM
-    ns = [box.run(["readlink", "/proc/self/ns/net"], workdir).stdout for _ in range(2)]
-    assert ns[0] == ns[1] != os.readlink("/proc/self/ns/net") + "\n"           # shared, not the host's
+def test_each_run_has_a_network_of_its_own_with_only_loopback(box, workdir):
+    """Only `lo`, usable within the run (a test that starts a local server), in a namespace that is not the
+    host's and that no concurrent run shares."""
+    r = box.run(["python3", "-c", NET_PROBE], workdir)
+    assert r.ok and r.stdout.strip() == "['lo'] LOOPBACK_OK", r
+    assert box.run(["readlink", "/proc/self/ns/net"], workdir).stdout.strip() != os.readlink("/proc/self/ns/net")
+
+
+ABSTRACT_SERVER = """
+import pathlib, socket, time
+s = socket.socket(socket.AF_UNIX); s.bind("\\0earl-{tag}"); s.listen(1)
+own = socket.socket(socket.AF_UNIX); own.connect("\\0earl-{tag}")        # within its own run: reachable
+pathlib.Path("ready").write_text("listening")
+while not pathlib.Path("{done}").exists():
+    time.sleep(0.02)
+"""
+ABSTRACT_CLIENT = """
+import socket
+try:
+    socket.socket(socket.AF_UNIX).connect("\\0earl-{tag}"); print("CONNECTED")
+except OSError as exc:
+    print(type(exc).__name__)
+"""
 
 
 @needs_bwrap
 @needs_py
-def test_private_loopback_works_inside_one_run(workdir):
-    sb = Sandbox(SandboxConfig(backend="bwrap", limits=FAST, private_loopback=True))
-    script = ("import socket; s = socket.socket(); s.bind(('127.0.0.1', 0)); s.listen(1); "
-              "socket.create_connection(s.getsockname(), timeout=2); print('LOOPBACK_OK')")
-    r = sb.run(["python3", "-c", script], workdir)
-    assert r.ok and "LOOPBACK_OK" in r.stdout, r
-    assert sb.run(["readlink", "/proc/self/ns/net"], workdir).stdout != sb.run(
-        ["readlink", "/proc/self/ns/net"], workdir).stdout                       # a fresh one per run
+def test_concurrent_runs_cannot_reach_each_other_over_abstract_unix_sockets(box, workdir):
+    """Abstract unix socket names live in a network namespace and need no interface: runs sharing one
+    (as every root run once did) could talk to each other. The client runs while the server is known to
+    listen (its `ready` file) and before it is told to stop (a file the host writes): no timing."""
+    tag, server_dir = uuid.uuid4().hex[:8], Path(tempfile.mkdtemp(prefix="earl-sbx-test-"))
+    result: dict = {}
+    try:
+        server = threading.Thread(target=lambda: result.update(r=box.run(
+            ["python3", "-c", ABSTRACT_SERVER.format(tag=tag, done="done")], server_dir)))
+        server.start()
+        while not (server_dir / "ready").exists() and server.is_alive():
+            time.sleep(0.02)
+        assert (server_dir / "ready").exists(), result
+        client = box.run(["python3", "-c", ABSTRACT_CLIENT.format(tag=tag)], workdir)
+        assert client.ok and client.stdout.strip() == "ConnectionRefusedError", client
+    finally:
+        (server_dir / "done").touch()            # the server's own work dir: it stops when it sees the file
+        server.join()
+        shutil.rmtree(server_dir, ignore_errors=True)
+    assert result["r"].ok, result                # it listened (and reached itself) until told to stop
 
 
 # ------------------------------------------------------------------ limits
@@ -233,7 +247,7 @@ def test_real_exit_code_and_cpu_after_uid_drop(backend, workdir):
     held = [os.open("/dev/null", os.O_RDONLY) for _ in range(20)]
     try:
         if os.geteuid() == 0:
-            assert backends.launch_prefix(backend, sb.config, [str(workdir)])[1], "expected the uid drop"
+            assert backends.launch_prefix(backend, [str(workdir)])[1], "expected the uid drop"
         r = sh(sb, "i=0; while [ $i -lt 300000 ]; do i=$((i+1)); done; echo -n partial >&2; exit 3", workdir)
         assert (r.returncode, r.signal, r.verdict, r.stderr) == (3, None, "exit_3", "partial"), r
         assert r.cpu_s > 0.05, r

@@ -315,10 +315,8 @@ def test_fallback_to_per_call_when_the_worker_cannot_start(dirs, caplog):
     assert len(warnings) == 1 and sb.workers_started == 0
 
 
-def test_persistent_off_and_private_loopback_use_per_call(dirs):
-    for config in (SandboxConfig(backend="bwrap", persistent=False), SandboxConfig(backend="bwrap",
-                                                                                   private_loopback=True)):
-        r = Sandbox(config).run(["true"], dirs())
-        assert r.ok and not r.persistent
+def test_persistent_off_uses_per_call(dirs):
+    r = Sandbox(SandboxConfig(backend="bwrap", persistent=False)).run(["true"], dirs())
+    assert r.ok and not r.persistent
     with pytest.raises(TypeError, match="persistent"):
         SandboxConfig(persistent="yes")
