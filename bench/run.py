@@ -84,7 +84,8 @@ def main(argv: list[str] | None = None) -> int:
             failed.append(name)     # its section keeps the numbers of the last run that worked
         else:                       # after each bench, so an interrupted run keeps what it measured
             replace_section(OUT, name, body, header=_header())
-    print(f"wrote {OUT}")
+    if len(failed) < len(names):
+        print(f"wrote {OUT}")
     if failed:
         print(f"bench failed: {', '.join(failed)} (traceback above; their sections in {OUT.name} are unchanged)",
               file=sys.stderr)

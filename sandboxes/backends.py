@@ -94,6 +94,7 @@ def wrapper_script(limits: SandboxLimits, nproc: bool, report_cpu: bool = True) 
         f"ulimit -v {int(limits.memory_mb) * 1024}",
         f"ulimit -f {int(limits.max_file_mb) * 2048}",   # 512-byte blocks in dash and POSIX-mode bash
         f"ulimit -n {int(limits.max_open_files)}",
+        "ulimit -r 0",                               # no real-time priority, whatever the trainer may use
     ]
     if nproc:
         sets.append(f"ulimit {_nproc_flag()} {int(limits.max_procs)}")

@@ -363,6 +363,16 @@ def test_cpu_limit(box, workdir):
 
 
 @needs_bwrap
+def test_the_limits_a_program_sees(box, workdir):
+    """Every rlimit the wrapper owns, as the program sees it (soft/hard), whatever the trainer's are."""
+    lim = SandboxLimits(wall_s=10, cpu_s=7, memory_mb=300, max_file_mb=3, max_open_files=50, max_procs=40)
+    r = sh(box, "for f in t v f n r c; do echo $f $(ulimit -S -$f) $(ulimit -H -$f); done", workdir, limits=lim)
+    assert r.ok, r
+    assert r.stdout.split("\n")[:6] == ["t 7 8", f"v {300 * 1024} {300 * 1024}", f"f {3 * 2048} {3 * 2048}",
+                                        "n 50 50", "r 0 0", "c 0 0"], r.stdout
+
+
+@needs_bwrap
 @needs_py
 def test_memory_bomb(box, workdir):
     r = box.run(["python3", "-c", "x = bytearray(4 * 1024**3)"], workdir,
