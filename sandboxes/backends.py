@@ -15,9 +15,9 @@ traversable by that uid; when they are not (e.g. pytest's 0700 /tmp/pytest-of-ro
 warn once.
 
 Network: every per-call run gets a fresh, empty network namespace of its own (bwrap's --unshare-net,
-unshare --net), every persistent worker one for its box, and each of a worker's jobs a scope of its own
-(sandboxes/_supervisor.py): abstract unix sockets live in a network namespace, so runs sharing one
-could talk to each other (an earlier design shared one per process to save the ~0.7 ms it costs).
+unshare --net), every persistent worker one for its box, whose jobs run one at a time: abstract unix
+sockets live in a network namespace, so runs sharing one could talk to each other (an earlier design
+shared one per process to save the ~0.7 ms it costs).
 """
 from __future__ import annotations
 
@@ -270,6 +270,11 @@ def _root_layout() -> tuple[str, ...]:
         elif os.path.isdir(top):
             args += ["--ro-bind", top, top]
     return tuple(args)
+
+
+def box_env(env: dict[str, str]) -> dict[str, str]:
+    """The environment a program sees in a bwrap box, per call or as a worker's job: `env` over the defaults."""
+    return {"PATH": BASE_PATH, "HOME": BOX, "LANG": "C.UTF-8", "TMPDIR": "/tmp", **env}
 
 
 def bwrap_argv(config: SandboxConfig, limits: SandboxLimits, env: dict[str, str], work: str | Path,

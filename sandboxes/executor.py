@@ -338,7 +338,7 @@ class Sandbox:
         out, err = Capped(cap), Capped(cap, TAIL)
         start, healthy = time.monotonic(), True
         try:                                                  # OSError before the job ran: per-call instead
-            outcome = box.run(worker.job_argv(backends.wrapper_script(lim, True), argv), worker.inner_env(env),
+            outcome = box.run(worker.job_argv(backends.wrapper_script(lim, True), argv), backends.box_env(env),
                               work, lim, stdin, (out, err))
             healthy = outcome.healthy
         finally:
@@ -363,7 +363,7 @@ class Sandbox:
         if dropped:
             backends.hand_over(work, backends.sandbox_uid(self.backend))
         if self.backend == "bwrap":
-            bwrap = backends.bwrap_argv(self.config, lim, worker.inner_env(env), work, self._helper())
+            bwrap = backends.bwrap_argv(self.config, lim, backends.box_env(env), work, self._helper())
             launcher = [*prefix, *bwrap]
             return launcher, {"PATH": BASE_PATH}, True
         host_env = {"PATH": BASE_PATH, "HOME": str(work), "LANG": "C.UTF-8", **env}

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from sandboxes import backends
-from sandboxes.backends import BASE_PATH, BOX, warn_once
+from sandboxes.backends import BASE_PATH, warn_once
 from sandboxes.capture import read_into
 from sandboxes.limits import SandboxConfig, SandboxLimits
 
@@ -375,8 +375,3 @@ def job_argv(script: str, argv: list[str]) -> list[str]:
 
 
 INIT_TRAPS = "trap : HUP INT QUIT TERM USR1 USR2 ALRM"
-
-
-def inner_env(env: dict[str, str]) -> dict[str, str]:
-    """The environment a program sees in a bwrap box, per call or as a worker's job: `env` over the defaults."""
-    return {"PATH": BASE_PATH, "HOME": BOX, "LANG": "C.UTF-8", "TMPDIR": "/tmp", **env}
