@@ -196,7 +196,7 @@ import pathlib, socket, time
 s = socket.socket(socket.AF_UNIX); s.bind("\\0earl-{tag}"); s.listen(1)
 own = socket.socket(socket.AF_UNIX); own.connect("\\0earl-{tag}")        # within its own run: reachable
 pathlib.Path("ready").write_text("listening")
-while not pathlib.Path("{done}").exists():
+while not pathlib.Path("done").exists():
     time.sleep(0.02)
 """
 ABSTRACT_CLIENT = """
@@ -218,7 +218,7 @@ def test_concurrent_runs_cannot_reach_each_other_over_abstract_unix_sockets(box,
     result: dict = {}
     try:
         server = threading.Thread(target=lambda: result.update(r=box.run(
-            ["python3", "-c", ABSTRACT_SERVER.format(tag=tag, done="done")], server_dir)))
+            ["python3", "-c", ABSTRACT_SERVER.format(tag=tag)], server_dir)))
         server.start()
         while not (server_dir / "ready").exists() and server.is_alive():
             time.sleep(0.02)
@@ -311,7 +311,7 @@ for backend, persistent in (("bwrap", True), ("bwrap", False), ("unshare", False
 @needs_bwrap
 @pytest.mark.skipif(shutil.which("unshare") is None, reason="util-linux unshare not installed")
 @pytest.mark.parametrize("how", ["python", "ctypes", "only-blocked"])
-def test_programs_start_with_no_signal_the_trainer_ignores_or_blocks(tmp_path, how):
+def test_programs_start_with_no_signal_the_trainer_ignores_or_blocks(how):
     """An ignored disposition and a blocked mask survive exec, and no shell can undo an ignore: a trainer
     under `nohup` (SIGHUP), a script's background job (SIGINT, SIGQUIT), an extension that ignores a
     signal from C, a thread that blocks some, would hand them to every program. None gets them, on every
