@@ -84,9 +84,17 @@ def _nproc_flag() -> str:
     return "-u" if probe.returncode == 0 else "-p"
 
 
+# What the wrapper sets besides rlimits, so a program starts alike whatever the trainer's state: umask
+# 022 (a trainer's 077 would change the modes of every file the program makes), and the OOM killer's
+# first choice (a memory-starved node kills a candidate, not the trainer; raising one's own score needs no
+# privilege; where /proc refuses it, the run goes on). Builtins only: no fork.
+PROCESS_STATE = "umask 022\necho 1000 2>/dev/null >/proc/self/oom_score_adj || :\n"
+
+
 def wrapper_script(limits: SandboxLimits, nproc: bool, report_cpu: bool = True) -> str:
-    """sh -c script: set rlimits (hard, so the program cannot raise them), run "$@", then append
-    CPU_MARKER and `times` to stderr (one builtin each: no fork, so it works even at the process limit)."""
+    """sh -c script: set rlimits (hard, so the program cannot raise them) and PROCESS_STATE, run "$@",
+    then append CPU_MARKER and `times` to stderr (one builtin each: no fork, so it works even at the
+    process limit)."""
     sets = [
         "ulimit -c 0",
         f"ulimit -S -t {int(limits.cpu_s)}",
@@ -95,10 +103,12 @@ def wrapper_script(limits: SandboxLimits, nproc: bool, report_cpu: bool = True) 
         f"ulimit -f {int(limits.max_file_mb) * 2048}",   # 512-byte blocks in dash and POSIX-mode bash
         f"ulimit -n {int(limits.max_open_files)}",
         "ulimit -r 0",                               # no real-time priority, whatever the trainer may use
+        f"ulimit -s {int(limits.stack_mb) * 1024}",  # thread stacks (glibc's default size) count in RLIMIT_AS
     ]
     if nproc:
         sets.append(f"ulimit {_nproc_flag()} {int(limits.max_procs)}")
     script = " && ".join(sets) + " || { echo 'earl-sandbox: cannot set rlimits' >&2; exit 125; }\n"
+    script += PROCESS_STATE
     if not report_cpu:
         return script + 'exec "$@"\n'
     marker = CPU_MARKER.decode().replace("\n", "\\n")
@@ -312,8 +322,8 @@ def bwrap_base(config: SandboxConfig, tmp_bytes: int, program: str) -> list[str]
     if config.network:
         args.append("--share-net")
     tmp_size = str(tmp_bytes)
-    args += ["--proc", "/proc", "--dev", "/dev", "--size", tmp_size, "--tmpfs", "/dev/shm",
-             "--size", tmp_size, "--tmpfs", "/tmp"]
+    args += ["--proc", "/proc", "--dev", "/dev", "--perms", "1777", "--size", tmp_size, "--tmpfs", "/dev/shm",
+             "--perms", "1777", "--size", tmp_size, "--tmpfs", "/tmp"]   # 1777, as on a worker and a host
     for path in config.ro_binds:
         args += ["--ro-bind", path, path]
     return args

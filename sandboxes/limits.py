@@ -22,6 +22,7 @@ class SandboxLimits:
     max_procs: int = 64           # RLIMIT_NPROC (counted per sandbox: each run has its own user namespace)
     max_file_mb: int = 64         # RLIMIT_FSIZE; also the size of the private /tmp tmpfs
     max_open_files: int = 256     # RLIMIT_NOFILE
+    stack_mb: int = 8             # RLIMIT_STACK: fixed, not the trainer's (HPC nodes often run `ulimit -s unlimited`)
     max_output_bytes: int = 1_000_000   # stdout and stderr each captured up to this, rest discarded
 
     def __post_init__(self) -> None:

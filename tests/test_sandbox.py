@@ -15,6 +15,7 @@ import tempfile
 import threading
 import time
 import uuid
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -308,6 +309,48 @@ for backend, persistent in (("bwrap", True), ("bwrap", False), ("unshare", False
 """
 
 
+_ODD_TRAINER = """
+import os, resource, sys, tempfile
+os.umask(0o077)                                   # a cautious site's umask
+soft, hard = resource.getrlimit(resource.RLIMIT_STACK)
+resource.setrlimit(resource.RLIMIT_STACK, (hard, hard))   # `ulimit -s unlimited`, as on many HPC nodes
+with open("/proc/self/oom_score_adj", "w") as fh:
+    fh.write("300")                               # anything but the 1000 the program must get
+from sandboxes.executor import Sandbox
+from sandboxes.limits import SandboxConfig, SandboxLimits
+
+work = tempfile.mkdtemp(prefix="earl-sbx-test-")
+os.chmod(work, 0o755)
+probe = ("umask; ulimit -S -s; ulimit -H -s; cat /proc/self/oom_score_adj; : >made; stat -c %a made; "
+         "stat -c %a /tmp 2>/dev/null || echo -")
+for backend, persistent in (("bwrap", True), ("bwrap", False), ("unshare", False), ("none", False)):
+    box = Sandbox(SandboxConfig(backend=backend, persistent=persistent, limits=SandboxLimits(stack_mb=4)))
+    r = box.run(["/bin/sh", "-c", probe], work)
+    print(backend, r.persistent, *r.stdout.split(), r.stderr.strip()[-200:].replace(" ", "_") or "-")
+    os.unlink(os.path.join(work, "made"))
+    box.close()
+"""
+
+
+@needs_bwrap
+@pytest.mark.skipif(shutil.which("unshare") is None, reason="util-linux unshare not installed")
+def test_programs_start_alike_whatever_the_trainers_umask_stack_limit_and_oom_score():
+    """The trainer's umask, stack limit and OOM score are inherited through every exec: a program would
+    make 0600 files under a 077 umask, and get unlimited stacks (glibc sizes thread stacks from the limit,
+    and they count in RLIMIT_AS) on an HPC node's `ulimit -s unlimited`. Every backend, per call or on a
+    persistent worker, starts it with umask 022, `stack_mb` (soft and hard) and the OOM killer's first
+    choice (1000), and a bwrap box's /tmp is 1777 as on a worker and a host."""
+    proc = subprocess.run([sys.executable, "-c", _ODD_TRAINER], capture_output=True, text=True, timeout=120,
+                          check=False, cwd=PROJECT)
+    rows = [line.split() for line in proc.stdout.splitlines()]
+    assert len(rows) == 4, proc.stderr[-2000:]
+    assert [row[2:] for row in rows] == [["0022", "4096", "4096", "1000", "644", tmp, "-"]
+                                         for tmp in ("1777", "1777", "1777", "1777")], rows
+    if os.geteuid() != 0:
+        pytest.skip("the persistent row ran per call (non-root)")
+    assert rows[0][1] == "True", rows                 # the first really ran on a worker
+
+
 @needs_bwrap
 @pytest.mark.skipif(shutil.which("unshare") is None, reason="util-linux unshare not installed")
 @pytest.mark.parametrize("how", ["python", "ctypes", "only-blocked"])
@@ -366,10 +409,11 @@ def test_cpu_limit(box, workdir):
 def test_the_limits_a_program_sees(box, workdir):
     """Every rlimit the wrapper owns, as the program sees it (soft/hard), whatever the trainer's are."""
     lim = SandboxLimits(wall_s=10, cpu_s=7, memory_mb=300, max_file_mb=3, max_open_files=50, max_procs=40)
-    r = sh(box, "for f in t v f n r c; do echo $f $(ulimit -S -$f) $(ulimit -H -$f); done", workdir, limits=lim)
+    lim = replace(lim, stack_mb=2)
+    r = sh(box, "for f in t v f n r c s; do echo $f $(ulimit -S -$f) $(ulimit -H -$f); done", workdir, limits=lim)
     assert r.ok, r
-    assert r.stdout.split("\n")[:6] == ["t 7 8", f"v {300 * 1024} {300 * 1024}", f"f {3 * 2048} {3 * 2048}",
-                                        "n 50 50", "r 0 0", "c 0 0"], r.stdout
+    assert r.stdout.split("\n")[:7] == ["t 7 8", f"v {300 * 1024} {300 * 1024}", f"f {3 * 2048} {3 * 2048}",
+                                        "n 50 50", "r 0 0", "c 0 0", "s 2048 2048"], r.stdout
 
 
 @needs_bwrap
