@@ -15,7 +15,7 @@ from dataclasses import replace
 import pytest
 
 from pipelines.tasks.rtlgen import generate
-from rewards.verilog import extract, group
+from rewards.verilog import extract, group, groupbench
 from rewards.verilog.problems import Problem
 from rewards.verilog.reward import VerilogReward, VerilogRewardConfig
 from tests.helpers.verilog_mutants import HANG, before_end, hostile_candidates
@@ -235,12 +235,105 @@ def test_off_switch_and_config_errors():
         VerilogRewardConfig.from_kwargs(group=True)
 
 
-def test_hand_written_benches_are_not_grouped(verilog_eval_dir):
+def test_official_benches_group_with_the_verdicts_they_get_alone(verilog_eval_dir):
+    """VerilogEval's own benches (rewards.verilog.groupbench): every candidate of a GRPO-like batch (the
+    reference, rewrites, mutants, broken code) gets what it gets alone; the benches whose stimulus reads a
+    candidate's `tb_match` are refused, and their candidates run one by one."""
     from rewards.verilog.loaders import load_problems
-    p = load_problems(verilog_eval_dir)[0]
-    sol = re.sub(r"\bRefModule\b", "TopModule", p.reference)
-    scores = _score([p, p], [sol, sol + "\n// v\nmodule X(); endmodule\n"])
-    assert [s.group for s in scores] == [None, None] and all(s.passed for s in scores)
+    from tests.helpers.verilog_mutants import as_top, break_syntax, empty_body, flip_operator, invert_outputs
+    problems, completions = [], []
+    for p in load_problems(verilog_eval_dir):
+        good, flip = as_top(p.reference), flip_operator(p.id, p.reference)
+        for code in (good, good.replace("\n", "\n  "), flip, invert_outputs(p.reference), break_syntax(p.reference),
+                     empty_body(p.reference)):
+            problems.append(p)
+            completions.append(f"```verilog\n{code}\n```")
+    _, grouped = _both(problems, completions)
+    refused = {p.id for p in problems if groupbench.group_capable(p.testbench, p.top_module, p.ref_module) is None}
+    assert refused == {p.id for p in problems if re.search(r"module stimulus_gen\b[^;]*\btb_match\b", p.testbench)}
+    assert 0 < len(refused) < len({p.id for p in problems}) // 2
+    in_groups = [g for p, g in zip(problems, grouped, strict=True) if p.id not in refused]
+    assert sum(g.group is not None and g.group["fallback"] is None for g in in_groups) >= len(in_groups) // 2
+    assert all(g.group is None for p, g in zip(problems, grouped, strict=True) if p.id in refused)
+    assert sum(g.passed for g in grouped) >= 2 * len({p.id for p in problems})      # the reference, its rewrite
+    waves = _score(problems[:2], completions[:2], waveforms=True)
+    assert [s.group for s in waves] == [None, None] and all(s.passed for s in waves)   # a VCD each: alone
+
+
+VE_BENCH = """`timescale 1 ps/1 ps
+module stimulus_gen (input clk, output reg [3:0] a);
+  initial begin
+    a <= 0;
+    repeat (40) @(posedge clk) a <= $random;
+    $display("stimulus done");
+    $finish;
+  end
+endmodule
+
+module tb();
+  reg clk = 0;
+  initial forever #5 clk = ~clk;
+  logic [3:0] a;
+  logic [3:0] y_ref;
+  logic [3:0] y_dut;
+  int errors = 0, clocks = 0;
+  initial begin
+    $dumpfile("wave.vcd");
+    $dumpvars(1, clk, y_dut);
+  end
+  wire tb_match = (y_ref === (y_ref ^ y_dut ^ y_ref));
+  stimulus_gen stim1 (.clk, .*);
+  RefModule good1 (.a, .y(y_ref));
+  TopModule top_module1 (.a, .y(y_dut));
+  task count; begin clocks++; if (!tb_match) errors++; end endtask
+  always @(posedge clk, negedge clk) count;
+  final begin
+    if (errors)
+      $display("Hint: %0d mismatches", errors);
+    $display("Mismatches: %1d in %1d samples", errors, clocks);
+  end
+  initial begin
+    #1000000
+    $display("TIMEOUT");
+    $finish();
+  end
+endmodule
+"""
+VE_REF = "module RefModule(input [3:0] a, output [3:0] y);\n  assign y = a + 4'd3;\nendmodule\n"
+
+
+def test_an_official_style_bench_is_marked_where_it_belongs_to_the_candidate():
+    marked = groupbench.group_capable(VE_BENCH, "TopModule", "RefModule")
+    assert marked is not None and group.dut_prefix(marked) == groupbench.OWN_PREFIX
+    per_dut = [line.strip() for line in marked.splitlines() if line.rstrip().endswith(extract.PER_DUT)]
+    assert [line.split()[0] for line in per_dut] == ["$display(\"stimulus", "logic", "int", "wire", "TopModule",
+                                                     "task", "always", "$display(\"TIMEOUT\");"], per_dut
+    assert f"{extract.BLOCK_BEGIN}\n  final begin" in marked                 # the verdict block, whole
+    assert "    begin\n    $display(\"TIMEOUT\");" in marked               # a shared print: one statement
+    assert "$dump" not in marked and "  stimulus_gen stim1 (.clk, .*);\n" in marked
+    p = Problem(id="ve", spec="", testbench=VE_BENCH, reference=VE_REF, harness="verilogeval")
+    good = "module TopModule(input [3:0] a, output [3:0] y);\n  assign y = a + 4'd3;\nendmodule\n"
+    cands = {"good": good, "off_by_one": good.replace("4'd3", "4'd2"), "helper": good + "module H(); endmodule\n",
+             "x": good.replace("a + 4'd3", "4'bx")}
+    problems, completions, names = _batch((p, cands))
+    _, grouped = _both(problems, completions)
+    by = dict(zip(names, grouped, strict=True))
+    assert by["ve:good"].passed and by["ve:good"].group == {"size": 4, "fallback": None}
+    assert by["ve:off_by_one"].mismatches == by["ve:off_by_one"].samples > 0
+
+
+@pytest.mark.parametrize("change, why", [
+    ("module stimulus_gen (input clk, output reg [3:0] a);", "module stimulus_gen (input clk, input tb_match, "
+     "output reg [3:0] a);"),                                            # the stimulus reads the candidate
+    ("clocks++;", "clocks++; if ($random) ;"),                           # global state per candidate
+    ("  final begin", "  always @(errors) if (errors > 3) $finish;\n  final begin"),   # a candidate would end all
+    ("RefModule good1 (.a, .y(y_ref));", "RefModule good1 (.a(a ^ y_dut[0]), .y(y_ref));"),   # the ref reads it
+    ("    $display(\"stimulus done\");", "    $display(\"stimulus done\"); a <= 0;"),    # prints and does more
+    ("stimulus_gen stim1 (.clk, .*);", "stimulus_gen stim1 (.clk, .*); wire spare = y_dut[0];"),   # shares a line
+])
+def test_benches_of_other_shapes_are_refused(change, why):
+    assert change in VE_BENCH
+    assert groupbench.group_capable(VE_BENCH.replace(change, why), "TopModule", "RefModule") is None
 
 
 # --------------------------------------------------------------------------- the protocol

@@ -1,7 +1,8 @@
 """Group simulation: every distinct candidate of a problem in one sandbox, one compile, one simulation.
 
 GRPO scores 8-16 candidates of a problem against the same reference every step. Where earl writes the bench
-itself (`pipelines.tasks.rtlgen`, `rewards.verilog.equivbench`), the bench marks which of its lines belong
+itself (`pipelines.tasks.rtlgen`, `rewards.verilog.equivbench`) or marks an official one
+(`rewards.verilog.groupbench`), the bench marks which of its lines belong
 to the one candidate it drives, so it can be written for several: the reference once, the stimulus once,
 and per candidate an instance, its output wires, its mismatch counter and its verdict line, each with its
 own output tag, so `harness.parse_verdict(stdout, tag)` reads each candidate's verdict as if it ran alone.
@@ -59,7 +60,7 @@ _DIRECTIVE = re.compile(r"`([A-Za-z_]\w*)")
 _DIRECTIVE_LINE = re.compile(r"(?m)^[ \t]*`.*$")
 _HIERARCHICAL = re.compile(r"[\w$\]]\s*\.\s*[A-Za-z_\\]")
 _MODULE_BODY = re.compile(r"\bmodule\b.*?\bendmodule\b", re.DOTALL)
-_PORT_CONN = re.compile(r"\.\s*([A-Za-z_][\w$]*)\s*\(")
+_PORT_CONN = re.compile(r"\.\s*([A-Za-z_][\w$]*)\s*(?:\(|(?=[,)]))")     # `.port(x)` and `.port`
 _NOT_NAMES = frozenset([
     "module", "endmodule", "input", "output", "inout", "wire", "reg", "logic", "integer", "real", "time",
     "genvar", "parameter", "localparam", "signed", "unsigned", "assign", "always", "always_ff", "always_comb",
@@ -124,7 +125,8 @@ def expand(bench: str, top: str, duts: Sequence[tuple[str, str]]) -> str:
 
 def bench_names(testbench: str, reference: str) -> frozenset[str]:
     """Identifiers of the bench and the reference a candidate has no business naming: all but keywords,
-    the ports (named connections) and the top module, which the candidate declares itself."""
+    the ports (named connections, `.port(x)` or `.port`) and the top module, which the candidate declares
+    itself."""
     bench = _code(testbench)
     bench_wo_directives = _DIRECTIVE_LINE.sub("", bench)
     ports = set(_PORT_CONN.findall(bench))

@@ -14,6 +14,7 @@ Compile and simulation run as ONE sandboxed shell call (one process tree to set 
 """
 from __future__ import annotations
 
+import functools
 import logging
 import re
 import shutil
@@ -478,14 +479,19 @@ class VerilogReward:
         return [(what[1], self._run_later(jobs, what))], []
 
     def _may_group(self, problem: Problem) -> bool:
-        """Can this problem's candidates share a simulation? Only where earl wrote the bench (a group-capable
-        bench, or none: reference-only), with tagged verdicts and no extra files."""
+        """Can this problem's candidates share a simulation? Where earl wrote the bench (a group-capable
+        bench, or none: reference-only) or could mark an official VerilogEval-style one
+        (rewards.verilog.groupbench; not while waveforms are asked for), with tagged verdicts and no extra
+        files."""
         from rewards.verilog.group import dut_prefix
         c = self.config
         if not (c.group_simulation and c.tag_output and problem.reference and not problem.files):
             return False
-        return problem.testbench is None or (problem.harness == "verilogeval" and
-                                             dut_prefix(problem.testbench) is not None)
+        if problem.testbench is None:
+            return True
+        if problem.harness != "verilogeval":
+            return False
+        return dut_prefix(problem.testbench) is not None or (not c.waveforms and _own_group_bench(problem) is not None)
 
     def _plan_problem(self, jobs: list[tuple[Problem, str]], ns: list[int]) -> tuple[
             dict[int, VerilogScore], list[list[int]], list[tuple[int, dict[str, Any] | None]]]:
@@ -526,9 +532,13 @@ class VerilogReward:
         return settled, groups, alone
 
     def _group_bench(self, problem: Problem) -> Problem:
-        """The problem as its bench sees it (reference-only: with the generated bench)."""
+        """The problem as its group bench sees it (reference-only: with the generated bench; an official
+        bench: marked for groups)."""
         if problem.testbench:
-            return problem
+            marked = _own_group_bench(problem)
+            if marked is None:
+                raise ValueError("the bench cannot be shared by a group")
+            return problem if marked == problem.testbench else replace(problem, testbench=marked)
         from rewards.verilog.equivbench import with_equiv_bench
         return with_equiv_bench(problem, self.config.equiv_cycles, self.config.sandbox_backend)
 
@@ -694,6 +704,17 @@ class VerilogReward:
                 from sandboxes.pool import SandboxPool
                 self._pool = SandboxPool(self.config.workers or default_workers())
             return self._pool
+
+
+def _own_group_bench(problem: Problem) -> str | None:
+    """A problem's own bench in the group protocol (itself if earl wrote it), None if it cannot be."""
+    return _group_capable(problem.testbench or "", problem.top_module, problem.ref_module)
+
+
+@functools.lru_cache(maxsize=1024)
+def _group_capable(testbench: str, top: str, ref_module: str) -> str | None:
+    from rewards.verilog.groupbench import group_capable
+    return group_capable(testbench, top, ref_module)
 
 
 def default_workers() -> int:

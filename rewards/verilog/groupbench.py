@@ -1,0 +1,288 @@
+"""Official VerilogEval-style benches rewritten in the group protocol (rewards.verilog.group).
+
+A VerilogEval bench drives RefModule and TopModule with one stimulus and compares them: the stimulus, the
+clock and the reference are the same for every candidate, only the TopModule instance and what is computed
+from its outputs (the match wires, the stats, the compare block, the verdict lines) belong to the candidate.
+`group_capable` finds those parts and marks them, so a GRPO group of candidates with their own bench (not
+only reference-only problems) can share one compile and one simulation.
+
+It must give every candidate exactly the verdict it gets alone, so it refuses (None: the candidates run one
+by one) every bench whose shape it cannot vouch for: per-candidate parts are found by data flow from the
+TopModule instance's own connections (names the reference instance does not share); a per-candidate part
+must not call a system task with global state (`$random`, `$finish`, files, ...), the reference instance and
+anything it reads must stay shared, a shared part may print only in whole-line `$display`-like statements
+(then every candidate prints it, tagged), and each part must have its lines to itself. `$dump*` calls go:
+the group runs without waveforms, and no verdict reads one. Per-candidate names get the prefix OWN_PREFIX.
+The reward checks the result on every batch the tests score: group verdicts equal the ones alone.
+"""
+from __future__ import annotations
+
+import bisect
+import re
+
+from rewards.verilog.extract import BLOCK_BEGIN, BLOCK_END, PER_DUT, _scan, group_header
+from rewards.verilog.group import SAFE_SYSTEM, dut_prefix, expand
+
+OWN_PREFIX = "__earl_d_"
+_IDENT = re.compile(r"(?<![\w$'`\\.])[A-Za-z_][\w$]*")
+_WORD = re.compile(r"[A-Za-z_][\w$]*|\S")
+_OPENERS = {"begin": "end", "fork": "join", "case": "endcase", "casez": "endcase", "casex": "endcase",
+            "task": "endtask", "function": "endfunction", "generate": "endgenerate", "module": "endmodule"}
+_CLOSERS = {"end", "join", "join_any", "join_none", "endcase", "endtask", "endfunction", "endgenerate"}
+_BLOCK_ITEMS = {"always", "always_ff", "always_comb", "always_latch", "initial", "final"}
+# An assignment's target: a name, then members or selects, then the operator (`<=` only as the first token
+# of a statement would be an assignment; within an expression it may compare: both count, the safe side).
+_WRITTEN = re.compile(r"(?<![\w$.])([A-Za-z_][\w$]*)(?:\s*\.\s*[\w$]+|\s*\[[^\]]*\])*\s*"
+                      r"(?:<=|=(?!=)|\+\+|--|[-+*/%|&^]=|<<=|>>=)")
+_PRINT_LINE = re.compile(r"^\s*\$(?:display|write|strobe)[bho]?\s*(?:\(.*\))?\s*;\s*$")
+_DUMP = re.compile(r"\$dump\w*\s*(?:\([^;]*\))?\s*;")
+_SYSTEM = re.compile(r"\$[A-Za-z_][\w$]*")
+_INSTANCE = re.compile(r"\s*(?!(?:assign|always\w*|initial|final|task|function|typedef|wire|reg|logic|bit|int|integer|"
+                       r"byte|real|time|genvar|parameter|localparam)\b)[A-Za-z_][\w$]*\s+(?:#\s*\(.*?\)\s*)?"
+                       r"[A-Za-z_][\w$]*\s*\(", re.DOTALL)
+_CONN = re.compile(r"\.\s*([A-Za-z_][\w$]*)\s*(?:\(\s*([^()]*?)\s*\))?\s*(?=[,)])")
+
+
+def _mask(text: str) -> str:
+    """`text` with comments and the insides of strings blanked (same length, newlines kept)."""
+    out = []
+    for kind, piece in _scan(text):
+        if kind == "code":
+            out.append(piece)
+        elif kind == "string":
+            out.append('"' + re.sub(r"[^\n]", " ", piece[1:-1]) + '"' if len(piece) > 1 else " ")
+        else:
+            out.append(re.sub(r"[^\n]", " ", piece))
+    return "".join(out)
+
+
+def _modules(masked: str) -> dict[str, tuple[int, int]]:
+    """Module name -> (start of its body, start of its `endmodule`)."""
+    out: dict[str, tuple[int, int]] = {}
+    for m in re.finditer(r"\bmodule\s+([A-Za-z_][\w$]*)", masked):
+        end = re.compile(r"\bendmodule\b").search(masked, m.end())
+        if end is None:
+            raise ValueError("a module without endmodule")
+        out[m.group(1)] = (m.end(), end.start())
+    return out
+
+
+def _items(masked: str, start: int, end: int) -> list[tuple[int, int]]:
+    """The module items between `start` and `end`: declarations, assigns, instances (to their `;`), always /
+    initial / final blocks (to the end of their one statement), tasks and functions (to their end word)."""
+    body = masked[start:end]
+    header = re.match(r"\s*(?:#\s*\((?:[^()]|\([^()]*\))*\))?\s*(?:\((?:[^()]|\([^()]*\))*\))?\s*;", body)
+    pos = header.end() if header else 0
+    items: list[tuple[int, int]] = []
+    stack: list[str] = []
+    depth = 0                                    # ( [ {
+    item_start: int | None = None
+    block = False
+    for tok in _WORD.finditer(body, pos):
+        word = tok.group(0)
+        if item_start is None:
+            item_start, block = tok.start(), word in _BLOCK_ITEMS
+        if word in "([{":
+            depth += 1
+        elif word in ")]}":
+            depth -= 1
+        elif word in _OPENERS and depth == 0:
+            stack.append(_OPENERS[word])
+        elif word in _CLOSERS and depth == 0:
+            if not stack:
+                raise ValueError(f"unbalanced {word!r}")
+            stack.pop()
+            if not stack and (block or word in ("endtask", "endfunction", "endgenerate")):
+                items.append((start + item_start, start + tok.end()))
+                item_start = None
+        elif word == ";" and depth == 0 and not stack:
+            items.append((start + item_start, start + tok.end()))
+            item_start = None
+    if item_start is not None or stack or depth:
+        raise ValueError("a module item is not closed")
+    return items
+
+
+def _connections(item: str) -> dict[str, str | None] | None:
+    """port -> connected expression (None for `.name`) of an instance; None if it has `.*` or positional
+    connections."""
+    inner = item[item.index("(") + 1:item.rindex(")")]
+    if ".*" in re.sub(r"\s+", "", inner):
+        return None
+    out: dict[str, str | None] = {}
+    for m in _CONN.finditer(inner + ")"):
+        out[m.group(1)] = m.group(2)
+    if not out and inner.strip():
+        return None
+    return out
+
+
+def _names(expr: str | None, port: str) -> set[str]:
+    return {port} if expr is None else set(_IDENT.findall(expr))
+
+
+def group_capable(testbench: str, top: str, ref_module: str) -> str | None:
+    """`testbench` in the group protocol, or None where it has not the shape this module can vouch for."""
+    if dut_prefix(testbench) is not None:
+        return testbench
+    if OWN_PREFIX in testbench or PER_DUT in testbench:
+        return None
+    try:
+        return _rewrite(testbench, top, ref_module)
+    except ValueError:
+        return None
+
+
+def _instances(masked: str, items: list[tuple[int, int]], module: str) -> list[int]:
+    pat = re.compile(rf"^\s*{re.escape(module)}\s+(?:#\s*\(.*?\)\s*)?[A-Za-z_][\w$]*\s*\(", re.DOTALL)
+    return [k for k, (a, b) in enumerate(items) if pat.match(masked[a:b])]
+
+
+def _rewrite(testbench: str, top: str, ref_module: str) -> str | None:
+    masked = _DUMP.sub(lambda m: ";" + re.sub(r"[^\n]", " ", m.group(0)[1:]), _mask(testbench))
+    modules = _modules(masked)
+    if top in modules or ref_module in modules:
+        return None
+    holders = [name for name, (a, b) in modules.items() if re.search(rf"(?<![\w$]){re.escape(top)}(?![\w$])",
+                                                                      masked[a:b])]
+    if len(holders) != 1:
+        return None
+    a, b = modules[holders[0]]
+    items = _items(masked, a, b)
+    texts = [masked[s:e] for s, e in items]
+    dut, ref = _instances(masked, items, top), _instances(masked, items, ref_module)
+    if len(dut) != 1 or len(ref) != 1:
+        return None
+    dut_conns, ref_conns = _connections(texts[dut[0]]), _connections(texts[ref[0]])
+    if dut_conns is None or ref_conns is None:
+        return None
+    shared_seed = set().union(*(_names(e, p) for p, e in ref_conns.items()))
+    for port, expr in dut_conns.items():               # a port is the reference's input too, or all its own
+        if (port not in ref_conns or ref_conns[port] != expr) and _names(expr, port) & shared_seed:
+            return None
+    inst_name = re.match(rf"\s*{re.escape(top)}\s+(?:#\s*\(.*?\)\s*)?([A-Za-z_][\w$]*)", texts[dut[0]], re.DOTALL)
+    assert inst_name is not None
+    per = {inst_name.group(1)} | (set().union(*(_names(e, p) for p, e in dut_conns.items())) - shared_seed)
+    ports = _instance_ports(masked, modules, texts)
+    marked = {dut[0]}
+    changed = True
+    while changed:
+        changed = False
+        for k, text in enumerate(texts):
+            if k in marked:
+                continue
+            names = set(_IDENT.findall(text)) | ports.get(k, set())
+            if names & per:
+                marked.add(k)
+                changed = True
+        for k in marked:
+            new = set(_WRITTEN.findall(texts[k])) | _declared(texts[k])
+            if not new <= per:
+                per |= new
+                changed = True
+    if per & shared_seed:
+        return None                                    # the reference (or what it reads) would depend on a candidate
+    for k in marked - set(dut):
+        if _INSTANCE.match(texts[k]):
+            return None                                # another instance per candidate (a stimulus reading tb_match)
+    for k in marked:
+        system = set(_SYSTEM.findall(_DUMP.sub(";", texts[k]))) - SAFE_SYSTEM
+        if system:
+            return None
+    return _write(testbench, masked, items, marked, per, top)
+
+
+def _declared(text: str) -> set[str]:
+    """Names an item declares: a task's or function's, a declaration's (`wire x = ...`, `stats s1;`,
+    `logic [7:0] a, b;`); none for others."""
+    sub = re.match(r"\s*(?:task|function)\b(?:\s+automatic)?(?:\s+(?:\[[^\]]*\]|[A-Za-z_][\w$]*))*?\s+"
+                   r"([A-Za-z_][\w$]*)\s*[(;]", text)
+    if sub:
+        return {sub.group(1)}
+    m = re.match(r"\s*(?:wire|reg|logic|bit|int|integer|byte|real|time|[A-Za-z_][\w$]*)\b(.*);\s*$", text, re.DOTALL)
+    if m is None or re.match(r"\s*(assign|always\w*|initial|final|task|function|typedef)\b", text):
+        return set()
+    rest = re.sub(r"\[[^\]]*\]", " ", m.group(1))
+    if "(" in rest.split("=")[0]:
+        return set()                                   # an instance, not a declaration
+    return {d.split("=")[0].split()[-1] for d in rest.split(",") if d.split("=")[0].split()}
+
+
+def _instance_ports(masked: str, modules: dict[str, tuple[int, int]], texts: list[str]) -> dict[int, set[str]]:
+    """For instances of the bench's own modules connected with `.*`: the port names, which `.*` connects."""
+    out: dict[int, set[str]] = {}
+    for k, text in enumerate(texts):
+        m = re.match(r"\s*([A-Za-z_][\w$]*)\s+(?:#\s*\(.*?\)\s*)?[A-Za-z_][\w$]*\s*\((.*)\)\s*;\s*$", text, re.DOTALL)
+        if m and m.group(1) in modules and ".*" in re.sub(r"\s+", "", m.group(2)):
+            a, b = modules[m.group(1)]
+            head = masked[a:b].split(";", 1)[0]
+            out[k] = set(_IDENT.findall(re.sub(r"\[[^\]]*\]", " ", head)))
+    return out
+
+
+def _write(testbench: str, masked: str, items: list[tuple[int, int]], marked: set[int], per: set[str],
+           top: str) -> str | None:
+    """The marked bench: per-candidate items with their names prefixed and their lines marked, shared
+    print lines marked, `$dump*` calls gone."""
+    starts = [0] + [m.end() for m in re.finditer("\n", testbench)]
+
+    def line_of(pos: int) -> int:
+        return bisect.bisect_right(starts, pos) - 1
+    lines = testbench.split("\n")
+    mlines = masked.split("\n")
+    per_line: dict[int, str] = {}                      # line index -> "one" | "begin" | "end" | "inside"
+    for k in sorted(marked):
+        s, e = items[k]
+        first, last = line_of(s), line_of(e - 1)
+        if mlines[first][:s - starts[first]].strip() or mlines[last][e - starts[last]:].strip():
+            return None                                # shares a line with another item
+        if first == last:
+            per_line[first] = "one"
+        else:
+            per_line[first], per_line[last] = "begin", "end"
+            for i in range(first + 1, last):
+                per_line[i] = "inside"
+    rename = re.compile(r"(?<![\w$'`\\.])(" + "|".join(map(re.escape, sorted(per, key=len, reverse=True)))
+                        + r")(?![\w$])")
+    out = [group_header(OWN_PREFIX)]
+    for i, line in enumerate(lines):
+        kind = per_line.get(i)
+        line = _drop_dumps(line)
+        if "$dump" in _mask(line):
+            return None                                # a `$dump*` call over several lines
+        if kind is None:
+            if re.search(r"\$(?:display|write|strobe|monitor)", mlines[i]):
+                if not _PRINT_LINE.match(mlines[i]):
+                    return None                        # a shared line that prints and does more
+                indent = line[:len(line) - len(line.lstrip())]
+                # begin/end: the copies stay one statement (the print may be the body of an `if`)
+                out += [f"{indent}begin", f"{line}  {PER_DUT}", f"{indent}end"]
+            else:
+                out.append(line)
+            continue
+        line = _rename_code(line, rename)
+        if kind == "one":
+            out.append(f"{line}  {PER_DUT}")
+        elif kind == "begin":
+            out += [BLOCK_BEGIN, line]
+        elif kind == "end":
+            out += [line, BLOCK_END]
+        else:
+            out.append(line)
+    text = "\n".join(out)
+    expand(text, top, [(top, "")])                     # raises ValueError where the protocol is broken
+    return text
+
+
+def _rename_code(line: str, pattern: re.Pattern[str]) -> str:
+    return "".join(pattern.sub(lambda m: OWN_PREFIX + m.group(1), piece) if kind == "code" else piece
+                   for kind, piece in _scan(line))
+
+
+def _drop_dumps(line: str) -> str:
+    """`line` with its `$dump*(...);` statements replaced by `;` (found with strings and comments masked)."""
+    out, pos = [], 0
+    for m in _DUMP.finditer(_mask(line)):
+        out += [line[pos:m.start()], ";"]
+        pos = m.end()
+    return "".join(out) + line[pos:]
