@@ -4,7 +4,8 @@
 
 Both sides use the same flags, the same 30 s limit and the same parallelism (a thread pool of
 os.cpu_count()). (a) the 20 sample references; (b) GRPO-like batches: 8 candidates per problem with
-repeats (whitespace/comment variants) and broken code, on the problems as shipped (their own benches) and
+repeats (whitespace/comment variants), broken code and one hostile candidate, on the problems as shipped
+(their own benches, grouped where rewards.verilog.groupbench can mark them) and
 reference-only (bench removed: the reward generates one and simulates a problem's distinct candidates in
 one group; the plain harness gets the same generated bench, one run per candidate). Also: sandbox overhead
 per call, pyslang pre-check vs an iverilog compile, and the cache hit rate.
@@ -50,7 +51,9 @@ def _baseline(items, workers: int | None = None) -> tuple[float, int]:
     t = time.perf_counter()
     with ThreadPoolExecutor(workers or os.cpu_count()) as ex:
         passed = sum(ex.map(_baseline_one, items))
-    return time.perf_counter() - t, passed
+    wall = time.perf_counter() - t
+    Path(tempfile.gettempdir(), f"{HOSTILE_TAG}_rel").unlink(missing_ok=True)
+    return wall, passed
 
 
 _SANDBOXES: dict[str, object] = {}      # one long-lived Sandbox per reward config, as in a training run
@@ -75,15 +78,31 @@ def _ours(items, **config) -> tuple[float, int, dict]:
     return wall, sum(s.passed for s in scores), r.stats()
 
 
+HOSTILE_TAG = "earl_bench_hostile"      # the plain harness lets it write /tmp/<tag>_rel: removed after each run
+
+
 def _grpo_batch(problems) -> list:
-    from tests.helpers.verilog_mutants import as_top, break_syntax, empty_body, flip_operator, invert_outputs
+    """8 candidates per problem: the reference, two rewrites, a mutant twice, inverted outputs, broken
+    syntax, an empty body; `Prob001_zero`'s empty body is a hostile candidate instead (it writes outside its
+    work dir)."""
+    from tests.helpers.verilog_mutants import (
+        as_top,
+        break_syntax,
+        empty_body,
+        flip_operator,
+        hostile_candidates,
+        invert_outputs,
+    )
     items = []
     for p in problems:
         good = as_top(p.reference)
         flip = flip_operator(p.id, p.reference)
-        cands = [good, "// answer\n" + good, good.replace("\n", "\n  "), flip, flip + "\n",
-                 invert_outputs(p.reference), break_syntax(p.reference), empty_body(p.reference)]
-        items += [(p, f"```verilog\n{c}\n```") for c in cands]
+        codes = (good, "// answer\n" + good, good.replace("\n", "\n  "), flip, flip + "\n", invert_outputs(p.reference),
+                 break_syntax(p.reference), empty_body(p.reference))
+        cands = [f"```verilog\n{c}\n```" for c in codes]
+        if p.id == "Prob001_zero":
+            cands[-1] = hostile_candidates(HOSTILE_TAG)["fopen_relative"]
+        items += [(p, c) for c in cands]
     return items
 
 
@@ -149,7 +168,8 @@ def run(quick: bool = False) -> str:
     batch = _grpo_batch(problems)
     b = _medians({"base": lambda: _baseline(batch), "base2": lambda: _baseline(batch, 2 * n_cpu),
                   "ours": lambda: _ours(batch), "ours2": lambda: _ours(batch, workers=2 * n_cpu),
-                  "off": lambda: _ours(batch, cache=False, syntax_precheck=False)}, max(1, reps - 2))
+                  "off": lambda: _ours(batch, cache=False, syntax_precheck=False),
+                  "solo": lambda: _ours(batch, group_simulation=False)}, max(1, reps - 2))
     stats_b = b["ours"][2]
     ours_ro, base_ro = _reference_only(batch)
     c = _medians({"base": lambda: _baseline(base_ro), "ours": lambda: _ours(ours_ro, formal="off"),
@@ -163,6 +183,8 @@ def run(quick: bool = False) -> str:
         "ours": lambda: _ours(_with_hang(ours_ro), formal="off"),
         "before": lambda: _ours(_with_hang(ours_ro), formal="off", group_time_limit_s=None)}.items()}
 
+    from rewards.verilog.groupbench import group_capable
+    marked = sum(group_capable(p.testbench or "", p.top_module, p.ref_module) is not None for p in problems)
     box = Sandbox()
     with tempfile.TemporaryDirectory(prefix="bench-sb-") as d:
         os.chmod(d, 0o755)
@@ -188,6 +210,8 @@ def run(quick: bool = False) -> str:
         row(f"(b) GRPO batch, {w1} workers both", b, "ours", "base", len(batch)),
         row(f"(b) GRPO batch, ours {w2} workers (default) vs baseline {w1}", b, "ours2", "base", len(batch)),
         row(f"(b) GRPO batch, {w2} workers both", b, "ours2", "base2", len(batch)),
+        row(f"(b) GRPO batch, official benches one by one (group simulation off), {w1} workers both", b, "solo",
+            "base", len(batch)),
         row(f"(b) GRPO batch, cache and pre-check off, {w1} workers both", b, "off", "base", len(batch)),
         row(f"(b) GRPO batch, reference-only (bench generated, group simulation), {w1} workers both", c, "ours",
             "base", len(batch)),
@@ -223,7 +247,11 @@ def run(quick: bool = False) -> str:
         "",
         (f"Cache on (b): {stats_b['cache_hits']} hits / {stats_b['cache_misses']} misses, hit rate "
          f"{stats_b['cache_hit_rate']:.0%} (3 of 8 candidates per problem are whitespace/comment variants of one "
-         f"design, 2 are one mutant twice)."),
+         f"design, 2 are one mutant twice). (b) on the official benches: {marked} of {len(problems)} benches "
+         f"marked for group simulation (`rewards.verilog.groupbench`; the others' stimulus reads the candidate's "
+         f"`tb_match`, so their candidates run one by one). One candidate of `Prob001_zero` is hostile: it "
+         f"writes a file outside its work dir and is otherwise right, so the plain harness runs and passes it, "
+         f"ours rejects it (`$fopen` is a forbidden construct by default): one pass fewer."),
         "",
         (f"How measured: median wall time of {reps} interleaved runs for (a), {max(1, reps - 2)} for (b), each "
          f"`score_batch` on a fresh reward (empty cache) over one long-lived sandbox per configuration (persistent "
