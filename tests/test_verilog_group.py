@@ -330,6 +330,10 @@ def test_an_official_style_bench_is_marked_where_it_belongs_to_the_candidate():
     ("RefModule good1 (.a, .y(y_ref));", "RefModule good1 (.a(a ^ y_dut[0]), .y(y_ref));"),   # the ref reads it
     ("    $display(\"stimulus done\");", "    $display(\"stimulus done\"); a <= 0;"),    # prints and does more
     ("stimulus_gen stim1 (.clk, .*);", "stimulus_gen stim1 (.clk, .*); wire spare = y_dut[0];"),   # shares a line
+    ("TopModule top_module1 (.a, .y(y_dut));", "TopModule top_module1 (a, y_dut);"),   # positional ports
+    ("if (!tb_match) errors++;", "if (!tb_match) begin errors++; -> bad; end end endtask\n  event bad;\n"
+     "  initial begin @(bad); $finish; end\n  task nothing; begin"),     # a candidate's event ends the run
+    ("if (!tb_match) errors++;", "if (!tb_match) disable stim_loop;"),   # stops a shared block
 ])
 def test_benches_of_other_shapes_are_refused(change, why):
     assert change in VE_BENCH

@@ -34,13 +34,14 @@ _BLOCK_ITEMS = {"always", "always_ff", "always_comb", "always_latch", "initial",
 # of a statement would be an assignment; within an expression it may compare: both count, the safe side).
 _WRITTEN = re.compile(r"(?<![\w$.])([A-Za-z_][\w$]*)(?:\s*\.\s*[\w$]+|\s*\[[^\]]*\])*\s*"
                       r"(?:<=|=(?!=)|\+\+|--|[-+*/%|&^]=|<<=|>>=)")
+_CONCAT_WRITTEN = re.compile(r"\{([^{}]*)\}\s*(?:<=|=(?!=))")             # {a, b} = ...: a and b
+_OTHER_WRITTEN = re.compile(r"(?:->|\b(?:release|deassign))\s*([A-Za-z_][\w$]*)")   # events, forces
 _PRINT_LINE = re.compile(r"^\s*\$(?:display|write|strobe)[bho]?\s*(?:\(.*\))?\s*;\s*$")
 _DUMP = re.compile(r"\$dump\w*\s*(?:\([^;]*\))?\s*;")
 _SYSTEM = re.compile(r"\$[A-Za-z_][\w$]*")
 _INSTANCE = re.compile(r"\s*(?!(?:assign|always\w*|initial|final|task|function|typedef|wire|reg|logic|bit|int|integer|"
                        r"byte|real|time|genvar|parameter|localparam)\b)[A-Za-z_][\w$]*\s+(?:#\s*\(.*?\)\s*)?"
                        r"[A-Za-z_][\w$]*\s*\(", re.DOTALL)
-_CONN = re.compile(r"\.\s*([A-Za-z_][\w$]*)\s*(?:\(\s*([^()]*?)\s*\))?\s*(?=[,)])")
 
 
 def _mask(text: str) -> str:
@@ -104,17 +105,33 @@ def _items(masked: str, start: int, end: int) -> list[tuple[int, int]]:
 
 
 def _connections(item: str) -> dict[str, str | None] | None:
-    """port -> connected expression (None for `.name`) of an instance; None if it has `.*` or positional
-    connections."""
-    inner = item[item.index("(") + 1:item.rindex(")")]
-    if ".*" in re.sub(r"\s+", "", inner):
+    """port -> connected expression (None for `.name`) of an instance; None unless every connection is
+    `.port(expr)` or `.port` (no `.*`, no positional ones)."""
+    m = re.match(r"\s*[A-Za-z_][\w$]*\s+(?:#\s*\((?:[^()]|\([^()]*\))*\)\s*)?[A-Za-z_][\w$]*\s*\(", item)
+    if m is None:
         return None
+    inner = item[m.end():item.rindex(")")]
     out: dict[str, str | None] = {}
-    for m in _CONN.finditer(inner + ")"):
-        out[m.group(1)] = m.group(2)
-    if not out and inner.strip():
-        return None
+    for part in _split_top(inner):
+        c = re.fullmatch(r"\s*\.\s*([A-Za-z_][\w$]*)\s*(?:\((.*)\))?\s*", part, re.DOTALL)
+        if c is None:
+            return None
+        out[c.group(1)] = None if c.group(2) is None else c.group(2).strip()
     return out
+
+
+def _split_top(text: str) -> list[str]:
+    """`text` split at its commas outside brackets."""
+    parts, depth, start = [], 0, 0
+    for i, ch in enumerate(text):
+        if ch in "([{":
+            depth += 1
+        elif ch in ")]}":
+            depth -= 1
+        elif ch == "," and depth == 0:
+            parts.append(text[start:i])
+            start = i + 1
+    return [*parts, text[start:]] if text.strip() else parts
 
 
 def _names(expr: str | None, port: str) -> set[str]:
@@ -164,9 +181,10 @@ def _rewrite(testbench: str, top: str, ref_module: str) -> str | None:
     assert inst_name is not None
     per = {inst_name.group(1)} | (set().union(*(_names(e, p) for p, e in dut_conns.items())) - shared_seed)
     ports = _instance_ports(masked, modules, texts)
+    subroutines = set().union(*(_declared(t) for t in texts if re.match(r"\s*(?:task|function)\b", t)))
     marked = {dut[0]}
     changed = True
-    while changed:
+    while changed:                 # items reading a candidate's names are its; what they write or call, too
         changed = False
         for k, text in enumerate(texts):
             if k in marked:
@@ -176,7 +194,7 @@ def _rewrite(testbench: str, top: str, ref_module: str) -> str | None:
                 marked.add(k)
                 changed = True
         for k in marked:
-            new = set(_WRITTEN.findall(texts[k])) | _declared(texts[k])
+            new = _written(texts[k]) | _declared(texts[k]) | (set(_IDENT.findall(texts[k])) & subroutines)
             if not new <= per:
                 per |= new
                 changed = True
@@ -187,9 +205,18 @@ def _rewrite(testbench: str, top: str, ref_module: str) -> str | None:
             return None                                # another instance per candidate (a stimulus reading tb_match)
     for k in marked:
         system = set(_SYSTEM.findall(_DUMP.sub(";", texts[k]))) - SAFE_SYSTEM
-        if system:
-            return None
+        if system or re.search(r"\bdisable\b", texts[k]):
+            return None                                # global state, or ends a shared block
     return _write(testbench, masked, items, marked, per, top)
+
+
+def _written(text: str) -> set[str]:
+    """Names an item may write: assignment targets (`x =`, `x[i] <=`, `s.f++`, `{a, b} =`), triggered
+    events, released forces. Comparisons read as writes too (`a <= b`): the safe side."""
+    names = set(_WRITTEN.findall(text)) | set(_OTHER_WRITTEN.findall(text))
+    for inner in _CONCAT_WRITTEN.findall(text):
+        names |= set(_IDENT.findall(re.sub(r"\[[^\]]*\]", " ", inner)))
+    return names
 
 
 def _declared(text: str) -> set[str]:
