@@ -334,10 +334,31 @@ def test_an_official_style_bench_is_marked_where_it_belongs_to_the_candidate():
     ("if (!tb_match) errors++;", "if (!tb_match) begin errors++; -> bad; end end endtask\n  event bad;\n"
      "  initial begin @(bad); $finish; end\n  task nothing; begin"),     # a candidate's event ends the run
     ("if (!tb_match) errors++;", "if (!tb_match) disable stim_loop;"),   # stops a shared block
+    # found by review: each of these gave grouped verdicts unlike the ones alone, or crashed the batch
+    ("  always @(posedge clk, negedge clk) count;", "  always @(posedge clk, negedge clk)\n    if (!tb_match) errors++;"
+     "\n    else clocks++;"),                                            # an `else` on a line of its own
+    ("  int errors = 0, clocks = 0;", "  `define RND $random\n  int errors = 0, clocks = 0;"),   # macros hide calls
+    ('$display("stimulus done");', '$display("stimulus done %0d", $random);'),   # a shared print with effects
+    ("always @(posedge clk, negedge clk) count;", "always @(posedge clk, negedge clk) count; /* both\n edges */"),
+    ("  always @(posedge clk, negedge clk) count;", "  bit seen;\n  task note(output bit f); f = 1; endtask\n"
+     "  always @(posedge clk, negedge clk) begin count; if (!tb_match) note(seen); end\n"
+     "  initial begin wait (seen); #20 $finish; end"),                  # written through an output argument
+    ("stimulus_gen stim1 (.clk, .*);", "stimulus_gen stim1 (.clk, .a, .tb_match);"),   # `.name` reads it
+    ("stimulus_gen stim1 (.clk, .*);", "for (genvar i = 0; i < 1; i++) begin\n  stimulus_gen stim1 (.clk, .*);\n"
+     "  end"),                                                           # module-level generate code
 ])
 def test_benches_of_other_shapes_are_refused(change, why):
     assert change in VE_BENCH
     assert groupbench.group_capable(VE_BENCH.replace(change, why), "TopModule", "RefModule") is None
+
+
+def test_a_bench_it_cannot_read_never_breaks_the_batch():
+    broken = VE_BENCH.replace('#1000000\n    $display("TIMEOUT");', '#1000000UT");')    # raised IndexError once
+    groupbench.group_capable(broken, "TopModule", "RefModule")
+    p = Problem(id="ve", spec="", testbench=broken, reference=VE_REF, harness="verilogeval")
+    scores = _score([p, p], ["module TopModule(input [3:0] a, output [3:0] y);\n  assign y = a;\nendmodule\n",
+                             "module TopModule(input [3:0] a, output [3:0] y);\n  assign y = ~a;\nendmodule\n"])
+    assert [s.stage for s in scores] == ["syntax", "syntax"], scores
 
 
 # --------------------------------------------------------------------------- the protocol

@@ -36,6 +36,7 @@ _WRITTEN = re.compile(r"(?<![\w$.])([A-Za-z_][\w$]*)(?:\s*\.\s*[\w$]+|\s*\[[^\]]
                       r"(?:<=|=(?!=)|\+\+|--|[-+*/%|&^]=|<<=|>>=)")
 _CONCAT_WRITTEN = re.compile(r"\{([^{}]*)\}\s*(?:<=|=(?!=))")             # {a, b} = ...: a and b
 _OTHER_WRITTEN = re.compile(r"(?:->|\b(?:release|deassign))\s*([A-Za-z_][\w$]*)")   # events, forces
+_IMPLICIT = re.compile(r"\.\s*([A-Za-z_][\w$]*)\s*(?=[,)])")                 # `.name` connections
 _PRINT_LINE = re.compile(r"^\s*\$(?:display|write|strobe)[bho]?\s*(?:\(.*\))?\s*;\s*$")
 _DUMP = re.compile(r"\$dump\w*\s*(?:\([^;]*\))?\s*;")
 _SYSTEM = re.compile(r"\$[A-Za-z_][\w$]*")
@@ -51,7 +52,7 @@ def _mask(text: str) -> str:
         if kind == "code":
             out.append(piece)
         elif kind == "string":
-            out.append('"' + re.sub(r"[^\n]", " ", piece[1:-1]) + '"' if len(piece) > 1 else " ")
+            out.append(re.sub(r"[^\n\"]", " ", piece))
         else:
             out.append(re.sub(r"[^\n]", " ", piece))
     return "".join(out)
@@ -146,7 +147,7 @@ def group_capable(testbench: str, top: str, ref_module: str) -> str | None:
         return None
     try:
         return _rewrite(testbench, top, ref_module)
-    except ValueError:
+    except Exception:  # noqa: BLE001 - a bench it cannot read is one it cannot vouch for: scored one by one
         return None
 
 
@@ -165,8 +166,12 @@ def _rewrite(testbench: str, top: str, ref_module: str) -> str | None:
     if len(holders) != 1:
         return None
     a, b = modules[holders[0]]
+    if "`" in masked[a:b] or re.search(r"/\*[^\n]*?\n", _only_comments(testbench)):
+        return None                                    # macros or directives in the bench, a comment over lines
     items = _items(masked, a, b)
     texts = [masked[s:e] for s, e in items]
+    if any(re.match(r"\s*(?:else|for|if|case\w?|generate|begin)\b", t) for t in texts):
+        return None                                    # an `else` on its own line, module-level generate code
     dut, ref = _instances(masked, items, top), _instances(masked, items, ref_module)
     if len(dut) != 1 or len(ref) != 1:
         return None
@@ -189,12 +194,13 @@ def _rewrite(testbench: str, top: str, ref_module: str) -> str | None:
         for k, text in enumerate(texts):
             if k in marked:
                 continue
-            names = set(_IDENT.findall(text)) | ports.get(k, set())
+            names = set(_IDENT.findall(text)) | ports.get(k, set()) | set(_IMPLICIT.findall(text))
             if names & per:
                 marked.add(k)
                 changed = True
         for k in marked:
-            new = _written(texts[k]) | _declared(texts[k]) | (set(_IDENT.findall(texts[k])) & subroutines)
+            new = (_written(texts[k]) | _declared(texts[k]) | (set(_IDENT.findall(texts[k])) & subroutines)
+                   | _call_arguments(texts[k], subroutines))
             if not new <= per:
                 per |= new
                 changed = True
@@ -207,7 +213,27 @@ def _rewrite(testbench: str, top: str, ref_module: str) -> str | None:
         system = set(_SYSTEM.findall(_DUMP.sub(";", texts[k]))) - SAFE_SYSTEM
         if system or re.search(r"\bdisable\b", texts[k]):
             return None                                # global state, or ends a shared block
+        for m in re.finditer(r"(?<![\w$.])([A-Za-z_][\w$]*)\s*\.\s*[A-Za-z_]", texts[k]):
+            if m.group(1) not in per:
+                return None                            # a hierarchical name into shared parts (a task of the stimulus)
     return _write(testbench, masked, items, marked, per, top)
+
+
+def _only_comments(text: str) -> str:
+    return "".join(piece for kind, piece in _scan(text) if kind == "block_comment")
+
+
+def _call_arguments(text: str, subroutines: set[str]) -> set[str]:
+    """Names passed to the bench's own tasks and functions (an `output` argument writes them)."""
+    names: set[str] = set()
+    for m in re.finditer(r"(?<![\w$.])([A-Za-z_][\w$]*)\s*\(", text):
+        if m.group(1) in subroutines:
+            depth, i = 1, m.end()
+            while i < len(text) and depth:
+                depth += {"(": 1, ")": -1}.get(text[i], 0)
+                i += 1
+            names |= set(_IDENT.findall(text[m.end():i]))
+    return names
 
 
 def _written(text: str) -> set[str]:
@@ -279,7 +305,7 @@ def _write(testbench: str, masked: str, items: list[tuple[int, int]], marked: se
             return None                                # a `$dump*` call over several lines
         if kind is None:
             if re.search(r"\$(?:display|write|strobe|monitor)", mlines[i]):
-                if not _PRINT_LINE.match(mlines[i]):
+                if not _PRINT_LINE.match(mlines[i]) or "`" in mlines[i] or _calls_beyond_printing(mlines[i]):
                     return None                        # a shared line that prints and does more
                 indent = line[:len(line) - len(line.lstrip())]
                 # begin/end: the copies stay one statement (the print may be the body of an `if`)
@@ -299,6 +325,14 @@ def _write(testbench: str, masked: str, items: list[tuple[int, int]], marked: se
     text = "\n".join(out)
     expand(text, top, [(top, "")])                     # raises ValueError where the protocol is broken
     return text
+
+
+def _calls_beyond_printing(line: str) -> bool:
+    """Does a print line call anything with effects (`$random`, a function of the bench)? Copied per
+    candidate, it would run once per candidate."""
+    rest = line.split("(", 1)[1] if "(" in line else ""
+    calls = re.findall(r"(\$?[A-Za-z_][\w$]*)\s*\(", rest)
+    return any(c not in SAFE_SYSTEM for c in calls) or bool(set(_SYSTEM.findall(rest)) - SAFE_SYSTEM)
 
 
 def _rename_code(line: str, pattern: re.Pattern[str]) -> str:
