@@ -40,9 +40,11 @@ _IMPLICIT = re.compile(r"\.\s*([A-Za-z_][\w$]*)\s*(?=[,)])")                 # `
 _PRINT_LINE = re.compile(r"^\s*\$(?:display|write|strobe)[bho]?\s*(?:\(.*\))?\s*;\s*$")
 _DUMP = re.compile(r"\$dump\w*\s*(?:\([^;]*\))?\s*;")
 _SYSTEM = re.compile(r"\$[A-Za-z_][\w$]*")
-_INSTANCE = re.compile(r"\s*(?!(?:assign|always\w*|initial|final|task|function|typedef|wire|reg|logic|bit|int|integer|"
-                       r"byte|real|time|genvar|parameter|localparam)\b)[A-Za-z_][\w$]*\s+(?:#\s*\(.*?\)\s*)?"
-                       r"[A-Za-z_][\w$]*\s*\(", re.DOTALL)
+# An instance item's head: module name, parameters, instance name, the opening of its connections.
+_INSTANCE_HEAD = re.compile(r"\s*([A-Za-z_][\w$]*)\s+(?:#\s*\((?:[^()]|\([^()]*\))*\)\s*)?([A-Za-z_][\w$]*)\s*\(")
+_NOT_MODULES = frozenset(["assign", "always", "always_ff", "always_comb", "always_latch", "initial", "final", "task",
+                          "function", "typedef", "wire", "reg", "logic", "bit", "int", "integer", "byte", "real",
+                          "time", "genvar", "parameter", "localparam"])
 
 
 def _mask(text: str) -> str:
@@ -108,7 +110,7 @@ def _items(masked: str, start: int, end: int) -> list[tuple[int, int]]:
 def _connections(item: str) -> dict[str, str | None] | None:
     """port -> connected expression (None for `.name`) of an instance; None unless every connection is
     `.port(expr)` or `.port` (no `.*`, no positional ones)."""
-    m = re.match(r"\s*[A-Za-z_][\w$]*\s+(?:#\s*\((?:[^()]|\([^()]*\))*\)\s*)?[A-Za-z_][\w$]*\s*\(", item)
+    m = _instance_head(item)
     if m is None:
         return None
     inner = item[m.end():item.rindex(")")]
@@ -151,9 +153,14 @@ def group_capable(testbench: str, top: str, ref_module: str) -> str | None:
         return None
 
 
-def _instances(masked: str, items: list[tuple[int, int]], module: str) -> list[int]:
-    pat = re.compile(rf"^\s*{re.escape(module)}\s+(?:#\s*\(.*?\)\s*)?[A-Za-z_][\w$]*\s*\(", re.DOTALL)
-    return [k for k, (a, b) in enumerate(items) if pat.match(masked[a:b])]
+def _instance_head(text: str) -> re.Match[str] | None:
+    """The head of an instance item (groups: module, instance name), None for any other item."""
+    m = _INSTANCE_HEAD.match(text)
+    return m if m and m.group(1) not in _NOT_MODULES else None
+
+
+def _instances(texts: list[str], module: str) -> list[int]:
+    return [k for k, t in enumerate(texts) if (m := _instance_head(t)) and m.group(1) == module]
 
 
 def _rewrite(testbench: str, top: str, ref_module: str) -> str | None:
@@ -172,7 +179,7 @@ def _rewrite(testbench: str, top: str, ref_module: str) -> str | None:
     texts = [masked[s:e] for s, e in items]
     if any(re.match(r"\s*(?:else|for|if|case\w?|generate|begin)\b", t) for t in texts):
         return None                                    # an `else` on its own line, module-level generate code
-    dut, ref = _instances(masked, items, top), _instances(masked, items, ref_module)
+    dut, ref = _instances(texts, top), _instances(texts, ref_module)
     if len(dut) != 1 or len(ref) != 1:
         return None
     dut_conns, ref_conns = _connections(texts[dut[0]]), _connections(texts[ref[0]])
@@ -182,10 +189,10 @@ def _rewrite(testbench: str, top: str, ref_module: str) -> str | None:
     for port, expr in dut_conns.items():               # a port is the reference's input too, or all its own
         if (port not in ref_conns or ref_conns[port] != expr) and _names(expr, port) & shared_seed:
             return None
-    inst_name = re.match(rf"\s*{re.escape(top)}\s+(?:#\s*\(.*?\)\s*)?([A-Za-z_][\w$]*)", texts[dut[0]], re.DOTALL)
-    assert inst_name is not None
-    per = {inst_name.group(1)} | (set().union(*(_names(e, p) for p, e in dut_conns.items())) - shared_seed)
-    ports = _instance_ports(masked, modules, texts)
+    head = _instance_head(texts[dut[0]])
+    assert head is not None
+    per = {head.group(2)} | (set().union(*(_names(e, p) for p, e in dut_conns.items())) - shared_seed)
+    ports = _star_ports(masked, modules, texts)
     subroutines = set().union(*(_declared(t) for t in texts if re.match(r"\s*(?:task|function)\b", t)))
     marked = {dut[0]}
     changed = True
@@ -207,10 +214,10 @@ def _rewrite(testbench: str, top: str, ref_module: str) -> str | None:
     if per & shared_seed:
         return None                                    # the reference (or what it reads) would depend on a candidate
     for k in marked - set(dut):
-        if _INSTANCE.match(texts[k]):
+        if _instance_head(texts[k]):
             return None                                # another instance per candidate (a stimulus reading tb_match)
     for k in marked:
-        system = set(_SYSTEM.findall(_DUMP.sub(";", texts[k]))) - SAFE_SYSTEM
+        system = set(_SYSTEM.findall(texts[k])) - SAFE_SYSTEM   # `$dump*` calls are already blanked
         if system or re.search(r"\bdisable\b", texts[k]):
             return None                                # global state, or ends a shared block
         for m in re.finditer(r"(?<![\w$.])([A-Za-z_][\w$]*)\s*\.\s*[A-Za-z_]", texts[k]):
@@ -261,12 +268,12 @@ def _declared(text: str) -> set[str]:
     return {d.split("=")[0].split()[-1] for d in rest.split(",") if d.split("=")[0].split()}
 
 
-def _instance_ports(masked: str, modules: dict[str, tuple[int, int]], texts: list[str]) -> dict[int, set[str]]:
+def _star_ports(masked: str, modules: dict[str, tuple[int, int]], texts: list[str]) -> dict[int, set[str]]:
     """For instances of the bench's own modules connected with `.*`: the port names, which `.*` connects."""
     out: dict[int, set[str]] = {}
     for k, text in enumerate(texts):
-        m = re.match(r"\s*([A-Za-z_][\w$]*)\s+(?:#\s*\(.*?\)\s*)?[A-Za-z_][\w$]*\s*\((.*)\)\s*;\s*$", text, re.DOTALL)
-        if m and m.group(1) in modules and ".*" in re.sub(r"\s+", "", m.group(2)):
+        m = _instance_head(text)
+        if m and m.group(1) in modules and ".*" in re.sub(r"\s+", "", text[m.end():]):
             a, b = modules[m.group(1)]
             head = masked[a:b].split(";", 1)[0]
             out[k] = set(_IDENT.findall(re.sub(r"\[[^\]]*\]", " ", head)))
