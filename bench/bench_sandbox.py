@@ -191,7 +191,10 @@ def run(quick: bool = False) -> str:
                 "plain iverilog+vvp": lambda: subprocess.run(["sh", "-c", JOB], cwd=work, env=env,
                                                              capture_output=True, check=False),
                 f"Sandbox({box.backend}) iverilog+vvp": lambda: box.run(["sh", "-c", JOB], work),
+                f"Sandbox({box.backend}).run_script (the reward's way) iverilog+vvp":
+                    lambda: box.run_script(JOB, work),
                 f"Sandbox({box.backend}, per call) iverilog+vvp": lambda: per_call.run(["sh", "-c", JOB], work),
+                f"Sandbox({box.backend}, per call).run_script iverilog+vvp": lambda: per_call.run_script(JOB, work),
             }, max(10, n // 4))
             out = box.run(["sh", "-c", JOB], work)
             assert "Mismatches: 0" in out.stdout, (out.verdict, out.stdout, out.stderr)

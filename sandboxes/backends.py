@@ -91,10 +91,11 @@ def _nproc_flag() -> str:
 PROCESS_STATE = "umask 022\necho 1000 2>/dev/null >/proc/self/oom_score_adj || :\n"
 
 
-def wrapper_script(limits: SandboxLimits, nproc: bool, report_cpu: bool = True) -> str:
+def wrapper_script(limits: SandboxLimits, nproc: bool, inline: bool = False) -> str:
     """sh -c script: set rlimits (hard, so the program cannot raise them) and PROCESS_STATE, run "$@",
     then append CPU_MARKER and `times` to stderr (one builtin each: no fork, so it works even at the
-    process limit)."""
+    process limit). `inline`: "$1" is a shell script, run as `sh -c "$1"` would run it but in a subshell
+    of the wrapper (see `wrapped`)."""
     sets = [
         "ulimit -c 0",
         f"ulimit -S -t {int(limits.cpu_s)}",
@@ -109,10 +110,21 @@ def wrapper_script(limits: SandboxLimits, nproc: bool, report_cpu: bool = True) 
         sets.append(f"ulimit {_nproc_flag()} {int(limits.max_procs)}")
     script = " && ".join(sets) + " || { echo 'earl-sandbox: cannot set rlimits' >&2; exit 125; }\n"
     script += PROCESS_STATE
-    if not report_cpu:
-        return script + 'exec "$@"\n'
+    # eval's argument is expanded first, so `shift` leaves the script no positional parameters, as sh -c
+    run = '(eval "shift; $1")' if inline else '"$@"'
     marker = CPU_MARKER.decode().replace("\n", "\\n")
-    return script + f'"$@"\nrc=$?\n{{ printf \'{marker}\'; command times; }} >&2\nexit $rc\n'
+    return script + f'{run}\nrc=$?\n{{ printf \'{marker}\'; command times; }} >&2\nexit $rc\n'
+
+
+def wrapped(limits: SandboxLimits, nproc: bool, argv: list[str], inline: bool = False) -> tuple[str, list[str]]:
+    """(wrapper script, its positional parameters) that run argv under the limits: `sh -c WRAPPER /bin/sh
+    ARGS` (that $0 is what an inline script's error messages name, as a fresh `/bin/sh -c` names itself).
+    `inline`: argv is `/bin/sh -c SCRIPT`, run in a subshell of the wrapper (Sandbox.run_script)."""
+    if not inline:
+        return wrapper_script(limits, nproc), list(argv)
+    if len(argv) != 3 or argv[:2] != ["/bin/sh", "-c"]:
+        raise ValueError(f"an inline run takes ['/bin/sh', '-c', SCRIPT], got {argv!r}")
+    return wrapper_script(limits, nproc, inline=True), [argv[2]]
 
 
 # ---------------------------------------------------------------- signal dispositions

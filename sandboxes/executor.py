@@ -299,6 +299,18 @@ class Sandbox:
         """Run argv with cwd = the work dir (seen inside the sandbox at /box; argv should use relative paths).
         Only the work dir is writable; private /tmp; /usr, /bin, /lib* read-only; no /home, no project.
         A bare program name is resolved by `program` (ToolNotFound when missing)."""
+        return self._run(argv, workdir, stdin, limits, env, inline=False)
+
+    def run_script(self, script: str, workdir: str | Path, *, stdin: bytes | None = None,
+                   limits: SandboxLimits | None = None, env: dict[str, str] | None = None) -> ExecResult:
+        """Run a POSIX sh script as `run(['/bin/sh', '-c', script], ...)` does, but in a subshell of the
+        rlimit wrapper instead of a fresh sh: one exec less per run (~1.2 ms of CPU on a small VM, a
+        fifth of a persistent job's overhead; every Verilog bench job is one script). The process tree,
+        limits, verdicts and caps are the same; only `$$` and `$PPID` differ (the wrapper's shell's)."""
+        return self._run(["/bin/sh", "-c", script], workdir, stdin, limits, env, inline=True)
+
+    def _run(self, argv: list[str], workdir: str | Path, stdin: bytes | None, limits: SandboxLimits | None,
+             env: dict[str, str] | None, inline: bool) -> ExecResult:
         if not argv or not all(isinstance(a, str) for a in argv):
             raise ValueError(f"Sandbox.run: argv must be a non-empty list of strings, got {argv!r}")
         work = Path(workdir).resolve()
@@ -310,14 +322,15 @@ class Sandbox:
         box = self._workers.acquire() if self._workers is not None else None
         if box is not None:
             try:
-                return self._run_persistent(box, argv, work, stdin, lim, env or {})
+                return self._run_persistent(box, argv, work, stdin, lim, env or {}, inline)
             except OSError as exc:                              # the work dir could not be cloned
                 backends.warn_once(f"clone:{exc.errno}", "sandbox: %s; such runs use per-call bwrap.", exc)
         launcher, popen_env, nproc = self._command(work, lim, env or {})
+        wrapper, args = backends.wrapped(lim, nproc, argv, inline)
         start = time.monotonic()
         with _no_blocked_signals():
             proc = subprocess.Popen(
-                [*launcher, "/bin/sh", "-c", backends.wrapper_script(lim, nproc), "sh", *argv],
+                [*launcher, "/bin/sh", "-c", wrapper, "/bin/sh", *args],
                 cwd=work, env=popen_env, stdin=subprocess.PIPE if stdin is not None else subprocess.DEVNULL,
                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True, bufsize=0)
         try:
@@ -331,14 +344,14 @@ class Sandbox:
         return self._result(rc, out, err, timed_out, time.monotonic() - start, lim)
 
     def _run_persistent(self, box: worker.Worker, argv: list[str], work: Path, stdin: bytes | None,
-                        lim: SandboxLimits, env: dict[str, str]) -> ExecResult:
+                        lim: SandboxLimits, env: dict[str, str], inline: bool) -> ExecResult:
         """One run as a job of a persistent worker (same wrapper, verdicts and caps as per-call bwrap)."""
         assert self._workers is not None, "a persistent run needs the sandbox's worker set"
         cap = int(lim.max_output_bytes)
         out, err = Capped(cap), Capped(cap, TAIL)
         start, healthy = time.monotonic(), True
         try:                                                  # OSError before the job ran: per-call instead
-            outcome = box.run(worker.job_argv(backends.wrapper_script(lim, True), argv), backends.box_env(env),
+            outcome = box.run(worker.job_argv(*backends.wrapped(lim, True, argv, inline)), backends.box_env(env),
                               work, lim, stdin, (out, err))
             healthy = outcome.healthy
         finally:

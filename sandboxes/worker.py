@@ -371,7 +371,7 @@ def job_argv(script: str, argv: list[str]) -> list[str]:
     pid 1 only waits. Signals from inside its namespace reach it only where it has a handler: sh would
     catch SIGINT and exit 130, so it traps the catchable ones with `:` (caught, not ignored: the subshell
     and the program start with default dispositions, as per call)."""
-    return ["/bin/sh", "-c", f"{INIT_TRAPS}\n(\n{script.rstrip()}\n)\nexit $?\n", "sh", *argv]
+    return ["/bin/sh", "-c", f"{INIT_TRAPS}\n(\n{script.rstrip()}\n)\nexit $?\n", "/bin/sh", *argv]
 
 
 INIT_TRAPS = "trap : HUP INT QUIT TERM USR1 USR2 ALRM"

@@ -70,6 +70,45 @@ def test_captures_output_exit_code_and_stdin(box, workdir):
     assert r.ok and r.stdout == "x" * 300_000
 
 
+SCRIPTS = {                     # what run_script must do as `sh -c` does (all but $$ and $PPID)
+    "args_and_exit": 'echo "$#" "$@"; echo err >&2; exit 3',
+    "stdin": "cat; echo done",
+    "exec": 'exec /bin/sh -c "echo execd; exit 4"',
+    "syntax_error": "if then fi",
+    "shift_past_end": "shift; echo never",
+    "exit_trap": "trap 'echo bye' EXIT; echo hi",
+    "function_status": "f() { return 5; }; f",
+    "parens_in_text": "case x in x) echo 'a ) b' ;; esac # )\necho ')'",
+    "here_doc": "cat <<EOF\n) not a subshell end\nEOF",
+    "limits": "ulimit -S -t; ulimit -v; ulimit -n",
+    "timeout": "echo started; sleep 30",
+}
+
+
+@needs_bwrap
+@pytest.mark.parametrize("name", sorted(SCRIPTS))
+def test_a_script_runs_as_sh_c_would_run_it(box, workdir, name):
+    """run_script runs the script in a subshell of the rlimit wrapper (one exec less than a fresh sh):
+    same exit codes, output, stdin, limits and verdicts as run(['/bin/sh', '-c', script])."""
+    lim = replace(FAST, wall_s=2 if name == "timeout" else 20)
+    stdin = b"in\n" if name == "stdin" else None
+    inline = box.run_script(SCRIPTS[name], workdir, limits=lim, stdin=stdin)
+    fresh = box.run(["/bin/sh", "-c", SCRIPTS[name]], workdir, limits=lim, stdin=stdin)
+    assert (inline.returncode, inline.signal, inline.verdict, inline.stdout) == \
+        (fresh.returncode, fresh.signal, fresh.verdict, fresh.stdout), (inline, fresh)
+    if name == "syntax_error":
+        assert "Syntax error" in inline.stderr and "Syntax error" in fresh.stderr
+    else:
+        assert inline.stderr == fresh.stderr, (inline.stderr, fresh.stderr)
+    assert inline.persistent == fresh.persistent
+
+
+@needs_bwrap
+def test_a_script_reports_its_cpu_time(box, workdir):
+    r = box.run_script("i=0; while [ $i -lt 300000 ]; do i=$((i+1)); done", workdir)
+    assert r.ok and r.cpu_s > 0, r
+
+
 def test_work_dir_is_cwd_and_writable(box, workdir):
     (workdir / "in.txt").write_text("hello")
     os.chmod(workdir / "in.txt", 0o600)                      # a caller's private file stays readable

@@ -158,14 +158,14 @@ def test_a_group_runs_under_its_own_shorter_limit(monkeypatch):
     one (the hang's own reason names its own limit)."""
     from sandboxes.executor import Sandbox
     walls: list[float | None] = []
-    run = Sandbox.run
+    run = Sandbox.run_script
 
-    def recording(self, argv, workdir, **kw):
+    def recording(self, script, workdir, **kw):
         limits = kw.get("limits")
         walls.append(None if limits is None else limits.wall_s)
-        return run(self, argv, workdir, **kw)
+        return run(self, script, workdir, **kw)
 
-    monkeypatch.setattr(Sandbox, "run", recording)
+    monkeypatch.setattr(Sandbox, "run_script", recording)
     p = _pick("mux2", r"ab", reference_only=True)
     sol = p.meta["solution"]
     problems, completions, names = _batch((p, {"good": sol, "hang": before_end(sol, HANG)}))

@@ -57,9 +57,9 @@ def problem_issue(problem: Problem) -> str | None:
 
 @dataclass
 class Job:
-    """Files to write into a fresh work dir and the one shell command that compiles and simulates."""
+    """Files to write into a fresh work dir and the one sh script that compiles and simulates."""
     files: dict[str, str]
-    argv: list[str]
+    script: str
     tag: str
 
 
@@ -101,7 +101,7 @@ def build_job(problem: Problem, code: str, flags: tuple[str, ...] = VERILOGEVAL_
     else:   # testbench first so its `timescale also covers the design, as in a VCS run of tb + design
         sources = {"testbench.v": tag_testbench(testbench, tag), "design.v": code}
     files.update(sources)
-    return Job(files=files, argv=compile_and_run_argv(problem, sources, flags, vvp_flags, tools), tag=tag)
+    return Job(files=files, script=compile_and_run_script(problem, sources, flags, vvp_flags, tools), tag=tag)
 
 
 def new_tag() -> str:
@@ -124,11 +124,11 @@ def compile_step(compile_cmd: list[str]) -> str:
             f"[ $rc -eq 0 ] || exit {COMPILE_FAILED_EXIT}\n")
 
 
-def compile_and_run_argv(problem: Problem, sources: Iterable[str], flags: Sequence[str], vvp_flags: Sequence[str],
-                         tools: Mapping[str, str] | None = None) -> list[str]:
-    """The sandboxed command of a bench job: compile (compile_step), then simulate."""
+def compile_and_run_script(problem: Problem, sources: Iterable[str], flags: Sequence[str],
+                           vvp_flags: Sequence[str], tools: Mapping[str, str] | None = None) -> str:
+    """The sandboxed sh script of a bench job: compile (compile_step), then simulate."""
     compile_cmd, sim_cmd = bench_commands(problem, sources, flags, vvp_flags, tools)
-    return ["/bin/sh", "-c", f"{compile_step(compile_cmd)}exec {shlex.join(sim_cmd)}\n"]
+    return f"{compile_step(compile_cmd)}exec {shlex.join(sim_cmd)}\n"
 
 
 # Vector benches: bench output (tagged stdout lines, or the file the bench writes) vs `meta.expected_output`,
@@ -186,7 +186,7 @@ def vectors_job(problem: Problem, code: str, files: dict[str, str], tag: str, fl
               f"{shlex.join(sim_cmd)} >sim.out\nrc=$?\ncat sim.out\n"
               f"[ $rc -lt 128 ] || exit $rc\n"                  # vvp killed (a limit): no verdict
               f"[ -f {vectors} ] || : >{vectors}\nexec {shlex.join(compare)}\n")
-    return Job(files=files, argv=["/bin/sh", "-c", script], tag=tag)
+    return Job(files=files, script=script, tag=tag)
 
 
 def tag_testbench(testbench: str, tag: str) -> str:

@@ -375,13 +375,13 @@ class VerilogReward:
             return early
         job = build_job(problem, code, self.config.iverilog_flags, self.config.vvp_flags, self.tools,
                         self.config.equiv_cycles, self.config.sandbox_backend)
-        res, compile_rc, compile_log = self._run_in_workdir(job.files, job.argv)
+        res, compile_rc, compile_log = self._run_in_workdir(job.files, job.script)
         score = self._interpret(problem, res, compile_rc, compile_log, job.tag if self.config.tag_output else None)
         return self._confirm(problem, code, score)
 
-    def _run_in_workdir(self, files: dict[str, str], argv: list[str],
+    def _run_in_workdir(self, files: dict[str, str], script: str,
                         wall_s: float | None = None) -> tuple[Any, int | None, str]:
-        """Run `argv` in the sandbox over a fresh work dir holding `files`: (result, compile rc, compile log).
+        """Run the sh `script` in the sandbox over a fresh work dir holding `files`: (result, compile rc, compile log).
         `wall_s`: a shorter wall clock than the sandbox's `time_limit_s`."""
         root = self.config.workdir_root
         if root:
@@ -392,7 +392,7 @@ class VerilogReward:
                 (work / name).write_text(text, encoding="utf-8")
             box = self._get_sandbox()
             limits = None if wall_s is None else replace(box.config.limits, wall_s=wall_s)   # CPU: as per candidate
-            res = box.run(argv, work, limits=limits, env=None if self.config.waveforms else NO_WAVEFORMS)
+            res = box.run_script(script, work, limits=limits, env=None if self.config.waveforms else NO_WAVEFORMS)
             return res, _read_int(work / "compile.rc"), _read_head(work / "compile.log")
         finally:
             if not self.config.keep_workdirs:
@@ -572,7 +572,7 @@ class VerilogReward:
                 break
             t0 = time.perf_counter()
             job = build_group_job(bench, [code for _, code in members], c.iverilog_flags, c.vvp_flags, self.tools)
-            res, compile_rc, compile_log = self._run_in_workdir(job.files, job.argv, wall_s=limit)
+            res, compile_rc, compile_log = self._run_in_workdir(job.files, job.script, wall_s=limit)
             if compile_rc is not None and compile_rc != 0:
                 bad = culprits(compile_log, len(members), dut_prefix(bench.testbench) or "")
                 if bad is None or len(bad) == len(members):
