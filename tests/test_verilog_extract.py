@@ -85,6 +85,22 @@ def test_comments_are_stripped_but_not_inside_strings():
     assert "gone" not in out and "wire w;" in out
 
 
+@pytest.mark.parametrize(("code", "pieces"), [
+    ('a "x\\"y" b', [("code", "a "), ("string", '"x\\"y"'), ("code", " b")]),          # escaped quote
+    ('"open\nnext', [("string", '"open\n'), ("code", "next")]),        # unterminated: ends after its line
+    ('"a\\\nb" c', [("string", '"a\\\nb"'), ("code", " c")]),             # an escaped newline continues it
+    ('x "tail\\', [("code", "x "), ("string", '"tail\\')]),                 # a backslash at the very end
+    ("a // c /* d\nb", [("code", "a "), ("line_comment", "// c /* d"), ("code", "\nb")]),
+    ("a /* b\n // c */ d /* open", [("code", "a "), ("block_comment", "/* b\n // c */"), ("code", " d "),
+                                     ("block_comment", "/* open")]),
+    ('a / b "/*" /', [("code", "a / b "), ("string", '"/*"'), ("code", " /")]),
+    ("", []),
+])
+def test_scan_splits_code_strings_and_comments(code, pieces):
+    from rewards.verilog.extract import _scan
+    assert list(_scan(code)) == pieces
+
+
 def test_module_names_ignore_comments_and_strings():
     code = '// module Fake;\n/* module Fake2 */\nmodule Real(input a); initial $display("module S"); endmodule'
     assert module_names(code) == ["Real"]

@@ -156,36 +156,34 @@ def group_header(prefix: str) -> str:
 
 # ---------------------------------------------------------------------------- comments and whitespace
 
+_SPECIAL = re.compile(r'"|/[/*]')                       # where a string or a comment may start
+_STRING_BODY = re.compile(r'[^"\\\n]*(?:\\[\s\S][^"\\\n]*)*')     # up to the closing quote or the line's end
+
+
 def _scan(code: str):
-    """Yield (kind, text) pieces: kind in code|string|line_comment|block_comment."""
-    i, n, start = 0, len(code), 0
-    while i < n:
-        c = code[i]
-        if c == '"':
-            if start < i:
-                yield "code", code[start:i]
-            j = i + 1
-            while j < n and code[j] != '"' and code[j] != "\n":
-                j += 2 if code[j] == "\\" else 1
-            j = min(j + 1, n)
-            yield "string", code[i:j]
-            i = start = j
-        elif c == "/" and i + 1 < n and code[i + 1] in "/*":
-            if start < i:
-                yield "code", code[start:i]
-            if code[i + 1] == "/":
-                j = code.find("\n", i)
-                j = n if j < 0 else j
-                yield "line_comment", code[i:j]
-            else:
-                j = code.find("*/", i + 2)
-                j = n if j < 0 else j + 2
-                yield "block_comment", code[i:j]
-            i = start = j
+    """Yield (kind, text) pieces: kind in code|string|line_comment|block_comment. A string ends at its
+    closing quote or, unterminated, after its line's newline; a backslash escapes the next character."""
+    i, n = 0, len(code)
+    while (m := _SPECIAL.search(code, i)) is not None:
+        at = m.start()
+        if i < at:
+            yield "code", code[i:at]
+        if m.group() == '"':
+            body = _STRING_BODY.match(code, at + 1)
+            assert body is not None                       # the pattern matches the empty string
+            j = min(body.end() + 1, n)
+            yield "string", code[at:j]
+        elif m.group() == "//":
+            j = code.find("\n", at)
+            j = n if j < 0 else j
+            yield "line_comment", code[at:j]
         else:
-            i += 1
-    if start < n:
-        yield "code", code[start:]
+            j = code.find("*/", at + 2)
+            j = n if j < 0 else j + 2
+            yield "block_comment", code[at:j]
+        i = j
+    if i < n:
+        yield "code", code[i:]
 
 
 def strip_comments(code: str) -> str:

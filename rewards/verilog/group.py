@@ -26,6 +26,7 @@ other compiler directives (they carry over into the following files), declaratio
 """
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -97,15 +98,22 @@ def _segments(bench: str) -> list[tuple[bool, list[str]]]:
     return out
 
 
+_K, _MOD, _TAG = "\x00k\x00", "\x00m\x00", "\x00t\x00"      # placeholders of a per-candidate template
+
+
 def expand(bench: str, top: str, duts: Sequence[tuple[str, str]]) -> str:
-    """The bench written for several candidates: `duts` is (renamed top module, output tag) per candidate."""
+    """The bench written for several candidates: `duts` is (renamed top module, output tag) per candidate.
+    Each per-candidate segment becomes a template once (its names, instance and `$display` tags as
+    placeholders), then one copy per candidate by plain string replacement."""
     from rewards.verilog.harness import tag_testbench
 
     prefix = dut_prefix(bench)
     if prefix is None:
         raise ValueError("not a group-capable bench (no group header)")
+    if "\x00" in bench:
+        raise ValueError("group bench: a NUL character")      # the placeholders' own; the bench runs alone
     name = re.compile(rf"(?<![\w$]){re.escape(prefix)}")
-    inst = re.compile(rf"^(\s*){re.escape(top)}(?![\w$])")
+    inst = re.compile(rf"(?m)^([ \t\r\f\v]*){re.escape(top)}(?![\w$])")     # a line's \s*: no newline
     out: list[str] = []
     for per_dut, lines in _segments(bench):
         if not per_dut:
@@ -113,16 +121,16 @@ def expand(bench: str, top: str, duts: Sequence[tuple[str, str]]) -> str:
                 raise ValueError(f"group bench: shared line prints: {lines[0].strip()!r}")
             out += lines
             continue
-        for k, (module, tag) in enumerate(duts):
-            for line in lines:
-                line = name.sub(f"{prefix}g{k}_", line)
-                line = inst.sub(lambda m, mod=module: m.group(1) + mod, line)
-                out.append(tag_testbench(line, tag))
+        text = name.sub(lambda _: prefix + _K, "\n".join(lines))
+        template = tag_testbench(inst.sub(lambda m: m.group(1) + _MOD, text), _TAG)
+        out += [template.replace(_K, f"g{k}_").replace(_MOD, module).replace(_TAG, tag)
+                for k, (module, tag) in enumerate(duts)]
     return "\n".join(out)
 
 
 # ---------------------------------------------------------------------------------------------- who may join
 
+@functools.lru_cache(maxsize=1024)      # per problem, every step: the bench and reference do not change
 def bench_names(testbench: str, reference: str) -> frozenset[str]:
     """Identifiers of the bench and the reference a candidate has no business naming: all but keywords,
     the ports (named connections, `.port(x)` or `.port`) and the top module, which the candidate declares
