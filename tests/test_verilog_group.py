@@ -44,7 +44,9 @@ def _mixed(problem: Problem, mutate) -> dict[str, str]:
         "timescale": "`timescale 1ns/1ps\n" + sol,
         "wrong": mutate(sol),
         "wrong_duplicate": mutate(sol) + "\n\n",
-        "elaboration_error": before_end(sol, "  wire never = undeclared_q;\n"),
+        "elaboration_error": before_end(sol, "  wire never = undeclared_q;\n"),     # slang sees it: alone at once
+        "redeclared": before_end(sol, "  wire twice;\n  wire twice;\n"),      # slang does not: the group's compile
+        #                                                                    fails, names it, and runs again
         "syntax_error": sol.replace(";", "", 1),
         "port_mismatch": "module TopModule(input a, output b);\n  assign b = a;\nendmodule\n",
         "random": before_end(sol, "  integer r;\n  initial r = $random;\n"),
@@ -113,7 +115,11 @@ def test_group_equals_one_by_one_on_mixed_batches(reference_only):
         wrong = by[f"{p.id}:wrong"]
         assert wrong.stage == "simulate" and 0 < wrong.mismatches < wrong.samples
         assert by[f"{p.id}:elaboration_error"].stage == "syntax"
-        assert "compile failed on this candidate" in by[f"{p.id}:elaboration_error"].group["fallback"]
+        assert by[f"{p.id}:elaboration_error"].group["fallback"].startswith(
+            "scored alone: its compile would likely fail (line ")
+        assert "undeclared_q" in by[f"{p.id}:elaboration_error"].group["fallback"]
+        assert by[f"{p.id}:redeclared"].stage == "syntax"
+        assert "compile failed on this candidate" in by[f"{p.id}:redeclared"].group["fallback"]
         assert by[f"{p.id}:random"].group["fallback"] == "scored alone: uses $random"
         assert "RefModule" in by[f"{p.id}:bench_module"].group["fallback"]
         assert by[f"{p.id}:bench_module"].stage == "syntax"           # alone too: RefModule declared twice
@@ -184,7 +190,7 @@ def test_a_group_runs_under_its_own_shorter_limit(monkeypatch):
 def test_compile_error_named_in_no_candidate_scores_all_alone(monkeypatch):
     monkeypatch.setattr(group, "culprits", lambda *a: None)
     p = _pick("not", r"plain")
-    cands = {"good": p.meta["solution"], "broken": before_end(p.meta["solution"], "  wire w = nope;\n"),
+    cands = {"good": p.meta["solution"], "broken": before_end(p.meta["solution"], "  wire w;\n  wire w;\n"),
              "wrong": p.meta["solution"].replace("= ~", "= ")}
     problems, completions, _ = _batch((p, cands))
     _, grouped = _both(problems, completions)
@@ -195,12 +201,45 @@ def test_compile_error_named_in_no_candidate_scores_all_alone(monkeypatch):
 def test_group_of_one_left_after_compile_errors_runs_alone():
     p = _pick("not", r"plain")
     sol = p.meta["solution"]
-    cands = {"good": sol, "broken_a": before_end(sol, "  wire w = nope;\n"),
-             "broken_b": before_end(sol, "  wire w = nada;\n")}
+    cands = {"good": sol, "broken_a": before_end(sol, "  wire w;\n  wire w;\n"),    # errors slang does not see
+             "broken_b": before_end(sol, "  wire v;\n  wire v;\n")}
     problems, completions, _ = _batch((p, cands))
     _, grouped = _both(problems, completions)
     assert grouped[0].passed and "on the other candidates" in grouped[0].group["fallback"]
     assert all("on this candidate" in s.group["fallback"] for s in grouped[1:])
+
+
+@pytest.mark.parametrize("predict", [True, False], ids=["slang-predicts", "pre-checks-off"])
+def test_a_candidate_that_would_break_the_compile_runs_alone_at_once(monkeypatch, predict):
+    """slang elaborating each candidate alone keeps one whose compile would fail out of its group: the
+    group compiles once (two sandbox runs: the group, the broken one alone) instead of three (the failed
+    group, the group again, the broken one); verdicts as one by one either way."""
+    from sandboxes.executor import Sandbox
+    runs: list[str] = []
+    run = Sandbox.run_script
+
+    def counting(self, script, workdir, **kw):
+        runs.append(script)
+        return run(self, script, workdir, **kw)
+
+    p = _pick("not", r"plain")
+    sol = p.meta["solution"]
+    cands = {"good": sol, "wrong": sol.replace("= ~", "= "), "broken": before_end(sol, "  wire w = nope;\n")}
+    problems, completions, _ = _batch((p, cands))
+    _score(problems, completions, group_simulation=False, syntax_precheck=predict)
+    monkeypatch.setattr(Sandbox, "run_script", counting)
+    alone = _score(problems, completions, group_simulation=False, syntax_precheck=predict)
+    runs.clear()
+    grouped = _score(problems, completions, syntax_precheck=predict)
+    for a, g in zip(alone, grouped, strict=True):
+        _same(a, g)
+    assert [s.stage for s in grouped] == ["pass", "simulate", "syntax"]
+    fallback = grouped[2].group["fallback"]
+    if predict:
+        assert len(runs) == 2 and fallback.startswith("scored alone: its compile would likely fail (") \
+            and "'nope'" in fallback, (len(runs), fallback)
+    else:
+        assert len(runs) == 3 and fallback.startswith("the group's compile failed on this candidate"), fallback
 
 
 def test_formal_confirmation_of_group_passes():

@@ -79,7 +79,8 @@ class VerilogRewardConfig:
     sandbox_backend: Backend = "auto"  # auto | bwrap | unshare | none
     workers: int | None = None         # parallel sandboxes per batch; None = 2 x CPU count (see default_workers)
     cache: bool = True                 # equivalence cache (whitespace/comment variants scored once)
-    syntax_precheck: bool = True       # pyslang parse before spawning anything
+    syntax_precheck: bool = True       # pyslang parse before spawning anything (and elaboration, to keep a
+                                       # candidate that would break its group's compile out of the group)
     forbidden: tuple[str, ...] = DEFAULT_FORBIDDEN
     tag_output: bool = True            # only the testbench's own (tagged) lines count as verdicts
     formal: FormalMode = "auto"        # after a simulation pass (rewards.verilog.formal); auto: confirm on
@@ -522,7 +523,7 @@ class VerilogReward:
         alone: list[tuple[int, dict[str, Any] | None]] = []
         for n in todo:
             code = jobs[n][1]
-            why = solo_reason(code, reserved, bench.top_module)
+            why = solo_reason(code, reserved, bench.top_module) or self._would_break_group(code, bench.top_module)
             if why:
                 alone.append((n, {"size": 1, "fallback": f"scored alone: {why}"}))
             else:
@@ -534,6 +535,18 @@ class VerilogReward:
             groups += [c for c in chunks if len(c) > 1]
             alone += [(c[0], None) for c in chunks if len(c) == 1]
         return settled, groups, alone
+
+    def _would_break_group(self, code: str, top: str) -> str | None:
+        """Why the candidate's own compile would likely fail (slang elaborating it alone), so that it runs
+        alone instead of costing its group a failed compile and a second one; None: let it join."""
+        if not self.config.syntax_precheck:
+            return None
+        try:
+            from rewards.verilog.syntax import elaboration_error
+            error = elaboration_error(code, top)
+        except Exception as exc:  # noqa: BLE001 - a guess only: alone is always safe
+            error = f"slang failed: {type(exc).__name__}: {exc}"
+        return None if error is None else f"its compile would likely fail ({error})"
 
     def _group_bench(self, problem: Problem) -> Problem:
         """The problem as its group bench sees it (reference-only: with the generated bench; an official
