@@ -446,3 +446,35 @@ def test_culprits_name_candidates_by_file_module_or_instance():
            "test.sv:20: error: port ``z'' is not a port of tb_dut_g4__inst.\n2 error(s) during elaboration.\n")
     assert group.culprits(log, 5, "tb_dut_") == {2, 4}
     assert group.culprits("test.sv:9: error: something about the bench\n", 5, "tb_dut_") is None
+
+
+
+def _top(body: str, before: str = "") -> str:
+    return f"{before}module TopModule(input a, output y);\n{body}\n  assign y = a;\nendmodule\n"
+
+
+ELABORATION_BOMBS = {
+    "generate_loop": _top("genvar i; for (i = 0; i < 100000000; i = i + 1) begin : g wire w; end"),
+    "nested_generate": _top("genvar i, j; for (i = 0; i < 4000; i = i + 1) begin : g\n"
+                            "for (j = 0; j < 4000; j = j + 1) begin : h wire w; end end"),
+    "recursive_module": "module TopModule(input a, output y); TopModule u(.a(a), .y(y)); endmodule",
+    "constexpr_loop": _top("function integer f(input integer x); integer k; begin f = 0;\n"
+                           "for (k = 0; k < 1000000000; k = k + 1) f = f + 1; end endfunction\nlocalparam P = f(1);"),
+    "constexpr_recursion": _top("function automatic integer f(input integer x); f = f(x + 1); endfunction\n"
+                                "localparam P = f(1);"),
+    "instance_array": _top("wire [99999999:0] o; s u[99999999:0] (.x(a), .y(o));",
+                           "module s(input x, output y); assign y = x; endmodule\n"),
+    "wide_vector": _top("wire [1 << 30:0] w = {(1 << 30){a}};"),
+    "deep_hierarchy": _top("m0 u(.a(a), .y());", "".join(
+        f"module m{k}(input a, output y); m{k + 1} u(.a(a), .y(y)); endmodule\n" for k in range(200))
+        + "module m200(input a, output y); assign y = a; endmodule\n"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(ELABORATION_BOMBS))
+def test_slang_elaborating_hostile_code_stops_at_its_limits(name):
+    """The in-process guess (rewards.verilog.syntax.elaboration_error) runs on untrusted code: loops,
+    recursion, huge arrays and deep hierarchies end at slang's (tightened) limits, and say so."""
+    from rewards.verilog.syntax import elaboration_error
+    why = elaboration_error(ELABORATION_BOMBS[name], "TopModule")
+    assert why is not None and re.search(r"limit|maximum|too large|recursive", why), why
