@@ -194,7 +194,7 @@ def run(quick: bool = False) -> str:
         broken = refs[-1][1].replace(");", ")", 1)
         Path(d, "b.sv").write_text(broken)
         pyslang_ms = _per_call_ms(lambda: syntax_error(broken), n)
-        iverilog_ms = _per_call_ms(lambda: subprocess.run(["iverilog", "-g2012", "-o", "/dev/null", "b.sv"], cwd=d,
+        iverilog_ms = _per_call_ms(lambda: subprocess.run(["iverilog", "-g2012", "-o", "b.vvp", "b.sv"], cwd=d,
                                                           capture_output=True, check=False), n)
     def row(label: str, res: dict, ours: str, base: str, total: int) -> tuple:
         (tb, pb, _), (to, po, _) = res[base], res[ours]

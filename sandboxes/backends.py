@@ -87,8 +87,10 @@ def _nproc_flag() -> str:
 # What the wrapper sets besides rlimits, so a program starts alike whatever the trainer's state: umask
 # 022 (a trainer's 077 would change the modes of every file the program makes), and the OOM killer's
 # first choice (a memory-starved node kills a candidate, not the trainer; raising one's own score needs no
-# privilege; where /proc refuses it, the run goes on). Builtins only: no fork.
-PROCESS_STATE = "umask 022\necho 1000 2>/dev/null >/proc/self/oom_score_adj || :\n"
+# privilege; where /proc refuses it, the run goes on). Builtins only: no fork. The refusal is silenced by
+# closing stderr for that one builtin, not by /dev/null: a host's /dev/null is not always writable to the
+# sandbox uid (`iverilog -o /dev/null` run as root leaves it 0755), and the job's stderr must stay its own.
+PROCESS_STATE = "umask 022\necho 1000 2>&- >/proc/self/oom_score_adj || :\n"
 
 
 def wrapper_script(limits: SandboxLimits, nproc: bool, inline: bool = False) -> str:

@@ -173,7 +173,7 @@ def test_host_files_invisible(box, workdir):
 def test_writes_outside_work_dir_fail(box, workdir):
     name = f"earl-escape-{uuid.uuid4().hex}"
     targets = [f"/{name}", f"../{name}", f"/box/../{name}", f"/usr/{name}", f"/etc/{name}", f"/dev/{name}"]
-    script = "; ".join(f"(echo x > {t}) 2>/dev/null && echo WROTE {t}" for t in targets)
+    script = "; ".join(f"(echo x > {t}) 2>&- && echo WROTE {t}" for t in targets)
     r = sh(box, script + f"; echo x > /tmp/{name} && echo TMP_OK", workdir)
     assert "WROTE" not in r.stdout, r.stdout
     assert "TMP_OK" in r.stdout                                # the private /tmp is writable ...
@@ -361,7 +361,7 @@ from sandboxes.limits import SandboxConfig, SandboxLimits
 work = tempfile.mkdtemp(prefix="earl-sbx-test-")
 os.chmod(work, 0o755)
 probe = ("umask; ulimit -S -s; ulimit -H -s; cat /proc/self/oom_score_adj; : >made; stat -c %a made; "
-         "stat -c %a /tmp 2>/dev/null || echo -")
+         "stat -c %a /tmp 2>&- || echo -")
 for backend, persistent in (("bwrap", True), ("bwrap", False), ("unshare", False), ("none", False)):
     box = Sandbox(SandboxConfig(backend=backend, persistent=persistent, limits=SandboxLimits(stack_mb=4)))
     r = box.run(["/bin/sh", "-c", probe], work)
@@ -388,6 +388,42 @@ def test_programs_start_alike_whatever_the_trainers_umask_stack_limit_and_oom_sc
     if os.geteuid() != 0:
         pytest.skip("the persistent row ran per call (non-root)")
     assert rows[0][1] == "True", rows                 # the first really ran on a worker
+
+
+_SEALED_DEV_NULL = """
+import os, sys, tempfile
+from sandboxes.executor import Sandbox
+from sandboxes.limits import SandboxConfig
+work = tempfile.mkdtemp(prefix="earl-sbx-test-")
+os.chmod(work, 0o755)
+for backend, persistent in (("bwrap", True), ("bwrap", False), ("unshare", False), ("none", False)):
+    box = Sandbox(SandboxConfig(backend=backend, persistent=persistent))
+    r = box.run(["/bin/sh", "-c", "echo out; echo err >&2; exit 3"], work)
+    print(repr((backend, r.persistent, r.returncode, r.stdout, r.stderr)))
+    box.close()
+"""
+
+
+@needs_bwrap
+@pytest.mark.skipif(shutil.which("unshare") is None, reason="util-linux unshare not installed")
+def test_a_host_dev_null_the_sandbox_uid_cannot_write_changes_no_output(tmp_path):
+    """Seen in CI: `iverilog -o /dev/null` run as root leaves the host's /dev/null 0755, and a box that
+    silenced a refusal with `2>/dev/null` put the shell's complaint into every job's stderr. The trainer
+    here runs in its own mount namespace with a root-owned 0644 file over /dev/null (the host is left
+    alone); every backend returns the job's own output and nothing else."""
+    if os.geteuid() != 0:
+        pytest.skip("needs root: a sandbox that keeps the caller's uid can write a 0644 file it owns")
+    sealed = tmp_path / "null"
+    sealed.write_text("")
+    sealed.chmod(0o644)
+    script = f'mount --bind {sealed} /dev/null && exec "$0" -c "$1"'
+    proc = subprocess.run(["unshare", "--mount", "--propagation", "private", "sh", "-c", script,
+                           sys.executable, _SEALED_DEV_NULL], capture_output=True, text=True, timeout=120,
+                          check=False, cwd=PROJECT)
+    rows = [line for line in proc.stdout.splitlines() if line.startswith("(")]
+    assert len(rows) == 4, proc.stderr[-2000:]
+    assert [row.split(", ", 2)[2] for row in rows] == ["3, 'out\\n', 'err\\n')"] * 4, rows
+    assert sealed.read_text() == ""
 
 
 @needs_bwrap
@@ -656,7 +692,7 @@ def test_ro_binds_are_visible_read_only(workdir):
         (extra / "tool.txt").write_text("shared")
         os.chmod(extra, 0o755)
         sb = Sandbox(SandboxConfig(backend="bwrap", ro_binds=[str(extra)], limits=FAST))
-        r = sh(sb, f"cat {extra}/tool.txt; (echo x > {extra}/new) 2>/dev/null && echo WROTE", workdir)
+        r = sh(sb, f"cat {extra}/tool.txt; (echo x > {extra}/new) 2>&- && echo WROTE", workdir)
         assert r.stdout == "shared"
         assert not (extra / "new").exists()
     finally:

@@ -77,8 +77,8 @@ def test_next_job_sees_nothing_of_the_previous_one(box, dirs):
     assert (first / "mine.txt").read_text() == "secret\n"          # the caller reads what the job wrote
     assert host_procs_with(f"sleep {marker}") == []                 # gone with the job's PID namespace
     r = sh(box, 'for d in /box /tmp /dev/shm; do echo "$d: $(ls -A $d)"; done; ls /proc | grep -c "^[0-9]"; '
-                'grep -l "sleep $M" /proc/[0-9]*/cmdline 2>/dev/null; '
-                'find / -xdev \\( -name mine.txt -o -name "left-$M" \\) 2>/dev/null; true', second,
+                'grep -l "sleep $M" /proc/[0-9]*/cmdline 2>&-; '
+                'find / -xdev \\( -name mine.txt -o -name "left-$M" \\) 2>&-; true', second,
            env={"M": marker})                                         # the marker is not on this job's argv
     assert r.ok, r
     lines = r.stdout.splitlines()
@@ -144,7 +144,7 @@ HOSTILE = {
     "kills_pid_1": "for s in KILL TERM INT HUP QUIT USR1 USR2 ALRM PIPE STOP; do kill -$s 1; done; echo survived",
     "kills_everything": "kill -9 -1; echo survived",
     "signals_every_pid": "for p in $(seq 1 400); do [ $p = $$ ] || [ $p = $PPID ] || "
-                         "{ kill -STOP $p; kill -TERM $p; kill -9 $p; }; done 2>/dev/null; echo survived",
+                         "{ kill -STOP $p; kill -TERM $p; kill -9 $p; }; done 2>&-; echo survived",
     "stops_itself": "kill -STOP $$",
     "fork_bomb": "bomb() { bomb | bomb; }; bomb",
     "output_flood": "head -c 50000000 /dev/zero | tr '\\0' x; head -c 50000000 /dev/zero >&2",
