@@ -276,8 +276,9 @@ def test_off_switch_and_config_errors():
 
 def test_official_benches_group_with_the_verdicts_they_get_alone(verilog_eval_dir):
     """VerilogEval's own benches (rewards.verilog.groupbench): every candidate of a GRPO-like batch (the
-    reference, rewrites, mutants, broken code) gets what it gets alone; the benches whose stimulus reads a
-    candidate's `tb_match` are refused, and their candidates run one by one."""
+    reference, rewrites, mutants, broken code) gets what it gets alone. Every bench of the sample groups:
+    those whose stimulus reads the candidate's `tb_match` only for its "Hint:" lines get it tied to 1 (the
+    mutants print hints alone, and their verdicts are still the same)."""
     from rewards.verilog.loaders import load_problems
     from tests.helpers.verilog_mutants import as_top, break_syntax, empty_body, flip_operator, invert_outputs
     problems, completions = [], []
@@ -288,12 +289,13 @@ def test_official_benches_group_with_the_verdicts_they_get_alone(verilog_eval_di
             problems.append(p)
             completions.append(f"```verilog\n{code}\n```")
     _, grouped = _both(problems, completions)
-    refused = {p.id for p in problems if groupbench.group_capable(p.testbench, p.top_module, p.ref_module) is None}
-    assert refused == {p.id for p in problems if re.search(r"module stimulus_gen\b[^;]*\btb_match\b", p.testbench)}
-    assert 0 < len(refused) < len({p.id for p in problems}) // 2
-    in_groups = [g for p, g in zip(problems, grouped, strict=True) if p.id not in refused]
-    assert sum(g.group is not None and g.group["fallback"] is None for g in in_groups) >= len(in_groups) // 2
-    assert all(g.group is None for p, g in zip(problems, grouped, strict=True) if p.id in refused)
+    marked = {p.id: groupbench.group_capable(p.testbench, p.top_module, p.ref_module) for p in problems}
+    assert [pid for pid, text in marked.items() if text is None] == []
+    tied = {p.id for p in problems if re.search(r"module stimulus_gen\b[^;]*\btb_match\b", p.testbench)}
+    assert len(tied) >= 3 and tied == {pid for pid, text in marked.items() if ".tb_match(1'b1), .*" in (text or "")}
+    assert sum(g.group is not None and g.group["fallback"] is None for g in grouped) >= len(grouped) // 2
+    assert all(any(g.group and g.group["fallback"] is None for p, g in zip(problems, grouped, strict=True)
+                   if p.id == pid) for pid in tied)
     assert sum(g.passed for g in grouped) >= 2 * len({p.id for p in problems})      # the reference, its rewrite
     waves = _score(problems[:2], completions[:2], waveforms=True)
     assert [s.group for s in waves] == [None, None] and all(s.passed for s in waves)   # a VCD each: alone
@@ -338,6 +340,39 @@ module tb();
   end
 endmodule
 """
+# VerilogEval's reset_test in small: the stimulus reads the candidate's tb_match only to print hints.
+HINT_TASK = """  task check;
+    bit fail;
+    @(posedge clk) fail = !tb_match;
+    if (fail)
+      $display("Hint: stimulus saw a mismatch");
+    else if (!fail && a == 4'd3)
+      $display("Hint: fine at %0d", a);
+    else
+      $display("Hint: bad");
+  endtask
+"""
+HINTED_BENCH = VE_BENCH.replace("module stimulus_gen (input clk, output reg [3:0] a);\n",
+                                "module stimulus_gen (input clk, input tb_match, output reg [3:0] a);\n"
+                                + HINT_TASK).replace("    a <= 0;\n", "    a <= 0;\n    check;\n")
+
+
+def test_a_stimulus_reading_tb_match_only_for_hints_is_shared_with_it_tied():
+    """VerilogEval's `reset_test` reads tb_match only to print "Hint:" lines, which no verdict reads: the
+    group ties the port to 1 and shares the stimulus; each candidate's verdict is the one it gets alone,
+    where the wrong ones print their hints."""
+    marked = groupbench.group_capable(HINTED_BENCH, "TopModule", "RefModule")
+    assert marked is not None and "  stimulus_gen stim1 (.clk, .tb_match(1'b1), .*);\n" in marked
+    p = Problem(id="hinted", spec="", testbench=HINTED_BENCH, reference=VE_REF, harness="verilogeval")
+    good = "module TopModule(input [3:0] a, output [3:0] y);\n  assign y = a + 4'd3;\nendmodule\n"
+    cands = {"good": good, "off": good.replace("4'd3", "4'd2"), "x": good.replace("a + 4'd3", "4'bx")}
+    problems, completions, names = _batch((p, cands))
+    _, grouped = _both(problems, completions)
+    by = dict(zip(names, grouped, strict=True))
+    assert by["hinted:good"].passed and by["hinted:good"].group == {"size": 3, "fallback": None}
+    assert by["hinted:off"].mismatches == by["hinted:off"].samples > 0
+
+
 VE_REF = "module RefModule(input [3:0] a, output [3:0] y);\n  assign y = a + 4'd3;\nendmodule\n"
 
 
@@ -362,8 +397,10 @@ def test_an_official_style_bench_is_marked_where_it_belongs_to_the_candidate():
 
 
 @pytest.mark.parametrize("change, why", [
-    ("module stimulus_gen (input clk, output reg [3:0] a);", "module stimulus_gen (input clk, input tb_match, "
-     "output reg [3:0] a);"),                                            # the stimulus reads the candidate
+    ("module stimulus_gen (input clk, output reg [3:0] a);\n  initial begin\n    a <= 0;\n"
+     "    repeat (40) @(posedge clk) a <= $random;",
+     "module stimulus_gen (input clk, input tb_match, output reg [3:0] a);\n  initial begin\n    a <= 0;\n"
+     "    repeat (40) @(posedge clk) a <= tb_match ? $random : 4'd0;"),  # the stimulus reads the candidate
     ("clocks++;", "clocks++; if ($random) ;"),                           # global state per candidate
     ("  final begin", "  always @(errors) if (errors > 3) $finish;\n  final begin"),   # a candidate would end all
     ("RefModule good1 (.a, .y(y_ref));", "RefModule good1 (.a(a ^ y_dut[0]), .y(y_ref));"),   # the ref reads it
@@ -389,6 +426,23 @@ def test_an_official_style_bench_is_marked_where_it_belongs_to_the_candidate():
 def test_benches_of_other_shapes_are_refused(change, why):
     assert change in VE_BENCH
     assert groupbench.group_capable(VE_BENCH.replace(change, why), "TopModule", "RefModule") is None
+
+
+@pytest.mark.parametrize("change, why", [
+    ("if (fail)", "if (fail) a <= 1; if (fail)"),                        # the copy steers the stimulus
+    ('      $display("Hint: bad");', "      a <= 1;"),                  # an else branch that does more
+    ("fail = !tb_match;", "fail = !tb_match; @(posedge tb_match);"),     # a wait on the candidate
+    ("if (fail)", "if (fail && $random)"),                              # a condition with global state
+    ("if (fail)", "if (fail == (a = 0))"),                              # a condition that assigns
+    ('$display("TIMEOUT");', '$display("TIMEOUT %0d", stim1.fail);'),   # read by a hierarchical name
+    ("fail = !tb_match;", "fail = !tb_match; a <= {3'b0, fail};"),      # the copy read beyond the hints
+    ("fail = !tb_match;", "fail = tb_match & a[0];"),                   # more than a copy of it
+    ("fail = !tb_match;", "a = !tb_match;"),                            # copied into the stimulus itself
+    ("  endtask\n", "  endtask\n  helper h (.*);\n"),                   # passed on, implicitly
+])
+def test_a_stimulus_reading_tb_match_beyond_hints_is_refused(change, why):
+    assert change in HINTED_BENCH
+    assert groupbench.group_capable(HINTED_BENCH.replace(change, why), "TopModule", "RefModule") is None
 
 
 def test_a_bench_it_cannot_read_never_breaks_the_batch():

@@ -11,7 +11,8 @@ by one) every bench whose shape it cannot vouch for: per-candidate parts are fou
 TopModule instance's own connections (names the reference instance does not share); a per-candidate part
 must not call a system task with global state (`$random`, `$finish`, files, ...), the reference instance and
 anything it reads must stay shared, a shared part may print only in whole-line `$display`-like statements
-(then every candidate prints it, tagged), and each part must have its lines to itself. `$dump*` calls go:
+(then every candidate prints it, tagged), and each part must have its lines to itself. A bench module's
+input from a candidate that only decides whether a hint line prints is tied to 1 (`_hint_only`). `$dump*` calls go:
 the group runs without waveforms, and no verdict reads one. Per-candidate names get the prefix OWN_PREFIX.
 The reward checks the result on every batch the tests score: group verdicts equal the ones alone.
 """
@@ -159,6 +160,13 @@ def _instance_head(text: str) -> re.Match[str] | None:
     return m if m and m.group(1) not in _NOT_MODULES else None
 
 
+def _instance_module(text: str) -> str:
+    """The module an instance item (one `_instance_head` matched) instantiates."""
+    head = _instance_head(text)
+    assert head is not None, "not an instance item"
+    return head.group(1)
+
+
 def _instances(texts: list[str], module: str) -> list[int]:
     return [k for k, t in enumerate(texts) if (m := _instance_head(t)) and m.group(1) == module]
 
@@ -193,6 +201,9 @@ def _rewrite(testbench: str, top: str, ref_module: str) -> str | None:
     assert head is not None
     per = {head.group(2)} | (set().union(*(_names(e, p) for p, e in dut_conns.items())) - shared_seed)
     ports = _star_ports(masked, modules, texts)
+    hints = {k: {p for p in ports[k] if _hint_only(masked, modules, _instance_module(texts[k]), p)}
+             for k in ports}
+    ports = {k: names - hints[k] for k, names in ports.items()}
     subroutines = set().union(*(_declared(t) for t in texts if re.match(r"\s*(?:task|function)\b", t)))
     marked = {dut[0]}
     changed = True
@@ -223,7 +234,109 @@ def _rewrite(testbench: str, top: str, ref_module: str) -> str | None:
         for m in re.finditer(r"(?<![\w$.])([A-Za-z_][\w$]*)\s*\.\s*[A-Za-z_]", texts[k]):
             if m.group(1) not in per:
                 return None                            # a hierarchical name into shared parts (a task of the stimulus)
-    return _write(testbench, masked, items, marked, per, top)
+    ties = {items[k][0] + m.start(): sorted(hints[k] & per) for k in hints if k not in marked and hints[k] & per
+            for m in [re.search(r"\.\s*\*", texts[k])] if m}
+    return _write(testbench, masked, items, marked, per, top, ties)
+
+
+def _hint_only(masked: str, modules: dict[str, tuple[int, int]], module: str, port: str) -> bool:
+    """Does `port`, an input of the bench's `module`, only decide whether hint lines print? VerilogEval's
+    `reset_test` copies `!tb_match` into task variables read only in the conditions of `if (..) $display`
+    chains. No verdict reads a hint line, so in a group the port is tied to a constant and the stimulus
+    stays shared. Every other use (a wait on it, a stimulus that depends on it, a hierarchical read from
+    outside) refuses."""
+    a, b = modules[module]
+    body = masked[a:b]
+    header = re.match(r"\s*(?:#\s*\((?:[^()]|\([^()]*\))*\))?\s*(\((?:[^()]|\([^()]*\))*\))?\s*;", body)
+    if header is None or header.group(1) is None or not re.search(
+            rf"\binput\b(?:(?!\b(?:output|inout)\b)[^;])*?(?<![\w$]){re.escape(port)}(?![\w$])", header.group(1)):
+        return False
+    ports, body = header.group(1), body[header.end():]
+    if re.search(rf"\.\s*(?:\*|{re.escape(port)}(?![\w$]))", body):
+        return False                                   # passed on to an instance inside (`.*`, `.port`)
+    copies = list(re.finditer(rf"(?<=[;\s])([A-Za-z_][\w$]*)\s*=\s*[!~]?\s*{re.escape(port)}\s*;", body))
+    if len(copies) != len(_occurrences(body, port)):
+        return False                                   # read other than copied whole into a variable
+    conditions = _print_only_conditions(body)
+    if re.search(rf"[\w$)\]]\s*\.\s*{re.escape(port)}(?![\w$])", masked):
+        return False                                   # read by a hierarchical name
+    declared = [(d.start(), d.end()) for d in re.finditer(r"(?<![\w$])(?:bit|reg|logic|int|integer|byte)\b"
+                                                            r"[^;=()]*;", body)]
+    for var in {m.group(1) for m in copies}:
+        if re.search(rf"\.\s*{re.escape(var)}(?![\w$])", masked) or _occurrences(ports, var):
+            return False                               # a port, or reached by name from elsewhere
+        places = _occurrences(body, var)
+        if not any(s <= pos < e for pos in places for s, e in declared):
+            return False                               # not a variable of this module's own
+        for pos in places:
+            before = body[:pos].rstrip()
+            write = re.match(r"\s*(?:<=|=(?!=))", body[pos + len(var):]) and (
+                before.endswith((";", ")")) or re.search(r"(?<![\w$])(?:begin|end|else)$", before))
+            if not (write or any(s <= pos < e for s, e in declared) or any(s <= pos < e for s, e in conditions)):
+                return False                           # read beyond the condition of a print
+    return True
+
+
+def _occurrences(text: str, name: str) -> list[int]:
+    return [m.start() for m in re.finditer(rf"(?<![\w$.'`\\]){re.escape(name)}(?![\w$])", text)]
+
+
+def _balanced(text: str, i: int) -> int | None:
+    """The index after the bracket group opening at text[i] (`(`), None if it does not close."""
+    depth = 0
+    for j in range(i, len(text)):
+        depth += {"(": 1, ")": -1}.get(text[j], 0)
+        if depth == 0:
+            return j + 1
+    return None
+
+
+_PRINT_CALL = re.compile(r"\s*\$(?:display|write)[bho]?\s*(?=\()")
+
+
+def _print_statement(text: str, i: int) -> int | None:
+    """The end of a `$display(...);` statement starting at text[i] (after blanks), None if none is there or
+    it calls more than printing."""
+    m = _PRINT_CALL.match(text, i)
+    end = _balanced(text, m.end()) if m else None
+    if m is None or end is None:
+        return None
+    semi = re.compile(r"\s*;").match(text, end)
+    return semi.end() if semi and not _calls_beyond_printing(text[m.start():semi.end()]) else None
+
+
+def _print_only_if(text: str, i: int) -> tuple[int, list[tuple[int, int]]] | None:
+    """For an `if` at text[i]: its end and its conditions' spans, when every branch of it (`else if`
+    chains included) is one print statement and no condition calls or assigns; else None."""
+    m = re.compile(r"if\s*(?=\()").match(text, i)
+    close = _balanced(text, m.end()) if m else None
+    if m is None or close is None:
+        return None
+    cond = text[m.end():close]
+    if re.search(r"[\w$]\s*\(|(?<![=!<>])=(?!=)|\+\+|--", cond) or set(_SYSTEM.findall(cond)) - SAFE_SYSTEM:
+        return None
+    end = _print_statement(text, close)
+    if end is None:
+        return None
+    spans = [(m.end(), close)]
+    other = re.compile(r"\s*else\b\s*").match(text, end)
+    if other is None:
+        return end, spans
+    if text.startswith("if", other.end()):
+        rest = _print_only_if(text, other.end())
+        return None if rest is None else (rest[0], spans + rest[1])
+    end = _print_statement(text, other.end())
+    return None if end is None else (end, spans)
+
+
+def _print_only_conditions(body: str) -> list[tuple[int, int]]:
+    """Spans of the conditions of print-only `if` statements in `body` (see _print_only_if)."""
+    spans: list[tuple[int, int]] = []
+    for m in re.finditer(r"(?<![\w$])if(?![\w$])", body):
+        found = _print_only_if(body, m.start())
+        if found:
+            spans += found[1]
+    return spans
 
 
 def _only_comments(text: str) -> str:
@@ -281,14 +394,17 @@ def _star_ports(masked: str, modules: dict[str, tuple[int, int]], texts: list[st
 
 
 def _write(testbench: str, masked: str, items: list[tuple[int, int]], marked: set[int], per: set[str],
-           top: str) -> str | None:
+           top: str, ties: dict[int, list[str]]) -> str | None:
     """The marked bench: per-candidate items with their names prefixed and their lines marked, shared
-    print lines marked, `$dump*` calls gone."""
+    print lines marked, `$dump*` calls gone, hint-only ports tied to 1 before the `.*` at each `ties` key."""
     starts = [0] + [m.end() for m in re.finditer("\n", testbench)]
 
     def line_of(pos: int) -> int:
         return bisect.bisect_right(starts, pos) - 1
     lines = testbench.split("\n")
+    for pos in sorted(ties, reverse=True):            # on a shared line (the instance is shared): last first
+        i, col = line_of(pos), pos - starts[line_of(pos)]
+        lines[i] = lines[i][:col] + "".join(f".{port}(1'b1), " for port in ties[pos]) + lines[i][col:]
     mlines = masked.split("\n")
     per_line: dict[int, str] = {}                      # line index -> "one" | "begin" | "end" | "inside"
     for k in sorted(marked):
