@@ -248,8 +248,9 @@ def run(quick: bool = False) -> str:
         (f"Cache on (b): {stats_b['cache_hits']} hits / {stats_b['cache_misses']} misses, hit rate "
          f"{stats_b['cache_hit_rate']:.0%} (3 of 8 candidates per problem are whitespace/comment variants of one "
          f"design, 2 are one mutant twice). (b) on the official benches: {marked} of {len(problems)} benches "
-         f"marked for group simulation (`rewards.verilog.groupbench`; the others' stimulus reads the candidate's "
-         f"`tb_match`, so their candidates run one by one). One candidate of `Prob001_zero` is hostile: it "
+         f"marked for group simulation (`rewards.verilog.groupbench`: a stimulus that reads the candidate's "
+         f"`tb_match` only to pick hint lines shares its simulation with the port tied to 1; one that reads it "
+         f"further runs its candidates one by one). One candidate of `Prob001_zero` is hostile: it "
          f"writes a file outside its work dir and is otherwise right, so the plain harness runs and passes it, "
          f"ours rejects it (`$fopen` is a forbidden construct by default): one pass fewer."),
         "",
