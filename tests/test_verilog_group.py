@@ -439,6 +439,13 @@ def test_benches_of_other_shapes_are_refused(change, why):
     ("fail = !tb_match;", "fail = tb_match & a[0];"),                   # more than a copy of it
     ("fail = !tb_match;", "a = !tb_match;"),                            # copied into the stimulus itself
     ("  endtask\n", "  endtask\n  helper h (.*);\n"),                   # passed on, implicitly
+    # found by review: each was taken for hint-only, and tying the port changed the stimulus
+    ("fail = !tb_match;", "fail = !tb_match; for (int k = 0; fail <= 0 && k < 3; k++) @(posedge clk);"),
+    ("fail = !tb_match;", "fail = !tb_match; a = #(1) fail <= 1'b0;"),    # an intra-assignment delay
+    ("fail = !tb_match;", "fail = !tb_match; a <= {3'b0, \\tb_match };"),  # an escaped name
+    ("fail = !tb_match;", "fail = !tb_match; a <= {3'b0, \\fail };"),
+    ("fail = !tb_match;", "fail = !tb_match; a <= {3'b0, `TM};"),        # a macro defined elsewhere
+    ('$display("Hint: bad");', '$display("Hint: bad %0d", a++);'),       # a print that assigns
 ])
 def test_a_stimulus_reading_tb_match_beyond_hints_is_refused(change, why):
     assert change in HINTED_BENCH

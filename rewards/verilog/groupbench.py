@@ -252,6 +252,8 @@ def _hint_only(masked: str, modules: dict[str, tuple[int, int]], module: str, po
             rf"\binput\b(?:(?!\b(?:output|inout)\b)[^;])*?(?<![\w$]){re.escape(port)}(?![\w$])", header.group(1)):
         return False
     ports, body = header.group(1), body[header.end():]
+    if re.search(r"[\\`]", masked[a:b]):
+        return False                                   # an escaped name or a macro may spell the port
     if re.search(rf"\.\s*(?:\*|{re.escape(port)}(?![\w$]))", body):
         return False                                   # passed on to an instance inside (`.*`, `.port`)
     copies = list(re.finditer(rf"(?<=[;\s])([A-Za-z_][\w$]*)\s*=\s*[!~]?\s*{re.escape(port)}\s*;", body))
@@ -269,12 +271,28 @@ def _hint_only(masked: str, modules: dict[str, tuple[int, int]], module: str, po
         if not any(s <= pos < e for pos in places for s, e in declared):
             return False                               # not a variable of this module's own
         for pos in places:
-            before = body[:pos].rstrip()
-            write = re.match(r"\s*(?:<=|=(?!=))", body[pos + len(var):]) and (
-                before.endswith((";", ")")) or re.search(r"(?<![\w$])(?:begin|end|else)$", before))
+            write = re.match(r"\s*(?:<=|=(?!=))", body[pos + len(var):]) and _statement_start(body, pos)
             if not (write or any(s <= pos < e for s, e in declared) or any(s <= pos < e for s, e in conditions)):
                 return False                           # read beyond the condition of a print
     return True
+
+
+def _statement_start(body: str, pos: int) -> bool:
+    """Does a statement start at body[pos] (so `var <=` there is a write, not a comparison)? After `;`,
+    `begin`, `end` or `else` outside any bracket, or after an `@(..)`, `#(..)` or `if (..)` that itself
+    starts one; never inside a `for (..)` header or after an intra-assignment delay."""
+    before = body[:pos].rstrip()
+    if before.endswith(")"):
+        depth, j = 0, len(before) - 1
+        while j >= 0:
+            depth += {")": 1, "(": -1}.get(before[j], 0)
+            if depth == 0:
+                break
+            j -= 1
+        control = re.search(r"(?:@|#|(?<![\w$])if)\s*$", before[:j]) if j >= 0 else None
+        return control is not None and _statement_start(body, control.start())
+    at_top = body.count("(", 0, pos) == body.count(")", 0, pos)
+    return at_top and (before.endswith(";") or bool(re.search(r"(?<![\w$])(?:begin|end|else)$", before)))
 
 
 def _occurrences(text: str, name: str) -> list[int]:
@@ -302,7 +320,9 @@ def _print_statement(text: str, i: int) -> int | None:
     if m is None or end is None:
         return None
     semi = re.compile(r"\s*;").match(text, end)
-    return semi.end() if semi and not _calls_beyond_printing(text[m.start():semi.end()]) else None
+    if semi is None or re.search(r"\+\+|--|(?<![=!<>])=(?!=)", text[m.end():end]):
+        return None                                    # an argument that assigns changes the stimulus
+    return None if _calls_beyond_printing(text[m.start():semi.end()]) else semi.end()
 
 
 def _print_only_if(text: str, i: int) -> tuple[int, list[tuple[int, int]]] | None:
