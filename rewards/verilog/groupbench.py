@@ -247,13 +247,13 @@ def _hint_only(masked: str, modules: dict[str, tuple[int, int]], module: str, po
     outside) refuses."""
     a, b = modules[module]
     body = masked[a:b]
+    if re.search(r"[\\`]", body):
+        return False                                   # an escaped name or a macro may spell the port
     header = re.match(r"\s*(?:#\s*\((?:[^()]|\([^()]*\))*\))?\s*(\((?:[^()]|\([^()]*\))*\))?\s*;", body)
     if header is None or header.group(1) is None or not re.search(
             rf"\binput\b(?:(?!\b(?:output|inout)\b)[^;])*?(?<![\w$]){re.escape(port)}(?![\w$])", header.group(1)):
         return False
     ports, body = header.group(1), body[header.end():]
-    if re.search(r"[\\`]", masked[a:b]):
-        return False                                   # an escaped name or a macro may spell the port
     if re.search(rf"\.\s*(?:\*|{re.escape(port)}(?![\w$]))", body):
         return False                                   # passed on to an instance inside (`.*`, `.port`)
     copies = list(re.finditer(rf"(?<=[;\s])([A-Za-z_][\w$]*)\s*=\s*[!~]?\s*{re.escape(port)}\s*;", body))
@@ -296,7 +296,7 @@ def _statement_start(body: str, pos: int) -> bool:
 
 
 def _occurrences(text: str, name: str) -> list[int]:
-    return [m.start() for m in re.finditer(rf"(?<![\w$.'`\\]){re.escape(name)}(?![\w$])", text)]
+    return [m.start() for m in re.finditer(rf"(?<![\w$.']){re.escape(name)}(?![\w$])", text)]
 
 
 def _balanced(text: str, i: int) -> int | None:
@@ -309,6 +309,7 @@ def _balanced(text: str, i: int) -> int | None:
     return None
 
 
+_ASSIGNS = re.compile(r"(?<![=!<>])=(?!=)|\+\+|--")     # `=`, `++`, `--` in an expression
 _PRINT_CALL = re.compile(r"\s*\$(?:display|write)[bho]?\s*(?=\()")
 
 
@@ -320,7 +321,7 @@ def _print_statement(text: str, i: int) -> int | None:
     if m is None or end is None:
         return None
     semi = re.compile(r"\s*;").match(text, end)
-    if semi is None or re.search(r"\+\+|--|(?<![=!<>])=(?!=)", text[m.end():end]):
+    if semi is None or _ASSIGNS.search(text[m.end():end]):
         return None                                    # an argument that assigns changes the stimulus
     return None if _calls_beyond_printing(text[m.start():semi.end()]) else semi.end()
 
@@ -333,7 +334,7 @@ def _print_only_if(text: str, i: int) -> tuple[int, list[tuple[int, int]]] | Non
     if m is None or close is None:
         return None
     cond = text[m.end():close]
-    if re.search(r"[\w$]\s*\(|(?<![=!<>])=(?!=)|\+\+|--", cond) or set(_SYSTEM.findall(cond)) - SAFE_SYSTEM:
+    if re.search(r"[\w$]\s*\(", cond) or _ASSIGNS.search(cond) or set(_SYSTEM.findall(cond)) - SAFE_SYSTEM:
         return None
     end = _print_statement(text, close)
     if end is None:
