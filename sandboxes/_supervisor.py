@@ -3,10 +3,12 @@
 Started as `python3 -I -S -c <this file> <socket fd> <tree fd>` by sandboxes/worker.py, with the system Python
 (stdlib only, no project imports: the project is not mounted). It holds CAP_SYS_ADMIN in the box's user
 namespace (and nothing outside it) so that each job can get fresh namespaces without bwrap's mount
-set-up. Per job request (JSON + the job's stdin/stdout/stderr fds over a SOCK_SEQPACKET socket):
+set-up. Per job request (sandboxes/worker.py: NUL-ended fields + the job's stdin/stdout/stderr fds over a
+SOCK_SEQPACKET socket). The native supervisor (supervisor.c) does the same, with its P as the job's init
+instead of a `sh`; this one runs where that cannot be built or started:
 
-    supervisor: unshare(PID) for its next child only, then fork
-      --> P, pid 1 of the new PID namespace: unshare(mount, IPC, UTS); private /tmp and /dev/shm (tmpfs);
+    supervisor: clone3 into fresh PID, mount, IPC and UTS namespaces
+      --> P, pid 1 of the new PID namespace: private /tmp and /dev/shm (tmpfs);
           the job's work dir, a detached mount the host cloned with open_tree(2), attached at /box; a
           fresh /proc; unshare(user) -> uid 65534 with no capabilities anywhere above it; setsid, cwd
           /box, fds 0-2 only, clean env; exec the job's init, a `sh` (INIT) whose subshell (pid 2) runs
@@ -217,6 +219,22 @@ def worker_cpu_s():
     return t.user + t.system + t.children_user + t.children_system
 
 
+def parse(msg):
+    """A request (sandboxes/worker.py, `encode_request`): NUL-ended fields."""
+    fields = msg.decode("utf-8", "surrogateescape").split("\0")
+    if fields.pop() != "" or fields[0] != "earl-job-1":
+        raise ValueError("malformed request")
+    at = 4 + int(fields[3])
+    argc = int(fields[at])
+    argv = fields[at + 1:at + 1 + argc]
+    envc = int(fields[at + 1 + argc])
+    env = fields[at + 2 + argc:]
+    if not argv or len(env) != envc:
+        raise ValueError("malformed request")
+    return {"wall_s": float(fields[1]), "tmp_bytes": int(fields[2]), "under_tmp": fields[4:at], "argv": argv,
+            "env": dict(entry.split("=", 1) for entry in env)}
+
+
 def serve(sock):
     while True:
         try:
@@ -226,7 +244,14 @@ def serve(sock):
         if not msg:
             return                                                 # EOF: the host closed or died
         try:
-            reply = run_job(sock, json.loads(msg), fds)
+            req = parse(msg)
+        except (ValueError, IndexError) as exc:
+            close_all(fds)
+            reply = {"error": f"malformed request: {exc}"}
+            sock.send(json.dumps(reply).encode())
+            continue
+        try:
+            reply = run_job(sock, req, fds)
         except Exception as exc:  # noqa: BLE001 - report, keep serving
             reply = {"error": f"{type(exc).__name__}: {exc}"}
         sock.send(json.dumps(reply).encode())

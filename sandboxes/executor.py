@@ -351,7 +351,7 @@ class Sandbox:
         out, err = Capped(cap), Capped(cap, TAIL)
         start, healthy = time.monotonic(), True
         try:                                                  # OSError before the job ran: per-call instead
-            outcome = box.run(worker.job_argv(*backends.wrapped(lim, True, argv, inline)), backends.box_env(env),
+            outcome = box.run(backends.wrapped(lim, True, argv, inline), backends.box_env(env),
                               work, lim, stdin, (out, err))
             healthy = outcome.healthy
         finally:

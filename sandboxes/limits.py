@@ -12,6 +12,8 @@ from sandboxes import strict
 
 Backend = Literal["auto", "bwrap", "unshare", "none"]      # none = rlimits only, with a loud warning
 BACKENDS: tuple[str, ...] = get_args(Backend)
+SupervisorKind = Literal["auto", "native", "python"]          # what a persistent worker runs (sandboxes/worker.py)
+SUPERVISORS: tuple[str, ...] = get_args(SupervisorKind)
 
 
 @dataclass
@@ -48,7 +50,10 @@ class SandboxConfig:
     # worker; each job still gets fresh namespaces, /tmp and work dir: docs/sandbox.md). Falls back to
     # per-call bwrap, with one warning, where a worker cannot start.
     persistent: bool = True
-    worker_python: str = ""       # the Python that runs a worker's supervisor ("" = python3 under /usr)
+    # the supervisor a worker runs: "native" (sandboxes/supervisor.c, built once with the system C compiler),
+    # "python" (sandboxes/_supervisor.py, ~2 ms more CPU a job), or "auto" (native, else Python)
+    worker_supervisor: SupervisorKind = "auto"
+    worker_python: str = ""       # the Python that runs a Python supervisor ("" = python3 under /usr)
 
     def __post_init__(self) -> None:
         if self.backend not in BACKENDS:
@@ -56,6 +61,9 @@ class SandboxConfig:
         for name in ("network", "persistent"):
             if not isinstance(getattr(self, name), bool):
                 raise TypeError(f"SandboxConfig.{name} must be true or false, got {getattr(self, name)!r}")
+        if self.worker_supervisor not in SUPERVISORS:
+            raise ValueError(f"SandboxConfig.worker_supervisor must be one of {SUPERVISORS}, "
+                             f"got {self.worker_supervisor!r}")
         if self.worker_python and not os.path.isabs(self.worker_python):
             raise ValueError(f"SandboxConfig.worker_python must be an absolute path, got {self.worker_python!r}")
         if isinstance(self.limits, dict):

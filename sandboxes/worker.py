@@ -1,6 +1,8 @@
 """Persistent bwrap workers: bwrap's set-up (namespaces, ~20 mounts: 15-25 ms) paid once per worker, not
-per run. Each worker is one long-lived bwrap box running sandboxes/_supervisor.py, which gives every job
-fresh namespaces of its own (see that file and docs/sandbox.md for the isolation argument).
+per run. Each worker is one long-lived bwrap box running a supervisor, which gives every job fresh
+namespaces of its own (see sandboxes/_supervisor.py and docs/sandbox.md for the isolation argument): the
+native one (sandboxes/supervisor.c, built by sandboxes/native.py; a job costs a fork of a small C process)
+or, where it cannot be built or started, the Python one (the same protocol; ~2 ms more CPU a job).
 
 A job's work dir reaches the box as a detached mount: the host clones it with open_tree(2) (root only,
 like bwrap's bind as root) and passes the fd with the job's stdin/stdout/stderr by SCM_RIGHTS; the job
@@ -8,6 +10,11 @@ attaches it at /box in its own mount namespace. Callers keep their paths, share 
 runs as before, and read what the job wrote. The host pumps the job's output itself, so the output caps
 are those of a per-call run; the wall clock is the supervisor's, with a host-side backstop that kills a
 worker that stops answering.
+
+A request is one SOCK_SEQPACKET message of NUL-ended fields (`encode_request`; both supervisors parse it):
+    earl-job-1, wall_s, tmp_bytes, n, n paths under /tmp to keep, argc, argv..., envc, KEY=VALUE...
+with the fds stdout, stderr, work-dir tree[, stdin]. The reply is JSON: {"rc", "timed_out", "cpu_s"} or
+{"error"}.
 """
 from __future__ import annotations
 
@@ -26,7 +33,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from sandboxes import backends
+from sandboxes import backends, native
 from sandboxes.backends import BASE_PATH, warn_once
 from sandboxes.capture import read_into
 from sandboxes.limits import SandboxConfig, SandboxLimits
@@ -65,6 +72,56 @@ def clone_tree(path: Path) -> int:
     return fd
 
 
+REQUEST_TAG = "earl-job-1"
+
+
+def encode_request(argv: list[str], env: dict[str, str], wall_s: float, tmp_bytes: int,
+                   under_tmp: list[str]) -> bytes:
+    """One job request (the module docstring's layout). NUL cannot occur in an argv, env or path."""
+    fields = [REQUEST_TAG, repr(float(wall_s)), str(int(tmp_bytes)), str(len(under_tmp)), *under_tmp,
+              str(len(argv)), *argv, str(len(env)), *(f"{k}={v}" for k, v in env.items())]
+    if any("\0" in f for f in fields):
+        raise ValueError("a sandbox argv, env entry or path cannot contain NUL")
+    return "".join(f + "\0" for f in fields).encode("utf-8", "surrogateescape")
+
+
+@dataclass(frozen=True)
+class Supervisor:
+    """What a worker's box runs: the native build (passed to bwrap as an fd: nothing of it is visible in
+    the box) or the Python one (`program` is then the interpreter under /usr)."""
+    kind: str           # "native" | "python"
+    program: str
+
+    def argv(self, sock: int, tree: int, binary: int | None) -> list[str]:
+        if self.kind == "native":
+            return [f"/proc/self/fd/{binary}", str(sock), str(tree), str(binary)]
+        return [self.program, "-I", "-S", "-c", SUPERVISOR, str(sock), str(tree)]
+
+    def job_argv(self, script: str, args: list[str]) -> list[str]:
+        """What a job's P runs: the native P is the job's init itself and execs the rlimit wrapper; the
+        Python one execs an init `sh` around it (`job_argv`)."""
+        if self.kind == "native":
+            return ["/bin/sh", "-c", script, "/bin/sh", *args]
+        return job_argv(script, args)
+
+
+def supervisors(config: SandboxConfig, python: str | None) -> tuple[list[Supervisor], list[str]]:
+    """The supervisors to try, best first, for `config.worker_supervisor`, and why any were left out."""
+    chosen, why = [], []
+    if config.worker_supervisor in ("auto", "native"):
+        binary, reason = native.supervisor_binary()
+        if binary is not None:
+            chosen.append(Supervisor("native", str(binary)))
+        else:
+            why.append(f"native supervisor: {reason}")
+    if config.worker_supervisor in ("auto", "python"):
+        if python:
+            chosen.append(Supervisor("python", python))
+        else:
+            why.append("Python supervisor: no python3 under /usr")
+    return chosen, why
+
+
 class WorkerError(RuntimeError):
     """A worker could not start or stopped answering (the caller falls back or restarts it)."""
 
@@ -80,7 +137,8 @@ class JobOutcome:
 class Worker:
     """One bwrap box with a supervisor in it, talking over a SOCK_SEQPACKET socket; one job at a time."""
 
-    def __init__(self, config: SandboxConfig, bwrap: str, python: str):
+    def __init__(self, config: SandboxConfig, bwrap: str, supervisor: Supervisor):
+        self.supervisor = supervisor
         prefix, self.dropped = backends.launch_prefix("bwrap", list(config.ro_binds))
         self.under_tmp = [p for p in config.ro_binds if _under(p, ("/tmp", "/dev/shm"))]
         # bwrap's and Python's own errors (a file: a pipe nobody reads could fill and block the worker)
@@ -90,24 +148,28 @@ class Worker:
         if self.dropped:
             backends.hand_over(probe)
         try:
-            self.proc, self.sock = self._spawn(config, bwrap, python, prefix, probe)
+            self.proc, self.sock = self._spawn(config, bwrap, prefix, probe)
             self._await_ready()
         finally:
             shutil.rmtree(probe, ignore_errors=True)
 
-    def _spawn(self, config: SandboxConfig, bwrap: str, python: str, prefix: list[str],
+    def _spawn(self, config: SandboxConfig, bwrap: str, prefix: list[str],
                probe: Path) -> tuple[subprocess.Popen, socket.socket]:
+        binary = None
         try:
             tree = clone_tree(probe)
+            if self.supervisor.kind == "native":
+                binary = os.open(self.supervisor.program, os.O_RDONLY | os.O_CLOEXEC)
         except OSError as exc:
             self.log.close()
             raise WorkerError(str(exc)) from exc
         host, inside = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         argv = [*prefix, *backends.worker_bwrap_argv(config, bwrap),
-                python, "-I", "-S", "-c", SUPERVISOR, str(inside.fileno()), str(tree)]
+                *self.supervisor.argv(inside.fileno(), tree, binary)]
+        passed = (inside.fileno(), tree, *([binary] if binary is not None else []))
         try:
             proc = _SPAWNER.submit(
-                subprocess.Popen, argv, pass_fds=(inside.fileno(), tree), env={"PATH": BASE_PATH},
+                subprocess.Popen, argv, pass_fds=passed, env={"PATH": BASE_PATH},
                 stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=self.log,
                 start_new_session=True).result()
         except OSError as exc:
@@ -117,6 +179,8 @@ class Worker:
         finally:
             inside.close()
             os.close(tree)
+            if binary is not None:
+                os.close(binary)
         return proc, host
 
     def _await_ready(self) -> None:
@@ -124,7 +188,7 @@ class Worker:
         if reply is None or not reply.get("ready"):
             why = reply.get("error") if reply else self._stderr_tail()
             self.close()
-            raise WorkerError(f"the worker did not start: {why or 'no reply'}")
+            raise WorkerError(f"the worker ({self.supervisor.kind} supervisor) did not start: {why or 'no reply'}")
 
     def _stderr_tail(self) -> str:
         try:
@@ -138,10 +202,13 @@ class Worker:
     def alive(self) -> bool:
         return self.proc.poll() is None
 
-    def run(self, argv: list[str], env: dict[str, str], work: Path, lim: SandboxLimits,
+    def run(self, wrapper: tuple[str, list[str]], env: dict[str, str], work: Path, lim: SandboxLimits,
             stdin: bytes | None, sinks: tuple) -> JobOutcome:
-        """Run one job over `work`; `sinks` are the (stdout, stderr) Capped buffers its output goes to.
+        """Run one job over `work`: `wrapper` is the rlimit wrapper script and its positional parameters
+        (`backends.wrapped`); `sinks` are the (stdout, stderr) Capped buffers its output goes to.
         OSError (before anything ran) when `work` cannot be cloned."""
+        request = encode_request(self.supervisor.job_argv(*wrapper), env, lim.wall_s,
+                                 int(lim.max_file_mb) * 1024 * 1024, self.under_tmp)
         if self.dropped:
             backends.hand_over(work)
         tree = clone_tree(work)
@@ -151,10 +218,8 @@ class Worker:
         if stdin is not None:
             in_r, in_w = os.pipe()
             fds.append(in_r)
-        request = {"argv": argv, "env": env, "wall_s": float(lim.wall_s),
-                   "tmp_bytes": int(lim.max_file_mb) * 1024 * 1024, "under_tmp": self.under_tmp}
         try:
-            socket.send_fds(self.sock, [json.dumps(request).encode()], fds)
+            socket.send_fds(self.sock, [request], fds)
         except OSError:
             for fd in (out_r, err_r, *([in_w] if in_w is not None else [])):
                 os.close(fd)
@@ -292,21 +357,32 @@ def _close_quietly(fd: int) -> None:
 class WorkerSet:
     """Idle workers of one Sandbox: a run takes one (starting a new one if none is idle) and gives it back,
     so there are as many workers as runs have ever been concurrent. A worker that broke is dropped and
-    replaced by the next run. If the first worker cannot start, persistent mode is off for this set
-    (one warning) and the caller runs per-call bwrap instead."""
+    replaced by the next run. If the first worker cannot start on the native supervisor, the Python one is
+    tried; if none starts, persistent mode is off for this set (one warning) and the caller runs per-call
+    bwrap instead."""
 
     def __init__(self, config: SandboxConfig, bwrap: str, python: str | None):
-        self.config, self.bwrap, self.python = config, bwrap, python
+        self.config, self.bwrap = config, bwrap
+        self.supervisors, left_out = supervisors(config, python)
+        for why in left_out:
+            if self.supervisors or config.worker_supervisor != "auto":
+                warn_once(f"worker-{why}", "sandbox: %s; persistent workers use the %s.", why,
+                          f"{self.supervisors[0].kind} supervisor" if self.supervisors else "per-call bwrap")
         self._idle: list[Worker] = []
         self._lock = threading.Lock()
         self._all: set[Worker] = set()
-        self.broken: str | None = None if python else "no python3 under /usr for the supervisor"
+        self.broken: str | None = None if self.supervisors else "; ".join(left_out)
         if self.broken:
-            warn_once("worker-python", "sandbox: persistent worker unavailable (%s); using per-call bwrap.",
+            warn_once("worker-none", "sandbox: persistent worker unavailable (%s); using per-call bwrap.",
                       self.broken)
         self._started_once = False
         self.started = 0
         self._gone_cpu_s = 0.0
+
+    @property
+    def supervisor(self) -> Supervisor | None:
+        """The supervisor new workers run (None: persistent mode is off)."""
+        return self.supervisors[0] if self.supervisors and self.broken is None else None
 
     def acquire(self) -> Worker | None:
         """An idle or new worker; None when persistent mode is (now) off."""
@@ -316,22 +392,36 @@ class WorkerSet:
                 if worker.alive:
                     return worker
                 self._discard(worker)
-            if self.broken is not None:
-                return None
-        try:
-            worker = Worker(self.config, self.bwrap, self.python or "")
-        except WorkerError as exc:
+        while (supervisor := self.supervisor) is not None:
+            try:
+                worker = Worker(self.config, self.bwrap, supervisor)
+            except WorkerError as exc:
+                if not self._give_up_on(supervisor, exc):
+                    return None
+                continue
             with self._lock:
-                if not self._started_once:
-                    self.broken = str(exc)
-            warn_once("worker-start", "sandbox: persistent worker unavailable (%s); falling back to per-call "
-                      "bwrap (slower, same isolation).", exc)
-            return None
+                self._started_once = True
+                self.started += 1
+                self._all.add(worker)
+            return worker
+        return None
+
+    def _give_up_on(self, supervisor: Supervisor, exc: WorkerError) -> bool:
+        """A worker failed to start: before any has started, drop its supervisor (True: try the next one);
+        after, this run goes per-call (False) and the next run tries again."""
         with self._lock:
-            self._started_once = True
-            self.started += 1
-            self._all.add(worker)
-        return worker
+            first = not self._started_once
+            if first and self.supervisors and self.supervisors[0] == supervisor:
+                self.supervisors.pop(0)
+                if not self.supervisors:
+                    self.broken = str(exc)
+        if first and self.supervisors:
+            warn_once(f"worker-start-{supervisor.kind}", "sandbox: %s; trying the %s supervisor.", exc,
+                      self.supervisors[0].kind)
+            return True
+        warn_once("worker-start", "sandbox: persistent worker unavailable (%s); falling back to per-call "
+                  "bwrap (slower, same isolation).", exc)
+        return False
 
     def release(self, worker: Worker, healthy: bool) -> None:
         with self._lock:

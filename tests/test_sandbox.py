@@ -327,7 +327,7 @@ def supervisors(box):
     while todo:
         pid = todo.pop()
         with open(f"/proc/{pid}/comm") as fh:
-            if fh.read().startswith("python"):
+            if fh.read().startswith(("python", "earl-supervisor")):
                 found.append(pid)
         todo += kids.get(pid, [])
     return found

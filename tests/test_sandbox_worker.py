@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from sandboxes import backends
+from sandboxes import backends, native
 from sandboxes.executor import ExecResult, Sandbox
 from sandboxes.limits import SandboxConfig, SandboxLimits
 from tests.helpers.sandbox_probes import host_procs_with, sh
@@ -31,12 +31,14 @@ pytestmark = [
 FAST = SandboxLimits(wall_s=10, cpu_s=10)
 
 
-@pytest.fixture
-def box():
-    """A fresh persistent sandbox per test, so `workers_started` counts this test's workers only."""
-    sb = Sandbox(SandboxConfig(backend="bwrap", limits=FAST))
+@pytest.fixture(params=["native", "python"])
+def box(request):
+    """A fresh persistent sandbox per test, so `workers_started` counts this test's workers only; every
+    isolation test runs on both supervisors."""
+    sb = Sandbox(SandboxConfig(backend="bwrap", limits=FAST, worker_supervisor=request.param))
     probe = sb.run(["true"], _mkdir())
     assert probe.ok and probe.persistent, probe
+    assert sb._workers.supervisor.kind == request.param
     yield sb
     sb.close()
 
@@ -89,15 +91,17 @@ def test_next_job_sees_nothing_of_the_previous_one(box, dirs):
 
 
 def test_job_cannot_see_host_or_worker(box, dirs):
-    """pid 1 is the job's own init (a sh of the job's uid); the supervisor, in the parent PID namespace,
-    has no /proc entry here; the job has no capabilities."""
+    """pid 1 is the job's own init (the native P, or a sh, of the job's uid); the supervisor, in the parent
+    PID namespace, has no /proc entry here; the job has no capabilities."""
     work = dirs()
-    r = sh(box, "tr '\\0\\n' '  ' < /proc/1/cmdline; echo; echo $$; id -u; "
+    r = sh(box, "cat /proc/1/comm; echo $$; id -u; "
                 "cat /proc/[0-9]*/comm | sort -u | tr '\\n' ' '; echo; grep Cap /proc/self/status", work)
     assert r.ok, r
     lines = r.stdout.splitlines()
-    assert lines[0].startswith("/bin/sh -c trap") and int(lines[1]) < 6, lines
-    assert lines[2] == str(backends.SANDBOX_UID) and set(lines[3].split()) <= {"cat", "sh", "sort", "tr"}, lines
+    init = {"native": "earl-init", "python": "sh"}[box._workers.supervisor.kind]
+    assert lines[0] == init and int(lines[1]) < 6, lines
+    assert lines[2] == str(backends.SANDBOX_UID), lines
+    assert set(lines[3].split()) <= {"cat", "sh", "sort", "tr", init}, lines
     assert all(line.split()[1] == "0" * 16 for line in lines[4:] if not line.startswith("CapBnd")), lines
     r = sh(box, f"test -e /proc/{os.getpid()} && echo VISIBLE; ls /spool /root /home 2>&1 | grep -c 'No such'",
            work)
@@ -305,7 +309,7 @@ def test_runs_with_more_than_1024_fds_open(dirs, over_1024_fds, persistent):
 
 def test_fallback_to_per_call_when_the_worker_cannot_start(dirs, caplog):
     backends._warned.discard("worker-start")
-    sb = Sandbox(SandboxConfig(backend="bwrap", limits=FAST, worker_python="/bin/false"))
+    sb = Sandbox(SandboxConfig(backend="bwrap", limits=FAST, worker_supervisor="python", worker_python="/bin/false"))
     with caplog.at_level(logging.WARNING, logger="sandboxes.backends"):
         results = [sh(sb, "echo ok; cat /proc/1/cmdline | tr '\\0' ' '", dirs()) for _ in range(3)]
     for r in results:
@@ -320,3 +324,63 @@ def test_persistent_off_uses_per_call(dirs):
     assert r.ok and not r.persistent
     with pytest.raises(TypeError, match="persistent"):
         SandboxConfig(persistent="yes")
+
+
+@pytest.fixture
+def fresh_native(monkeypatch, tmp_path):
+    """supervisor_binary() recomputed under this test's environment (an empty build cache)."""
+    monkeypatch.setenv("EARL_CACHE_DIR", str(tmp_path / "cache"))
+    clear = native.supervisor_binary.cache_clear          # a test may monkeypatch the function itself
+    clear()
+    yield
+    clear()
+
+
+def test_native_supervisor_is_built_once_and_cached(fresh_native, tmp_path):
+    if native.compiler() is None:
+        pytest.skip("no C compiler on PATH")
+    binary, why = native.supervisor_binary()
+    assert binary is not None and why == "" and binary.parent == tmp_path / "cache", why
+    stamp = binary.stat().st_mtime_ns
+    native.supervisor_binary.cache_clear()
+    assert native.supervisor_binary() == (binary, "") and binary.stat().st_mtime_ns == stamp
+    assert [p.name for p in binary.parent.iterdir()] == [binary.name]       # no temporary left behind
+
+
+def test_no_compiler_runs_the_python_supervisor(fresh_native, monkeypatch, dirs, caplog):
+    monkeypatch.setenv("CC", "/nonexistent/cc")
+    backends._warned.clear()
+    with caplog.at_level(logging.WARNING, logger="sandboxes.backends"):
+        auto = Sandbox(SandboxConfig(backend="bwrap", limits=FAST))
+        only_native = Sandbox(SandboxConfig(backend="bwrap", limits=FAST, worker_supervisor="native"))
+    try:
+        r = sh(auto, "cat /proc/1/comm", dirs())
+        assert r.ok and r.persistent and r.stdout == "sh\n", r                # the Python supervisor's init
+        r = sh(only_native, "echo ok", dirs())
+        assert r.ok and r.isolated and not r.persistent, r                    # per-call bwrap
+    finally:
+        auto.close()
+        only_native.close()
+    messages = [rec.getMessage() for rec in caplog.records]
+    assert any("no C compiler" in m and "python supervisor" in m for m in messages), messages
+    assert any("no C compiler" in m and "per-call bwrap" in m for m in messages), messages
+
+
+def test_native_supervisor_that_cannot_start_falls_back_to_python(fresh_native, monkeypatch, dirs, caplog,
+                                                                  tmp_path):
+    broken = tmp_path / "supervisor-broken"
+    broken.write_bytes(b"not an executable\n")
+    broken.chmod(0o755)
+    monkeypatch.setattr(native, "supervisor_binary", lambda: (broken, ""))
+    backends._warned.clear()
+    with caplog.at_level(logging.WARNING, logger="sandboxes.backends"):
+        sb = Sandbox(SandboxConfig(backend="bwrap", limits=FAST))
+        try:
+            results = [sh(sb, "cat /proc/1/comm", dirs()) for _ in range(2)]
+            assert sb._workers.supervisor.kind == "python" and sb.workers_started == 1
+        finally:
+            sb.close()
+    for r in results:
+        assert r.ok and r.persistent and r.stdout == "sh\n", r
+    messages = [rec.getMessage() for rec in caplog.records]
+    assert sum("native supervisor) did not start" in m and "trying the python" in m for m in messages) == 1, messages
