@@ -185,7 +185,7 @@ def run_job(sock, req, fds):
         pid, pidfd = fork_job(req, fds)
     finally:
         close_all(fds)
-    timed_out = host_gone = False
+    timed_out = host_gone = exited = False
     poller = select.poll()
     poller.register(pidfd, select.POLLIN)
     poller.register(sock, select.POLLIN)
@@ -196,17 +196,20 @@ def run_job(sock, req, fds):
             if left <= 0:
                 timed_out = True
                 break
-            ready = {fd for fd, _ in poller.poll(max(1, int(left * 1000 + 0.999)))}
+            ready = {fd for fd, _ in poller.poll(max(1, int(min(left, 3600) * 1000 + 0.999)))}
             if pidfd in ready:
+                exited = True
                 break
             if sock.fileno() in ready:                             # a request mid-job: the host is gone
                 host_gone = True
                 break
-        if timed_out or host_gone:
-            os.kill(pid, signal.SIGKILL)
-        _, status = os.waitpid(pid, 0)
     finally:
-        os.close(pidfd)
+        if not exited:                     # any way out but P's own exit: P and its namespace die now
+            os.kill(pid, signal.SIGKILL)
+        try:
+            _, status = os.waitpid(pid, 0)
+        finally:
+            os.close(pidfd)
     if host_gone:
         sys.exit(0)
     return {"rc": status_code(status), "timed_out": timed_out, "cpu_s": worker_cpu_s()}

@@ -354,6 +354,9 @@ class Sandbox:
             outcome = box.run(backends.wrapped(lim, True, argv, inline), backends.box_env(env),
                               work, lim, stdin, (out, err))
             healthy = outcome.healthy
+        except worker.JobRefused:
+            healthy = False
+            raise
         finally:
             self._workers.release(box, healthy)
         if outcome.worker_died:

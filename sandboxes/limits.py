@@ -4,6 +4,7 @@ Limits are per run; `Sandbox.run(..., limits=...)` overrides the config's for on
 """
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass, field, fields
 from typing import Any, Literal, get_args
@@ -32,8 +33,8 @@ class SandboxLimits:
             value = getattr(self, f.name)
             if isinstance(value, bool) or not isinstance(value, (int, float)):
                 raise TypeError(f"SandboxLimits.{f.name} must be a number, got {value!r}")
-            if value <= 0:
-                raise ValueError(f"SandboxLimits.{f.name} must be > 0, got {value!r}")
+            if not (math.isfinite(value) and value > 0):
+                raise ValueError(f"SandboxLimits.{f.name} must be a finite number > 0, got {value!r}")
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> SandboxLimits:

@@ -10,6 +10,7 @@ import logging
 import os
 import platform
 import shutil
+import stat
 import subprocess
 import tempfile
 from pathlib import Path
@@ -21,7 +22,8 @@ log = logging.getLogger(__name__)
 
 
 def cache_dir() -> Path:
-    """Where built supervisors live: $EARL_CACHE_DIR, else $XDG_CACHE_HOME/earl, else ~/.cache/earl."""
+    """Where built supervisors live: $EARL_CACHE_DIR, else $XDG_CACHE_HOME/earl, else ~/.cache/earl (made
+    0700; used only while private to this user)."""
     if os.environ.get("EARL_CACHE_DIR"):
         return Path(os.environ["EARL_CACHE_DIR"])
     base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
@@ -44,13 +46,15 @@ def supervisor_binary() -> tuple[Path | None, str]:
     if cc is None:
         return None, "no C compiler (cc, gcc or clang) on PATH"
     source = SOURCE.read_bytes()
-    key = hashlib.sha256(b"\0".join([source, " ".join(CFLAGS).encode(), cc.encode(),
-                                     platform.machine().encode()])).hexdigest()[:16]
+    key = hashlib.sha256(b"\0".join([source, " ".join(CFLAGS).encode(), cc.encode(), platform.machine().encode(),
+                                     " ".join(platform.libc_ver()).encode()])).hexdigest()[:16]
     target = cache_dir() / f"supervisor-{key}"
-    if os.access(target, os.X_OK):
-        return target, ""
     try:
-        target.parent.mkdir(parents=True, exist_ok=True)
+        why = _private_dir(target.parent)
+        if why:
+            return None, why
+        if _ours(target):
+            return target, ""
         fd, tmp = tempfile.mkstemp(prefix=".supervisor-", dir=target.parent)
         os.close(fd)
     except OSError as exc:
@@ -69,3 +73,24 @@ def supervisor_binary() -> tuple[Path | None, str]:
             os.unlink(tmp)
     log.debug("built the native sandbox supervisor: %s", target)
     return target, ""
+
+
+def _private_dir(path: Path) -> str:
+    """Make the cache dir (0700); "" when only this user can write it, else why not: whoever can write
+    there could plant the binary a worker runs with CAP_SYS_ADMIN over its jobs."""
+    path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    st = path.stat()
+    if st.st_uid != os.geteuid() or st.st_mode & 0o022:
+        return (f"the build cache {path} is not private to this user (owner uid {st.st_uid}, mode "
+                f"{stat.filemode(st.st_mode)}): set EARL_CACHE_DIR to a dir of your own")
+    return ""
+
+
+def _ours(path: Path) -> bool:
+    """A built supervisor this user made and only this user can change."""
+    try:
+        st = path.lstat()
+    except FileNotFoundError:
+        return False
+    return stat.S_ISREG(st.st_mode) and st.st_uid == os.geteuid() and not st.st_mode & 0o022 and \
+        bool(st.st_mode & stat.S_IXUSR)

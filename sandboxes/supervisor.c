@@ -107,7 +107,9 @@ static void attach(int fd, const char *path) {
 /* A private mount tree with a fresh /tmp, /dev/shm and /proc, the job's work dir at /box. */
 static void job_mounts(const struct job *j, int tree) {
     char size[64];
-    int keep[64];
+    int *keep = calloc(j->n_under + 1, sizeof *keep);
+    if (!keep)
+        fail("calloc");
     snprintf(size, sizeof size, "size=%llu,mode=1777", j->tmp_bytes);
     if (mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) != 0)
         fail("mount /");
@@ -163,7 +165,7 @@ static void job_process(const struct job *j, const int *fds, int nfds) {
         _exit(SETUP_FAILED);
     if (prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0) != 0)
         fail("pdeathsig");
-    prctl(PR_SET_NAME, "earl-init", 0, 0, 0); /* what `ps` in the job shows for pid 1 */
+    prctl(PR_SET_NAME, "earl-init", 0, 0, 0); /* pid 1's comm in the job (its cmdline is the supervisor's) */
     job_mounts(j, fds[FD_TREE]);
     drop_user();
     if (setsid() < 0)
@@ -187,6 +189,8 @@ static void job_process(const struct job *j, const int *fds, int nfds) {
     for (;;) { /* reap orphans too; the job's exit is the init's */
         int status;
         pid_t pid = waitpid(-1, &status, 0);
+        if (pid > 0 && WIFSTOPPED(status))  /* a tracee's stop (P never traces): not an exit */
+            continue;
         if (pid == job)
             _exit(status_code(status));
         if (pid < 0 && errno != EINTR)
@@ -226,8 +230,11 @@ static int parse(char *buf, size_t len, struct job *j) {
     char *end;
     if (len == 0 || buf[len - 1] != 0)
         return -1;
-    for (char *p = buf; p < buf + len; p += strlen(p) + 1)
+    char *p = buf;
+    for (; p < buf + len && n < sizeof fields / sizeof *fields - 1; p += strlen(p) + 1)
         fields[n++] = p;
+    if (p < buf + len)
+        return -1;
     if (n < 6 || strcmp(fields[0], "earl-job-1") != 0)
         return -1;
     j->wall_s = strtod(fields[1], &end);
@@ -236,7 +243,7 @@ static int parse(char *buf, size_t len, struct job *j) {
     j->tmp_bytes = strtoull(fields[2], &end, 10);
     if (*end || end == fields[2])
         return -1;
-    j->n_under = count(fields[3], 64);
+    j->n_under = count(fields[3], n);
     if (j->n_under < 0 || at + j->n_under >= n)
         return -1;
     j->under = fields + at;
@@ -303,20 +310,24 @@ static void run_job(int sock, const struct job *j, int *fds, int nfds) {
             timed_out = 1;
             break;
         }
-        int ms = (int)(left * 1000) + 1;
-        if (poll(polls, 2, ms) < 0 && errno != EINTR)
+        int ms = left > 3600 ? 3600 * 1000 : (int)(left * 1000) + 1;   /* re-armed after an hour */
+        int ready = poll(polls, 2, ms);
+        if (ready < 0 && errno != EINTR)
             break;
-        if (polls[0].revents)
+        if (ready > 0 && polls[0].revents)
             break;
-        if (polls[1].revents) {
+        if (ready > 0 && polls[1].revents) {
             host_gone = 1;
             break;
         }
     }
-    if (timed_out || host_gone)
+    if (!(polls[0].revents & POLLIN))      /* any way out but P's own exit: P and its namespace die now */
         kill(pid, SIGKILL);
-    while (waitpid(pid, &status, 0) < 0 && errno == EINTR)
+    pid_t reaped;
+    while ((reaped = waitpid(pid, &status, 0)) < 0 && errno == EINTR)
         ;
+    if (reaped != pid)
+        status = SIGKILL;                  /* read as killed (128 + 9), never as a clean exit */
     close(pidfd);
     if (host_gone)
         exit(0);

@@ -122,6 +122,11 @@ def supervisors(config: SandboxConfig, python: str | None) -> tuple[list[Supervi
     return chosen, why
 
 
+class JobRefused(OSError):
+    """The supervisor answered a request with an error before running it (the worker is discarded; the
+    caller runs that job per call)."""
+
+
 class WorkerError(RuntimeError):
     """A worker could not start or stopped answering (the caller falls back or restarts it)."""
 
@@ -272,6 +277,9 @@ class Worker:
         return self._outcome(reply)
 
     def _outcome(self, reply: dict | None) -> JobOutcome:
+        if reply is not None and "error" in reply:                # refused before the job ran
+            self.kill()
+            raise JobRefused(f"the persistent worker refused a job ({reply['error']})")
         if reply is None or "rc" not in reply:
             timed_out = reply is None and self.alive              # the backstop: a silent supervisor
             self.kill()
@@ -382,7 +390,8 @@ class WorkerSet:
     @property
     def supervisor(self) -> Supervisor | None:
         """The supervisor new workers run (None: persistent mode is off)."""
-        return self.supervisors[0] if self.supervisors and self.broken is None else None
+        with self._lock:
+            return self.supervisors[0] if self.supervisors and self.broken is None else None
 
     def acquire(self) -> Worker | None:
         """An idle or new worker; None when persistent mode is (now) off."""
@@ -415,9 +424,9 @@ class WorkerSet:
                 self.supervisors.pop(0)
                 if not self.supervisors:
                     self.broken = str(exc)
-        if first and self.supervisors:
-            warn_once(f"worker-start-{supervisor.kind}", "sandbox: %s; trying the %s supervisor.", exc,
-                      self.supervisors[0].kind)
+            following = self.supervisors[0].kind if first and self.supervisors else None
+        if following is not None:
+            warn_once(f"worker-start-{supervisor.kind}", "sandbox: %s; trying the %s supervisor.", exc, following)
             return True
         warn_once("worker-start", "sandbox: persistent worker unavailable (%s); falling back to per-call "
                   "bwrap (slower, same isolation).", exc)

@@ -384,3 +384,41 @@ def test_native_supervisor_that_cannot_start_falls_back_to_python(fresh_native, 
         assert r.ok and r.persistent and r.stdout == "sh\n", r
     messages = [rec.getMessage() for rec in caplog.records]
     assert sum("native supervisor) did not start" in m and "trying the python" in m for m in messages) == 1, messages
+
+
+def test_build_cache_that_others_can_write_is_not_used(fresh_native, tmp_path):
+    """Whoever can write the cache could plant the binary a worker runs with CAP_SYS_ADMIN over its jobs."""
+    if native.compiler() is None:
+        pytest.skip("no C compiler on PATH")
+    cache = tmp_path / "cache"
+    cache.mkdir(mode=0o777)
+    cache.chmod(0o777)
+    binary, why = native.supervisor_binary()
+    assert binary is None and "not private" in why and "EARL_CACHE_DIR" in why, why
+    cache.chmod(0o700)
+    native.supervisor_binary.cache_clear()
+    binary, _ = native.supervisor_binary()
+    binary.write_bytes(b"planted")                 # a file of the right name that others could have changed
+    binary.chmod(0o777)
+    native.supervisor_binary.cache_clear()
+    rebuilt, why = native.supervisor_binary()
+    assert rebuilt == binary and why == "" and binary.read_bytes()[:4] == b"\x7fELF", why
+    assert binary.stat().st_mode & 0o777 == 0o755
+
+
+def test_a_refused_request_runs_per_call_and_replaces_the_worker(box, dirs, monkeypatch):
+    """A request the supervisor cannot parse gets an error reply before anything ran: that job runs per
+    call (same verdict), the worker is discarded, the next job starts a new one."""
+    from sandboxes import worker
+    real = worker.encode_request
+    monkeypatch.setattr(worker, "encode_request", lambda *a: b"earl-job-1\0not a number\0")
+    r = sh(box, "echo refused-but-run", dirs())
+    assert r.ok and r.isolated and not r.persistent and r.stdout == "refused-but-run\n", r
+    monkeypatch.setattr(worker, "encode_request", real)
+    assert_worker_serves(box, dirs(), workers=2)
+
+
+def test_limits_must_be_finite():
+    for bad in (float("inf"), float("nan")):
+        with pytest.raises(ValueError, match="wall_s must be a finite number"):
+            SandboxLimits(wall_s=bad)
