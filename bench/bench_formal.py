@@ -6,7 +6,7 @@
 (VerilogReward, formal off, cache off) and once by formal (FormalChecker, cache off), one at a time.
 (b) False positives: mutants that pass simulation, refuted by formal (`formal: confirm`). Mutants:
 the foundation's operator flips and inverted outputs of the 20 references, plus one realistic mutant
-per procedural family (tests/test_rtlgen.py) against its own 200-sample bench and that bench cut to
+per procedural family (tests/helpers/rtlgen_mutants.py) against its own 200-sample bench and that bench cut to
 20 random samples.
 """
 from __future__ import annotations
@@ -47,11 +47,10 @@ def _mutants(problems: list, quick: bool) -> list[tuple[object, str, str]]:
     for p in problems:
         cases.append((p, "flip", flip_operator(p.id, p.reference)))
         cases.append((p, "invert", invert_outputs(p.reference)))
-    from test_rtlgen import MUTANTS, _problem_with_variant
-
     from pipelines.tasks.rtlgen import solution
+    from tests.helpers.rtlgen_mutants import MUTANTS, problem_with_variant
     for family, (pattern, mutate) in list(MUTANTS.items())[: 6 if quick else None]:
-        p = _problem_with_variant(family, pattern)
+        p = problem_with_variant(family, pattern)
         weak = replace(p, id=p.id + "-bench20", testbench=re.sub(r"tb_k < \d+;", "tb_k < 20;", p.testbench))
         cases.append((p, f"rtlgen200/{family}", mutate(solution(p))))
         cases.append((weak, f"rtlgen20/{family}", mutate(solution(p))))

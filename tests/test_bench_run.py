@@ -1,8 +1,11 @@
-"""`make bench`'s driver: a bench that raises keeps its earlier numbers and fails the command."""
+"""`make bench`'s driver: a bench that raises keeps its earlier numbers and fails the command; benches import
+only what `python -m bench.run` can (no test module)."""
 from __future__ import annotations
 
+import ast
 import sys
 import types
+from pathlib import Path
 
 from bench import run as bench_run
 
@@ -41,3 +44,18 @@ def test_all_benches_passing_exit_zero(tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "bench.bench_ok", _bench("ok", lambda quick=False: "## ok\n\n1.00x"))
     assert bench_run.main([]) == 0
     assert "<!-- bench:ok -->\n## ok\n\n1.00x\n" in out.read_text()
+
+
+def test_benches_import_no_test_module():
+    """`make bench` runs without pytest's sys.path (tests/ is not on it): a bench importing a test module
+    fails there only, at the line that needs it (bench_formal once did). Shared helpers live in tests.helpers."""
+    root = Path(bench_run.__file__).resolve().parents[1]
+    test_modules = {f.stem for f in (root / "tests").glob("*.py")}
+    bad = []
+    for src in sorted((root / "bench").glob("*.py")):
+        for node in ast.walk(ast.parse(src.read_text())):
+            names = ([a.name for a in node.names] if isinstance(node, ast.Import)
+                     else [node.module] if isinstance(node, ast.ImportFrom) and node.module and not node.level
+                     else [])
+            bad += [f"{src.name}:{node.lineno} imports {n}" for n in names if n.split(".")[0] in test_modules]
+    assert not bad, bad

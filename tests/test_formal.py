@@ -363,14 +363,14 @@ def test_mutants_are_refuted_and_the_counterexample_replays(checker, mutate):
 @pytest.mark.slow
 def test_generated_tasks_are_decided_solution_proven_mutant_refuted(checker):
     """Item 4: a generated task can be checked formally besides its random bench. One problem per
-    family: its solution is proven equivalent, the family's realistic mutant (tests/test_rtlgen.py)
+    family: its solution is proven equivalent, the family's realistic mutant (tests/helpers/rtlgen_mutants.py)
     is refuted."""
     rtlgen = pytest.importorskip("pipelines.tasks.rtlgen")
-    from test_rtlgen import MUTANTS, _problem_with_variant
+    from tests.helpers.rtlgen_mutants import MUTANTS, problem_with_variant
 
     wrong = []
     for family, (pattern, mutate) in MUTANTS.items():
-        p = _problem_with_variant(family, pattern)
+        p = problem_with_variant(family, pattern)
         good = checker.check_problem(p, rtlgen.solution(p))
         bad = checker.check_problem(p, mutate(rtlgen.solution(p)))
         if good.verdict != EQUIVALENT or bad.verdict != NOT_EQUIVALENT:

@@ -14,6 +14,7 @@ import pytest
 from pipelines.cli import main as earl
 from pipelines.tasks.rtlgen import FAMILIES, HELDOUT_NAMES, generate, solution, split_of
 from rewards.verilog.problems import Problem, read_jsonl
+from tests.helpers.rtlgen_mutants import MUTANTS, problem_with_variant
 
 IVERILOG = ["iverilog", "-Wall", "-Winfloop", "-Wno-timescale", "-g2012", "-s", "tb", "-o", "sim"]
 needs_iverilog = pytest.mark.skipif(shutil.which("iverilog") is None or shutil.which("vvp") is None,
@@ -153,39 +154,6 @@ def test_references_pass_their_own_bench():
     assert not failed, failed
 
 
-def _flip_last_pattern_bit(text: str) -> str:
-    return re.sub(r"(\d+'b[01]*)([01])\)", lambda m: m[1] + ("1" if m[2] == "0" else "0") + ")", text)
-
-
-# family -> (which variant to mutate, mutation). Each is a plausible model mistake, not a trivial one:
-# `>` for `>=` needs equal operands in the stimulus, sync-for-async reset needs a check right after reset.
-MUTANTS = {
-    "bitwise": (r"and2", lambda s: s.replace(" & ", " | ")),
-    "not": (r"plain", lambda s: s.replace("= ~", "= ")),
-    "mux2": (r"ab", lambda s: re.sub(r"\? (\w+) : (\w+);", r"? \2 : \1;", s)),
-    "mux4": (r"fwd", lambda s: s.replace("[1] ?", "[0] ?")),
-    "adder": (r"ci1co1", lambda s: re.sub(r" \+ \w+;", ";", s)),
-    "subtractor": (r"bi0bo0", lambda s: re.sub(r"= (\w+) - (\w+);", r"= \2 - \1;", s)),
-    "comparator": (r">=$", lambda s: s.replace(">=", ">")),
-    "reduction": (r"^and$", lambda s: s.replace("= &", "= |")),
-    "parity": (r"even", lambda s: s.replace("= ^", "= ~^")),
-    "decoder": (r"^2to4$", lambda s: s.replace("4'd1 <<", "4'd2 <<")),
-    "encoder": (r"^high", lambda s: re.sub(r"for \(idx = 0; idx < (\d+); idx = idx \+ 1\)",
-                                         lambda m: f"for (idx = {int(m[1]) - 1}; idx >= 0; idx = idx - 1)",
-                                         s)),
-    "counter": (r"_async$", lambda s: re.sub(r" or posedge \w+\)", ")", s)),
-    "shift": (r"_en_", lambda s: re.sub(r"else if \(\w+\) ", "else ", s)),
-    "register": (r"nores", lambda s: re.sub(r"if \(\w+\) (\w+) <=", r"\1 <=", s)),
-    "fsm": (r"moore", _flip_last_pattern_bit),
-    "edge": (r"rise_comb", lambda s: s.replace("& ~prev", "& prev")),
-}
-
-
-def _problem_with_variant(family: str, pattern: str) -> Problem:
-    for p in generate(300, seed=21, families=[family]):
-        if re.search(pattern, p.meta["variant"]):
-            return p
-    raise AssertionError(f"no {family} problem with variant /{pattern}/ in 300 draws")
 
 
 def test_every_family_has_a_mutant():
@@ -197,7 +165,7 @@ def test_every_family_has_a_mutant():
 def test_one_mutant_per_family_is_caught():
     cases = []
     for family, (pattern, mutate) in MUTANTS.items():
-        p = _problem_with_variant(family, pattern)
+        p = problem_with_variant(family, pattern)
         mutant = mutate(solution(p))
         assert mutant != solution(p), f"{family}: mutation did not apply to\n{solution(p)}"
         cases.append((p, mutant))
