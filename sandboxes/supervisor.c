@@ -223,9 +223,11 @@ static int count(const char *field, size_t limit) {
     return (*end || end == field || value < 0 || (size_t)value > limit) ? -1 : (int)value;
 }
 
-/* Split the request's NUL-ended fields into *j (argv and envp point into static arrays); 0 on success. */
+/* Split the request's NUL-ended fields into *j; 0 on success. under, argv and envp point into one static
+ * array of the fields: argv ends where the envc field was (overwritten with NULL once read), envp at the
+ * slot after the last field. */
 static int parse(char *buf, size_t len, struct job *j) {
-    static char *fields[MAX_MSG / 2 + 1], *argv[MAX_MSG / 2 + 1], *envp[MAX_MSG / 2 + 1];
+    static char *fields[MAX_MSG / 2 + 1];
     size_t n = 0, at = 4;
     char *end;
     if (len == 0 || buf[len - 1] != 0)
@@ -251,16 +253,14 @@ static int parse(char *buf, size_t len, struct job *j) {
     int argc = count(fields[at++], n);
     if (argc < 1 || at + argc >= n)
         return -1;
-    memcpy(argv, fields + at, argc * sizeof *argv);
-    argv[argc] = NULL;
+    j->argv = fields + at;
     at += argc;
-    int envc = count(fields[at++], n);
-    if (envc < 0 || at + envc != n)
+    int envc = count(fields[at], n);
+    if (envc < 0 || at + 1 + envc != n)
         return -1;
-    memcpy(envp, fields + at, envc * sizeof *envp);
-    envp[envc] = NULL;
-    j->argv = argv;
-    j->envp = envp;
+    fields[at++] = NULL;
+    j->envp = fields + at;
+    fields[n] = NULL;
     return 0;
 }
 
