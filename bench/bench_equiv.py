@@ -20,6 +20,8 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from bench import Unmeasured
+
 REPO = Path(__file__).resolve().parents[1]
 DATA = REPO.parent / "shared" / "data"
 SETS = {"VerilogEval v2 sample": DATA / "verilog-eval-v2-sample", "RTLLM v2": DATA / "rtllm"}
@@ -382,7 +384,7 @@ def _section(r: SetResult) -> list[str]:
 def run(quick: bool = False) -> str:
     results = measure(per_problem=3 if quick else 6)
     if not results:
-        return f"## Generated equivalence benches\n\nskipped: no data under {DATA}\n"
+        raise Unmeasured(f"no data under {DATA}")
     lines = ["## Generated equivalence benches vs official testbenches", "",
              ("Each problem scored twice: with its official testbench, and with the testbench removed so "
              "`rewards.verilog.equivbench` generates one from the reference. Mutants are single edits of "

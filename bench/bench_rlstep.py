@@ -13,6 +13,8 @@ import statistics
 import tempfile
 from pathlib import Path
 
+from bench import Unmeasured
+
 REPO = Path(__file__).resolve().parents[1]
 TINY = REPO / "configs" / "verilog_tiny.yaml"
 KEYS = ("step_time", "timing/generate", "timing/reward", "timing/reward_wait")
@@ -48,8 +50,7 @@ def run(quick: bool = False) -> str:
     model = sft_checkpoint()
     head = ["## RL step: generation, reward, loss (tiny default)", ""]
     if model is None:
-        return "\n".join(head + ["Not measured: no SFT checkpoint (`make train` leaves one in runs/; or set "
-                                 "EARL_BENCH_SFT).", ""])
+        raise Unmeasured("no SFT checkpoint: `make train` leaves one in runs/, or set EARL_BENCH_SFT")
     steps = 4 if quick else 9
     table = ["| setting | step s | generate | reward wait (critical path) | reward compute | rest (loss, "
              "log-prob passes, advantages) |", "|---|---|---|---|---|---|"]

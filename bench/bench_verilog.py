@@ -21,6 +21,8 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+from bench import Unmeasured
+
 REPO = Path(__file__).resolve().parents[1]
 DATA = REPO.parent / "shared" / "data" / "verilog-eval-v2-sample"
 FLAGS = ["-Wall", "-Winfloop", "-Wno-timescale", "-g2012"]
@@ -163,7 +165,7 @@ def run(quick: bool = False) -> str:
     from sandboxes.executor import Sandbox
 
     if not DATA.is_dir():
-        return f"## Verilog reward\n\nskipped: {DATA} not found\n"
+        raise Unmeasured(f"{DATA} not found")
     problems = load_problems(DATA)
     reps = 3 if quick else 5
     n_cpu = os.cpu_count() or 1

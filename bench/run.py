@@ -2,7 +2,9 @@
 
 Each bench module exposes ``run(quick: bool = False) -> str`` returning a markdown section whose numbers are
 ratios against a baseline measured in the same process, so they mean something on any machine.
-`python -m bench.run --only verilog,earl` refreshes some sections and keeps the others.
+`python -m bench.run --only verilog,earl` refreshes some sections and keeps the others. A bench that cannot
+measure on this machine (its data or checkpoint is missing) raises `Unmeasured`: its section keeps the numbers
+of the last run that could, the reason is printed, and the run does not fail.
 Only `bench_*.py` modules are discovered: the CUDA check `bench/gpu.py` (`make bench-gpu`) is deliberately not
 one, so `make bench` stays CPU-only; it writes its own `gpu` section through :func:`replace_section`.
 """
@@ -18,6 +20,8 @@ import sys
 import time
 import traceback
 from pathlib import Path
+
+from bench import Unmeasured
 
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "BENCHMARKS.md"
@@ -56,15 +60,20 @@ def replace_section(path: Path, name: str, body: str, header: str | None = None)
     path.write_text(header + "".join(f"\n{MARK.format(k)}\n{sections[k]}" for k in sorted(sections)))
 
 
-def run_one(name: str, quick: bool) -> str | None:
-    """The bench's section, or None when it raised (the traceback goes to stderr)."""
+def run_one(name: str, quick: bool) -> str | Unmeasured | None:
+    """The bench's section; its Unmeasured; or None when it raised (the traceback goes to stderr)."""
     t0 = time.perf_counter()
+    body: str | Unmeasured | None
     try:
-        body: str | None = importlib.import_module(f"bench.bench_{name}").run(quick=quick).rstrip() + "\n"
+        body = importlib.import_module(f"bench.bench_{name}").run(quick=quick).rstrip() + "\n"
+    except Unmeasured as why:
+        body = why
     except Exception:  # noqa: BLE001 - one broken bench must not lose the others' numbers
         traceback.print_exc()
         body = None
-    print(f"bench {name}: {time.perf_counter() - t0:.1f}s{'' if body else ' FAILED'}", file=sys.stderr)
+    said = f" not measured: {body} (its section is unchanged)" if isinstance(body, Unmeasured) else \
+        "" if body else " FAILED"
+    print(f"bench {name}: {time.perf_counter() - t0:.1f}s{said}", file=sys.stderr)
     return body
 
 
@@ -77,14 +86,15 @@ def main(argv: list[str] | None = None) -> int:
     unknown = sorted(set(names) - set(discover()))
     if unknown:
         ap.error(f"unknown bench(es) {unknown}; available: {discover()}")
-    failed = []
+    failed, wrote = [], False
     for name in names:
         body = run_one(name, args.quick)
         if body is None:
             failed.append(name)     # its section keeps the numbers of the last run that worked
-        else:                       # after each bench, so an interrupted run keeps what it measured
+        elif isinstance(body, str):  # after each bench, so an interrupted run keeps what it measured
             replace_section(OUT, name, body, header=_header())
-    if len(failed) < len(names):
+            wrote = True
+    if wrote:
         print(f"wrote {OUT}")
     if failed:
         print(f"bench failed: {', '.join(failed)} (traceback above; their sections in {OUT.name} are unchanged)",

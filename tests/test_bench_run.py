@@ -7,6 +7,7 @@ import sys
 import types
 from pathlib import Path
 
+from bench import Unmeasured
 from bench import run as bench_run
 
 
@@ -44,6 +45,24 @@ def test_all_benches_passing_exit_zero(tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "bench.bench_ok", _bench("ok", lambda quick=False: "## ok\n\n1.00x"))
     assert bench_run.main([]) == 0
     assert "<!-- bench:ok -->\n## ok\n\n1.00x\n" in out.read_text()
+
+
+def test_an_unmeasured_bench_keeps_its_section_and_exits_zero(tmp_path, monkeypatch, capsys):
+    """A bench that cannot measure here (no data, no checkpoint) must not overwrite numbers measured
+    elsewhere with a placeholder, nor fail `make bench` on a machine that simply lacks them."""
+    out = tmp_path / "BENCHMARKS.md"
+    out.write_text("# Benchmarks\n\n<!-- bench:rl -->\n## rl\n\nmeasured 0.04\n")
+    monkeypatch.setattr(bench_run, "OUT", out)
+    monkeypatch.setattr(bench_run, "discover", lambda: ["rl", "ok"])
+
+    def unmeasured(quick: bool = False) -> str:
+        raise Unmeasured("no SFT checkpoint")
+    monkeypatch.setitem(sys.modules, "bench.bench_rl", _bench("rl", unmeasured))
+    monkeypatch.setitem(sys.modules, "bench.bench_ok", _bench("ok", lambda quick=False: "## ok\n\n1.00x"))
+    assert bench_run.main([]) == 0
+    text = out.read_text()
+    assert "measured 0.04" in text and "## ok" in text
+    assert "bench rl: " in capsys.readouterr().err
 
 
 def test_benches_import_no_test_module():
