@@ -71,8 +71,9 @@ def run_one(name: str, quick: bool) -> str | Unmeasured | None:
     except Exception:  # noqa: BLE001 - one broken bench must not lose the others' numbers
         traceback.print_exc()
         body = None
-    said = f" not measured: {body} (its section is unchanged)" if isinstance(body, Unmeasured) else \
-        "" if body else " FAILED"
+    said = " FAILED" if body is None else ""
+    if isinstance(body, Unmeasured):
+        said = f" not measured: {body} (its section is unchanged)"
     print(f"bench {name}: {time.perf_counter() - t0:.1f}s{said}", file=sys.stderr)
     return body
 
