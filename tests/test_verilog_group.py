@@ -52,6 +52,8 @@ def _mixed(problem: Problem, mutate) -> dict[str, str]:
         "random": before_end(sol, "  integer r;\n  initial r = $random;\n"),
         "bench_module": sol + "module RefModule(output o);\n  assign o = 1'b0;\nendmodule\n",
         "define": "`define NOT_USED 1\n" + sol,
+        # severity tasks print (Icarus: "ERROR: ...", simulation goes on, vvp exits 0): safe in a group
+        "severity": before_end(sol, '  initial begin $error("e %0d", 1); $warning("w"); $info("i"); end\n'),
     }
 
 
@@ -109,7 +111,8 @@ def test_group_equals_one_by_one_on_mixed_batches(reference_only):
     by = dict(zip(names, grouped, strict=True))
     for p in (bitwise, counter):
         assert by[f"{p.id}:correct"].passed and by[f"{p.id}:correct_helper_b"].passed
-        assert by[f"{p.id}:correct"].group == {"size": 4, "fallback": None}   # correct x3, wrong
+        assert by[f"{p.id}:correct"].group == {"size": 5, "fallback": None}   # correct x3, severity, wrong
+        assert by[f"{p.id}:severity"].passed and by[f"{p.id}:severity"].group == by[f"{p.id}:correct"].group
         assert by[f"{p.id}:timescale"].group is None                  # alone in its own directive group
         assert by[f"{p.id}:duplicate"].cache_hit and by[f"{p.id}:wrong_duplicate"].cache_hit
         wrong = by[f"{p.id}:wrong"]
