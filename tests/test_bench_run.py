@@ -62,7 +62,7 @@ def test_an_unmeasured_bench_keeps_its_section_and_exits_zero(tmp_path, monkeypa
     assert bench_run.main([]) == 0
     text = out.read_text()
     assert "measured 0.04" in text and "## ok" in text
-    assert "bench rl: " in capsys.readouterr().err
+    assert "not measured: no SFT checkpoint (its section is unchanged)" in capsys.readouterr().err
 
 
 def test_benches_import_no_test_module():
