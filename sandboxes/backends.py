@@ -118,9 +118,14 @@ def wrapper_script(limits: SandboxLimits, nproc: bool, inline: bool = False) -> 
     return script + f'{run}\nrc=$?\n{{ printf \'{marker}\'; command times; }} >&2\nexit $rc\n'
 
 
+def sh_argv(script: str, args: list[str]) -> list[str]:
+    """`sh -c SCRIPT /bin/sh ARGS`: how every wrapper and init script runs (that $0 is what an inline
+    script's error messages name, as a fresh `/bin/sh -c` names itself)."""
+    return ["/bin/sh", "-c", script, "/bin/sh", *args]
+
+
 def wrapped(limits: SandboxLimits, nproc: bool, argv: list[str], inline: bool = False) -> tuple[str, list[str]]:
-    """(wrapper script, its positional parameters) that run argv under the limits: `sh -c WRAPPER /bin/sh
-    ARGS` (that $0 is what an inline script's error messages name, as a fresh `/bin/sh -c` names itself).
+    """(wrapper script, its positional parameters) that run argv under the limits, through `sh_argv`.
     `inline`: argv is `/bin/sh -c SCRIPT`, run in a subshell of the wrapper (Sandbox.run_script)."""
     if not inline:
         return wrapper_script(limits, nproc), list(argv)

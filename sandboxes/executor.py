@@ -330,7 +330,7 @@ class Sandbox:
         start = time.monotonic()
         with _no_blocked_signals():
             proc = subprocess.Popen(
-                [*launcher, "/bin/sh", "-c", wrapper, "/bin/sh", *args],
+                [*launcher, *backends.sh_argv(wrapper, args)],
                 cwd=work, env=popen_env, stdin=subprocess.PIPE if stdin is not None else subprocess.DEVNULL,
                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True, bufsize=0)
         try:

@@ -101,7 +101,7 @@ class Supervisor:
         """What a job's P runs: the native P is the job's init itself and execs the rlimit wrapper; the
         Python one execs an init `sh` around it (`job_argv`)."""
         if self.kind == "native":
-            return ["/bin/sh", "-c", script, "/bin/sh", *args]
+            return backends.sh_argv(script, args)
         return job_argv(script, args)
 
 
@@ -372,10 +372,9 @@ class WorkerSet:
     def __init__(self, config: SandboxConfig, bwrap: str, python: str | None):
         self.config, self.bwrap = config, bwrap
         self.supervisors, left_out = supervisors(config, python)
-        for why in left_out:
-            if self.supervisors or config.worker_supervisor != "auto":
-                warn_once(f"worker-{why}", "sandbox: %s; persistent workers use the %s.", why,
-                          f"{self.supervisors[0].kind} supervisor" if self.supervisors else "per-call bwrap")
+        for why in left_out if self.supervisors else ():      # none left: the one warning below says why
+            warn_once(f"worker-{why}", "sandbox: %s; persistent workers use the %s supervisor.", why,
+                      self.supervisors[0].kind)
         self._idle: list[Worker] = []
         self._lock = threading.Lock()
         self._all: set[Worker] = set()
@@ -470,7 +469,7 @@ def job_argv(script: str, argv: list[str]) -> list[str]:
     pid 1 only waits. Signals from inside its namespace reach it only where it has a handler: sh would
     catch SIGINT and exit 130, so it traps the catchable ones with `:` (caught, not ignored: the subshell
     and the program start with default dispositions, as per call)."""
-    return ["/bin/sh", "-c", f"{INIT_TRAPS}\n(\n{script.rstrip()}\n)\nexit $?\n", "/bin/sh", *argv]
+    return backends.sh_argv(f"{INIT_TRAPS}\n(\n{script.rstrip()}\n)\nexit $?\n", argv)
 
 
 INIT_TRAPS = "trap : HUP INT QUIT TERM USR1 USR2 ALRM"
