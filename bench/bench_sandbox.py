@@ -14,12 +14,17 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from sandboxes.steps import Step
+
 DESIGN = """module top(input [7:0] a, input [7:0] b, output [8:0] s); assign s = a + b; endmodule
 module tb; reg [7:0] a, b; wire [8:0] s; integer i, bad; top dut(a, b, s);
 initial begin bad = 0; for (i = 0; i < 200; i = i + 1) begin a = $random; b = $random; #1;
 if (s !== a + b) bad = bad + 1; end $display("Mismatches: %0d in 200 samples", bad); $finish; end endmodule
 """
 JOB = "iverilog -g2012 -s tb -o sim design.v > compile.log 2>&1 && vvp -n sim"
+# The same job as steps (sandboxes/steps.py), as the reward runs it: no shell on a native worker.
+JOB_STEPS = (Step(("iverilog", "-g2012", "-s", "tb", "-o", "sim", "design.v"), log="compile.log", stop_exit=1),
+             Step(("vvp", "-n", "sim")))
 
 
 def _interleaved(fns: dict[str, Callable[[], object]], n: int) -> dict[str, list[float]]:
@@ -191,8 +196,9 @@ def run(quick: bool = False) -> str:
                 "plain iverilog+vvp": lambda: subprocess.run(["sh", "-c", JOB], cwd=work, env=env,
                                                              capture_output=True, check=False),
                 f"Sandbox({box.backend}) iverilog+vvp": lambda: box.run(["sh", "-c", JOB], work),
-                f"Sandbox({box.backend}).run_script (the reward's way) iverilog+vvp":
-                    lambda: box.run_script(JOB, work),
+                f"Sandbox({box.backend}).run_script iverilog+vvp": lambda: box.run_script(JOB, work),
+                f"Sandbox({box.backend}).run_steps (the reward's way) iverilog+vvp":
+                    lambda: box.run_steps(JOB_STEPS, work),
                 f"Sandbox({box.backend}, per call) iverilog+vvp": lambda: per_call.run(["sh", "-c", JOB], work),
                 f"Sandbox({box.backend}, per call).run_script iverilog+vvp": lambda: per_call.run_script(JOB, work),
             }, max(10, n // 4))

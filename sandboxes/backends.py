@@ -24,12 +24,14 @@ from __future__ import annotations
 import functools
 import logging
 import os
+import resource
 import signal
 import stat
 import subprocess
 import tempfile
 import threading
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 from sandboxes.limits import SandboxConfig, SandboxLimits
@@ -56,6 +58,7 @@ NET_ETC_ENTRIES = ("/etc/resolv.conf", "/etc/hosts", "/etc/nsswitch.conf", "/etc
 TOP_DIRS = ("/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32")
 # Precedes the wrapper's `times` report at the very end of stderr (the runner strips both).
 CPU_MARKER = b"\n<earl-sandbox-cpu>"
+RLIMITS_FAILED = "earl-sandbox: cannot set rlimits"   # and exit 125, from the wrapper or the native job
 
 _warned: set[str] = set()
 _warn_lock = threading.Lock()
@@ -93,24 +96,50 @@ def _nproc_flag() -> str:
 PROCESS_STATE = "umask 022\necho 1000 2>&- >/proc/self/oom_score_adj || :\n"
 
 
-def wrapper_script(limits: SandboxLimits, nproc: bool, inline: bool = False) -> str:
-    """sh -c script: set rlimits (hard, so the program cannot raise them) and PROCESS_STATE, run "$@",
-    then append CPU_MARKER and `times` to stderr (one builtin each: no fork, so it works even at the
-    process limit). `inline`: "$1" is a shell script, run as `sh -c "$1"` would run it but in a subshell
-    of the wrapper (see `wrapped`)."""
-    sets = [
-        "ulimit -c 0",
-        f"ulimit -S -t {int(limits.cpu_s)}",
-        f"ulimit -H -t {int(limits.cpu_s) + 1}",     # SIGXCPU at the soft limit, SIGKILL a second later
-        f"ulimit -v {int(limits.memory_mb) * 1024}",
-        f"ulimit -f {int(limits.max_file_mb) * 2048}",   # 512-byte blocks in dash and POSIX-mode bash
-        f"ulimit -n {int(limits.max_open_files)}",
-        "ulimit -r 0",                               # no real-time priority, whatever the trainer may use
-        f"ulimit -s {int(limits.stack_mb) * 1024}",  # thread stacks (glibc's default size) count in RLIMIT_AS
+@dataclass(frozen=True)
+class Rlimit:
+    """One limit a job runs under: the wrapper sets it with `ulimit -{flag}` (in units of `unit` bytes),
+    the native supervisor with setrlimit(2) (`resource`, in bytes, counts or seconds)."""
+    resource: int
+    flag: str
+    soft: int
+    hard: int
+    unit: int = 1
+
+    def ulimit(self) -> list[str]:
+        """The `ulimit` commands that set it (soft and hard apart where they differ)."""
+        if self.soft == self.hard:
+            return [f"ulimit -{self.flag} {self.soft // self.unit}"]
+        return [f"ulimit -S -{self.flag} {self.soft // self.unit}", f"ulimit -H -{self.flag} {self.hard // self.unit}"]
+
+
+def rlimits(limits: SandboxLimits, nproc: bool) -> list[Rlimit]:
+    """Every rlimit of a run, hard (so the program cannot raise them). `nproc`: RLIMIT_NPROC too (only
+    where it counts this run's processes alone: `Sandbox._command`)."""
+    mib = 1024 * 1024
+    cpu = int(limits.cpu_s)
+    table = [
+        Rlimit(resource.RLIMIT_CORE, "c", 0, 0),
+        Rlimit(resource.RLIMIT_CPU, "t", cpu, cpu + 1),   # SIGXCPU at the soft limit, SIGKILL a second later
+        Rlimit(resource.RLIMIT_AS, "v", int(limits.memory_mb) * mib, int(limits.memory_mb) * mib, 1024),
+        # dash and POSIX-mode bash count `ulimit -f` in 512-byte blocks
+        Rlimit(resource.RLIMIT_FSIZE, "f", int(limits.max_file_mb) * mib, int(limits.max_file_mb) * mib, 512),
+        Rlimit(resource.RLIMIT_NOFILE, "n", int(limits.max_open_files), int(limits.max_open_files)),
+        Rlimit(resource.RLIMIT_RTPRIO, "r", 0, 0),   # no real-time priority, whatever the trainer may use
+        # thread stacks (glibc's default size) count in RLIMIT_AS
+        Rlimit(resource.RLIMIT_STACK, "s", int(limits.stack_mb) * mib, int(limits.stack_mb) * mib, 1024),
     ]
     if nproc:
-        sets.append(f"ulimit {_nproc_flag()} {int(limits.max_procs)}")
-    script = " && ".join(sets) + " || { echo 'earl-sandbox: cannot set rlimits' >&2; exit 125; }\n"
+        table.append(Rlimit(resource.RLIMIT_NPROC, _nproc_flag()[1], int(limits.max_procs), int(limits.max_procs)))
+    return table
+
+
+def wrapper_script(limits: SandboxLimits, nproc: bool, inline: bool = False) -> str:
+    """sh -c script: set `rlimits` and PROCESS_STATE, run "$@", then append CPU_MARKER and `times` to
+    stderr (one builtin each: no fork, so it works even at the process limit). `inline`: "$1" is a shell
+    script, run as `sh -c "$1"` would run it but in a subshell of the wrapper (see `wrapped`)."""
+    sets = [cmd for limit in rlimits(limits, nproc) for cmd in limit.ulimit()]
+    script = " && ".join(sets) + f" || {{ echo '{RLIMITS_FAILED}' >&2; exit 125; }}\n"
     script += PROCESS_STATE
     # eval's argument is expanded first, so `shift` leaves the script no positional parameters, as sh -c
     run = '(eval "shift; $1")' if inline else '"$@"'

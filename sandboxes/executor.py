@@ -14,14 +14,15 @@ import signal as signals
 import subprocess
 import time
 import weakref
-from collections.abc import Iterator
-from dataclasses import dataclass
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, replace
 from pathlib import Path
 
-from sandboxes import backends, worker
+from sandboxes import backends, steps, worker
 from sandboxes.backends import BASE_PATH
 from sandboxes.capture import READ_CHUNK, TAIL, Capped, read_into
 from sandboxes.limits import SandboxConfig, SandboxLimits
+from sandboxes.steps import Step
 from sandboxes.tools import ToolNotFound, find_program, require_programs, search_path
 
 # Under RLIMIT_AS an allocation fails rather than the kernel killing the program; these are the ways
@@ -305,24 +306,36 @@ class Sandbox:
                    limits: SandboxLimits | None = None, env: dict[str, str] | None = None) -> ExecResult:
         """Run a POSIX sh script as `run(['/bin/sh', '-c', script], ...)` does, but in a subshell of the
         rlimit wrapper instead of a fresh sh: one exec less per run (~1.2 ms of CPU on a small VM, a
-        fifth of a persistent job's overhead; every Verilog bench job is one script). The process tree,
+        fifth of a persistent job's overhead; `run_steps` saves the shell too). The process tree,
         limits, verdicts and caps are the same; only `$$` and `$PPID` differ (the wrapper's shell's)."""
         return self._run(["/bin/sh", "-c", script], workdir, stdin, limits, env, inline=True)
 
+    def run_steps(self, job: Sequence[Step], workdir: str | Path, *, stdin: bytes | None = None,
+                  limits: SandboxLimits | None = None, env: dict[str, str] | None = None) -> ExecResult:
+        """Run a job given as steps (sandboxes/steps.py: programs in order, each optionally logged to a
+        file, its status saved, stopping on failure): on a native persistent worker without any shell,
+        one exec less than `run_script` of the same job; elsewhere as `run_script(steps.script(job))`.
+        Results are the same either way. Bare program names are resolved as by `run`."""
+        resolved = tuple(replace(s, argv=(self._resolve(s.argv[0]), *s.argv[1:])) for s in steps.validate(job))
+        return self._run(["/bin/sh", "-c", steps.script(resolved)], workdir, stdin, limits, env, inline=True,
+                         job_steps=resolved)
+
+    def _resolve(self, program: str) -> str:
+        return program if os.sep in program else self.program(program)
+
     def _run(self, argv: list[str], workdir: str | Path, stdin: bytes | None, limits: SandboxLimits | None,
-             env: dict[str, str] | None, inline: bool) -> ExecResult:
+             env: dict[str, str] | None, inline: bool, job_steps: tuple[Step, ...] | None = None) -> ExecResult:
         if not argv or not all(isinstance(a, str) for a in argv):
             raise ValueError(f"Sandbox.run: argv must be a non-empty list of strings, got {argv!r}")
         work = Path(workdir).resolve()
         if not work.is_dir():
             raise FileNotFoundError(f"Sandbox.run: work dir {str(workdir)!r} does not exist or is not a directory")
-        if os.sep not in argv[0]:
-            argv = [self.program(argv[0]), *argv[1:]]
+        argv = [self._resolve(argv[0]), *argv[1:]]
         lim = limits or self.config.limits
         box = self._workers.acquire() if self._workers is not None else None
         if box is not None:
             try:
-                return self._run_persistent(box, argv, work, stdin, lim, env or {}, inline)
+                return self._run_persistent(box, argv, work, stdin, lim, env or {}, inline, job_steps)
             except OSError as exc:                              # the work dir could not be cloned
                 backends.warn_once(f"clone:{exc.errno}", "sandbox: %s; such runs use per-call bwrap.", exc)
         launcher, popen_env, nproc = self._command(work, lim, env or {})
@@ -344,15 +357,15 @@ class Sandbox:
         return self._result(rc, out, err, timed_out, time.monotonic() - start, lim)
 
     def _run_persistent(self, box: worker.Worker, argv: list[str], work: Path, stdin: bytes | None,
-                        lim: SandboxLimits, env: dict[str, str], inline: bool) -> ExecResult:
-        """One run as a job of a persistent worker (same wrapper, verdicts and caps as per-call bwrap)."""
+                        lim: SandboxLimits, env: dict[str, str], inline: bool,
+                        job_steps: tuple[Step, ...] | None) -> ExecResult:
+        """One run as a job of a persistent worker (same limits, verdicts and caps as per-call bwrap)."""
         assert self._workers is not None, "a persistent run needs the sandbox's worker set"
         cap = int(lim.max_output_bytes)
         out, err = Capped(cap), Capped(cap, TAIL)
         start, healthy = time.monotonic(), True
         try:                                                  # OSError before the job ran: per-call instead
-            outcome = box.run(backends.wrapped(lim, True, argv, inline), backends.box_env(env),
-                              work, lim, stdin, (out, err))
+            outcome = box.run(argv, inline, backends.box_env(env), work, lim, stdin, (out, err), job_steps)
             healthy = outcome.healthy
         except worker.JobRefused:
             healthy = False

@@ -14,8 +14,14 @@
  * namespace, and it is not dumpable, so no job can ptrace it. The wall clock is the supervisor's: on
  * expiry it SIGKILLs P, and the kernel kills all of P's namespace before P's exit is reported.
  *
+ * A job given as steps (sandboxes/steps.py) runs with no shell: the job (pid 2) is this process itself,
+ * which sets the rlimits, umask and OOM score as the wrapper would, runs each step as its child (pid 3...),
+ * and writes the wrapper's CPU report: the same tree, limits and output, one exec less.
+ *
  * Request (one SOCK_SEQPACKET message, fields ending in NUL; worker.encode_request writes it):
  *   "earl-job-1" wall_s tmp_bytes n_under under_tmp... argc argv... envc env(KEY=VALUE)...
+ *   "earl-job-2" wall_s tmp_bytes n_under under_tmp... nlim (resource soft hard)...
+ *                nsteps (argc argv... log status_file stop_exit)... envc env(KEY=VALUE)...
  * with SCM_RIGHTS fds: stdout, stderr, work-dir tree[, stdin]. Reply: {"rc": N, "timed_out": B, "cpu_s": F}
  * or {"error": "..."}. */
 #define _GNU_SOURCE
@@ -51,10 +57,24 @@
 #define SANDBOX_UID 65534
 #define MAX_MSG (1 << 20)
 #define MAX_FDS 4
+#define MAX_LIMITS 16
+#define MAX_STEPS 8 /* sandboxes/steps.py MAX_STEPS */
+#define RLIMITS_FAILED "earl-sandbox: cannot set rlimits" /* backends.RLIMITS_FAILED, exit 125 */
+#define CPU_MARKER "\n<earl-sandbox-cpu>"                /* backends.CPU_MARKER */
 enum { FD_STDOUT, FD_STDERR, FD_TREE, FD_STDIN };
 
 struct clone_args_ {
     uint64_t flags, pidfd, child_tid, parent_tid, exit_signal, stack, stack_size, tls;
+};
+
+struct limit {
+    int resource;
+    rlim_t soft, hard;
+};
+
+struct step {
+    char **argv, *log, *status_file;
+    int stop_exit; /* -1: none */
 };
 
 struct job {
@@ -62,6 +82,9 @@ struct job {
     unsigned long long tmp_bytes;
     int n_under;
     char **under, **argv, **envp;
+    int nlim, nsteps; /* an earl-job-2 request: rlimits and steps instead of argv */
+    struct limit lim[MAX_LIMITS];
+    struct step steps[MAX_STEPS];
 };
 
 static char msg[MAX_MSG];
@@ -137,6 +160,17 @@ static void write_file(const char *path, const char *text) {
     close(fd);
 }
 
+/* The OOM killer's first choice, inherited by everything the job forks (backends.PROCESS_STATE); where /proc
+ * refuses it, the run goes on. */
+static void oom_first(void) {
+    int fd = open("/proc/self/oom_score_adj", O_WRONLY | O_CLOEXEC);
+    if (fd >= 0) {
+        if (write(fd, "1000", 4) < 0) { /* refused: nothing to do */
+        }
+        close(fd);
+    }
+}
+
 /* Into a user namespace of P's own: uid 65534 there, no capabilities over the box's namespaces. The job
  * is not root there, so its exec clears the capabilities P holds in it. */
 static void drop_user(void) {
@@ -152,6 +186,7 @@ static void drop_user(void) {
     write_file("/proc/self/uid_map", map);
     snprintf(map, sizeof map, "%d %d 1", SANDBOX_UID, (int)gid);
     write_file("/proc/self/gid_map", map);
+    oom_first(); /* while /proc/self is ours to write: a steps job's pid 2, non-dumpable, could not */
     if (prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) != 0) /* no job may ptrace its init */
         fail("dumpable");
 }
@@ -159,6 +194,101 @@ static void drop_user(void) {
 static int status_code(int status) {
     return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
 }
+
+/* ------------------------------------------------------------------ the steps of an earl-job-2 job (pid 2) */
+
+/* What backends.wrapper_script does, without a shell: rlimits and umask 022 (P set the OOM score). First
+ * every capability goes, those P holds in its user namespace: the wrapper's exec would have cleared them. */
+static void process_state(const struct job *j) {
+    struct { uint32_t version; int pid; } head = {0x20080522, 0}; /* _LINUX_CAPABILITY_VERSION_3 */
+    struct { uint32_t effective, permitted, inheritable; } none[2] = {{0, 0, 0}, {0, 0, 0}};
+    if (syscall(SYS_capset, &head, none) != 0)
+        fail("capset");
+    for (int i = 0; i < j->nlim; i++) {
+        struct rlimit rl = {j->lim[i].soft, j->lim[i].hard};
+        if (setrlimit(j->lim[i].resource, &rl) != 0) {
+            dprintf(2, RLIMITS_FAILED "\n");
+            _exit(SETUP_FAILED);
+        }
+    }
+    umask(022);
+}
+
+/* One step as sh runs a command: its status as sh's $? (127 not found, 126 not runnable, 2 when the
+ * log cannot be created or no process forked, 128 + signal when killed, which the job's stderr is told). */
+static int run_step(const struct step *s, char **envp) {
+    pid_t pid = fork();
+    if (pid < 0) {
+        dprintf(2, "earl-sandbox: cannot fork: %s\n", strerror(errno));
+        return 2;
+    }
+    if (pid == 0) {
+        if (s->log) {
+            int fd = open(s->log, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0666);
+            if (fd < 0) {
+                dprintf(2, "earl-sandbox: cannot create %s: %s\n", s->log, strerror(errno));
+                _exit(2);
+            }
+            if (dup2(fd, 1) < 0 || dup2(fd, 2) < 0)
+                _exit(2);
+        }
+        execve(s->argv[0], s->argv, envp);
+        int err = errno;
+        dprintf(2, "earl-sandbox: %s: %s\n", s->argv[0], strerror(err));
+        _exit(err == ENOENT ? 127 : 126);
+    }
+    int status;
+    while (waitpid(pid, &status, 0) < 0)
+        if (errno != EINTR)
+            return 2;
+    if (WIFSIGNALED(status) && WTERMSIG(status) != SIGINT && WTERMSIG(status) != SIGPIPE) /* as dash says it */
+        dprintf(2, "%s%s\n", strsignal(WTERMSIG(status)), WCOREDUMP(status) ? " (core dumped)" : "");
+    return status_code(status);
+}
+
+static void print_seconds(char *out, size_t len, struct timeval tv) {
+    double s = tv.tv_sec + tv.tv_usec / 1e6;
+    long minutes = (long)(s / 60);
+    snprintf(out, len, "%ldm%.6fs", minutes, s - 60.0 * minutes);
+}
+
+/* The job's pid 2, as the rlimit wrapper `sh` is in an earl-job-1 job: runs the steps as its children,
+ * then appends CPU_MARKER and `times`' two lines (its own, its children's) to stderr and exits with the
+ * job's status. */
+static void run_steps(const struct job *j) {
+    process_state(j);
+    int rc = 0;
+    for (int i = 0; i < j->nsteps; i++) {
+        const struct step *s = &j->steps[i];
+        rc = run_step(s, j->envp);
+        if (i == j->nsteps - 1)
+            break;
+        if (s->status_file) {
+            int fd = open(s->status_file, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0666);
+            if (fd >= 0) {
+                dprintf(fd, "%d\n", rc);
+                close(fd);
+            } else
+                dprintf(2, "earl-sandbox: cannot create %s: %s\n", s->status_file, strerror(errno));
+        }
+        if (rc != 0 && s->stop_exit >= 0) {
+            rc = s->stop_exit;
+            break;
+        }
+    }
+    struct rusage self, kids;
+    char su[32], ss[32], cu[32], cs[32];
+    getrusage(RUSAGE_SELF, &self);
+    getrusage(RUSAGE_CHILDREN, &kids);
+    print_seconds(su, sizeof su, self.ru_utime);
+    print_seconds(ss, sizeof ss, self.ru_stime);
+    print_seconds(cu, sizeof cu, kids.ru_utime);
+    print_seconds(cs, sizeof cs, kids.ru_stime);
+    dprintf(2, CPU_MARKER "%s %s\n%s %s\n", su, ss, cu, cs);
+    _exit(rc);
+}
+
+/* ------------------------------------------------------------------ the job's init, continued */
 
 static void job_process(const struct job *j, const int *fds, int nfds) {
     if (dup2(fds[FD_STDERR], 2) < 0) /* setup errors reach the job's stderr */
@@ -182,6 +312,8 @@ static void job_process(const struct job *j, const int *fds, int nfds) {
         if (dup2(in, 0) < 0 || dup2(fds[FD_STDOUT], 1) < 0 || dup2(fds[FD_STDERR], 2) < 0)
             fail("dup2");
         close_from(3);
+        if (j->nsteps)
+            run_steps(j);
         execve(j->argv[0], j->argv, j->envp);
         fail(j->argv[0]);
     }
@@ -223,6 +355,58 @@ static int count(const char *field, size_t limit) {
     return (*end || end == field || value < 0 || (size_t)value > limit) ? -1 : (int)value;
 }
 
+/* An unsigned field (an rlimit value); *ok = 0 when it is not one. */
+static rlim_t number(const char *field, int *ok) {
+    char *end;
+    if (!field || !*field || *field == '-') {
+        *ok = 0;
+        return 0;
+    }
+    errno = 0;
+    unsigned long long value = strtoull(field, &end, 10);
+    if (*end || errno)
+        *ok = 0;
+    return (rlim_t)value;
+}
+
+/* earl-job-2's rlimits and steps from fields[*at]; 0 on success. Each step's argv ends where its log
+ * field was (read, then overwritten with NULL). */
+static int parse_steps(char **fields, size_t n, size_t *at, struct job *j) {
+    int ok = 1;
+    j->nlim = count(fields[(*at)++], MAX_LIMITS);
+    if (j->nlim < 0 || *at + 3 * (size_t)j->nlim >= n)
+        return -1;
+    for (int i = 0; i < j->nlim; i++) {
+        j->lim[i].resource = count(fields[(*at)++], 64);
+        j->lim[i].soft = number(fields[(*at)++], &ok);
+        j->lim[i].hard = number(fields[(*at)++], &ok);
+        if (j->lim[i].resource < 0 || !ok)
+            return -1;
+    }
+    j->nsteps = count(fields[(*at)++], MAX_STEPS);
+    if (j->nsteps < 1)
+        return -1;
+    for (int i = 0; i < j->nsteps; i++) {
+        struct step *s = &j->steps[i];
+        int argc = count(fields[(*at)++], n);
+        if (argc < 1 || *at + argc + 3 >= n)
+            return -1;
+        s->argv = fields + *at;
+        *at += argc;
+        s->log = *fields[*at] ? fields[*at] : NULL;
+        fields[(*at)++] = NULL;
+        s->status_file = *fields[*at] ? fields[*at] : NULL;
+        (*at)++;
+        const char *stop = fields[(*at)++];
+        int none = strcmp(stop, "-1") == 0;
+        s->stop_exit = none ? -1 : count(stop, 255);
+        if (s->stop_exit < 0 && !none)
+            return -1;
+    }
+    j->argv = j->steps[j->nsteps - 1].argv;
+    return 0;
+}
+
 /* Split the request's NUL-ended fields into *j; 0 on success. under, argv and envp point into one static
  * array of the fields: argv ends where the envc field was (overwritten with NULL once read), envp at the
  * slot after the last field. */
@@ -237,7 +421,8 @@ static int parse(char *buf, size_t len, struct job *j) {
         fields[n++] = p;
     if (p < buf + len)
         return -1;
-    if (n < 6 || strcmp(fields[0], "earl-job-1") != 0)
+    int steps = n >= 6 && strcmp(fields[0], "earl-job-2") == 0;
+    if (n < 6 || (!steps && strcmp(fields[0], "earl-job-1") != 0))
         return -1;
     j->wall_s = strtod(fields[1], &end);
     if (*end || !(j->wall_s > 0))
@@ -250,11 +435,17 @@ static int parse(char *buf, size_t len, struct job *j) {
         return -1;
     j->under = fields + at;
     at += j->n_under;
-    int argc = count(fields[at++], n);
-    if (argc < 1 || at + argc >= n)
-        return -1;
-    j->argv = fields + at;
-    at += argc;
+    j->nlim = j->nsteps = 0;
+    if (steps) {
+        if (parse_steps(fields, n, &at, j) != 0)
+            return -1;
+    } else {
+        int argc = count(fields[at++], n);
+        if (argc < 1 || at + argc >= n)
+            return -1;
+        j->argv = fields + at;
+        at += argc;
+    }
     int envc = count(fields[at], n);
     if (envc < 0 || at + 1 + envc != n)
         return -1;
@@ -382,12 +573,13 @@ static void reset_signals(void) {
     sigprocmask(SIG_SETMASK, &none, NULL);
 }
 
-/* One real job (`true` through every step, over the empty dir `tree`) before saying ready: nested
- * namespaces or attaching a detached mount may be refused here. */
+/* One real job (`true` as the one step of a steps job, over the empty dir `tree`) before saying ready:
+ * nested namespaces, attaching a detached mount or dropping capabilities may be refused here. */
 static int self_test(int tree, char *err, size_t errlen) {
     int pipefd[2];
     static char *argv[] = {"/bin/true", NULL}, *envp[] = {NULL};
-    struct job j = {30.0, 1 << 20, 0, NULL, argv, envp};
+    struct job j = {.wall_s = 30.0, .tmp_bytes = 1 << 20, .argv = argv, .envp = envp, .nsteps = 1};
+    j.steps[0] = (struct step){argv, NULL, NULL, -1};
     if (pipe2(pipefd, O_CLOEXEC) != 0) {
         snprintf(err, errlen, "pipe: %s", strerror(errno));
         return 0;
@@ -405,7 +597,10 @@ static int self_test(int tree, char *err, size_t errlen) {
     ssize_t n = read(pipefd[0], err, errlen - 1);
     err[n > 0 ? n : 0] = 0;
     close(pipefd[0]);
-    return status_code(status) == 0;
+    if (status_code(status) != 0)
+        return 0;
+    err[0] = 0; /* what it wrote was its CPU report */
+    return 1;
 }
 
 static void json_string(char *out, size_t outlen, const char *text) {

@@ -14,7 +14,8 @@ worker that stops answering.
 A request is one SOCK_SEQPACKET message of NUL-ended fields (`encode_request`; both supervisors parse it):
     earl-job-1, wall_s, tmp_bytes, n, n paths under /tmp to keep, argc, argv..., envc, KEY=VALUE...
 with the fds stdout, stderr, work-dir tree[, stdin]. The reply is JSON: {"rc", "timed_out", "cpu_s"} or
-{"error"}.
+{"error"}. A job given as steps (sandboxes/steps.py) goes to a native supervisor as `earl-job-2`, with the
+rlimits and steps in place of argv (supervisor.c), and runs without a shell; the Python one gets its script.
 """
 from __future__ import annotations
 
@@ -33,10 +34,11 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from sandboxes import backends, native
+from sandboxes import backends, native, steps
 from sandboxes.backends import BASE_PATH, warn_once
 from sandboxes.capture import read_into
 from sandboxes.limits import SandboxConfig, SandboxLimits
+from sandboxes.steps import Step
 
 SUPERVISOR = (Path(__file__).with_name("_supervisor.py")).read_text()
 READY_TIMEOUT_S = 30.0         # start-up of a worker (bwrap + Python + its self-test job)
@@ -72,14 +74,22 @@ def clone_tree(path: Path) -> int:
     return fd
 
 
-REQUEST_TAG = "earl-job-1"
+REQUEST_TAG, STEPS_TAG = "earl-job-1", "earl-job-2"
 
 
 def encode_request(argv: list[str], env: dict[str, str], wall_s: float, tmp_bytes: int,
-                   under_tmp: list[str]) -> bytes:
-    """One job request (the module docstring's layout). NUL cannot occur in an argv, env or path."""
-    fields = [REQUEST_TAG, repr(float(wall_s)), str(int(tmp_bytes)), str(len(under_tmp)), *under_tmp,
-              str(len(argv)), *argv, str(len(env)), *(f"{k}={v}" for k, v in env.items())]
+                   under_tmp: list[str], direct: tuple[list[backends.Rlimit], tuple[Step, ...]] | None = None) -> bytes:
+    """One job request (the module docstring's layout). NUL cannot occur in an argv, env or path.
+    `direct`: (rlimits, steps) that the native supervisor runs without a shell, instead of argv."""
+    if direct is None:
+        tag, body = REQUEST_TAG, [str(len(argv)), *argv]
+    else:
+        rlimits, job_steps = direct
+        tag = STEPS_TAG
+        body = [str(len(rlimits)), *(str(v) for r in rlimits for v in (r.resource, r.soft, r.hard)),
+                *steps.fields(job_steps)]
+    fields = [tag, repr(float(wall_s)), str(int(tmp_bytes)), str(len(under_tmp)), *under_tmp,
+              *body, str(len(env)), *(f"{k}={v}" for k, v in env.items())]
     if any("\0" in f for f in fields):
         raise ValueError("a sandbox argv, env entry or path cannot contain NUL")
     return "".join(f + "\0" for f in fields).encode("utf-8", "surrogateescape")
@@ -207,13 +217,19 @@ class Worker:
     def alive(self) -> bool:
         return self.proc.poll() is None
 
-    def run(self, wrapper: tuple[str, list[str]], env: dict[str, str], work: Path, lim: SandboxLimits,
-            stdin: bytes | None, sinks: tuple) -> JobOutcome:
-        """Run one job over `work`: `wrapper` is the rlimit wrapper script and its positional parameters
-        (`backends.wrapped`); `sinks` are the (stdout, stderr) Capped buffers its output goes to.
-        OSError (before anything ran) when `work` cannot be cloned."""
-        request = encode_request(self.supervisor.job_argv(*wrapper), env, lim.wall_s,
-                                 int(lim.max_file_mb) * 1024 * 1024, self.under_tmp)
+    def run(self, argv: list[str], inline: bool, env: dict[str, str], work: Path, lim: SandboxLimits,
+            stdin: bytes | None, sinks: tuple, job_steps: tuple[Step, ...] | None = None) -> JobOutcome:
+        """Run one job over `work`: argv under the rlimit wrapper (`backends.wrapped`, `inline` as there);
+        `sinks` are the (stdout, stderr) Capped buffers its output goes to. `job_steps`: the same job as
+        steps (argv is their script), which a native supervisor runs without a shell. OSError (before
+        anything ran) when `work` cannot be cloned."""
+        direct = None
+        if job_steps is not None and self.supervisor.kind == "native":
+            direct = (backends.rlimits(lim, True), job_steps)
+            argv = []
+        else:
+            argv = self.supervisor.job_argv(*backends.wrapped(lim, True, argv, inline))
+        request = encode_request(argv, env, lim.wall_s, int(lim.max_file_mb) * 1024 * 1024, self.under_tmp, direct)
         if self.dropped:
             backends.hand_over(work)
         tree = clone_tree(work)

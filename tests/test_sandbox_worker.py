@@ -22,6 +22,7 @@ import pytest
 from sandboxes import backends, native
 from sandboxes.executor import ExecResult, Sandbox
 from sandboxes.limits import SandboxConfig, SandboxLimits
+from sandboxes.steps import Step
 from tests.helpers.sandbox_probes import host_procs_with, sh
 
 pytestmark = [
@@ -211,7 +212,7 @@ def test_worker_killed_mid_job_gives_a_verdict_and_is_replaced(box, dirs):
 
 # ------------------------------------------------------------------ same verdicts as per-call bwrap
 
-def _verdicts(sb: Sandbox, dirs) -> dict[str, tuple]:
+def _verdicts(sb: Sandbox, dirs, run=sh) -> dict[str, tuple]:
     lim = SandboxLimits(wall_s=2, cpu_s=1, memory_mb=256, max_procs=20, max_output_bytes=10_000, max_file_mb=1)
     out = {}
     for name, script in {**HOSTILE, "exit_3": "echo out; echo err >&2; exit 3",
@@ -220,8 +221,8 @@ def _verdicts(sb: Sandbox, dirs) -> dict[str, tuple]:
                          "escape_write": "echo x > /usr/x || echo x > /x || echo x > ../x; exit 1",
                          "stdin_echo": "cat"}.items():
         wall = 60 if name == "loops_forever" else lim.wall_s        # cpu, never timeout, however busy
-        r = sh(sb, script, dirs(), limits=dataclasses.replace(lim, wall_s=wall),
-               stdin=b"in" if name == "stdin_echo" else None)
+        r = run(sb, script, dirs(), limits=dataclasses.replace(lim, wall_s=wall),
+                stdin=b"in" if name == "stdin_echo" else None)
         out[name] = (r.verdict, r.returncode, r.signal, r.timed_out, r.output_truncated,
                      r.stdout if name in ("exit_3", "stdin_echo", "output_flood") else "")
     return out
@@ -231,6 +232,18 @@ def test_same_verdicts_as_per_call_bwrap(box, dirs):
     per_call = Sandbox(dataclasses.replace(box.config, persistent=False))
     assert not per_call.run(["true"], dirs()).persistent
     assert _verdicts(box, dirs) == _verdicts(per_call, dirs)
+
+
+def step_sh(sandbox: Sandbox, script: str, workdir: Path, **kw) -> ExecResult:
+    """The script as the one step of a steps job (run without the wrapper shell on a native worker)."""
+    return sandbox.run_steps([Step(("/bin/sh", "-c", script))], workdir, **kw)
+
+
+def test_steps_jobs_same_verdicts_as_per_call_bwrap(box, dirs):
+    """The hostile corpus as steps: the native supervisor runs them with no wrapper shell (its job process
+    sets the limits and reports the CPU), the Python one as their script; both as per-call bwrap."""
+    per_call = Sandbox(dataclasses.replace(box.config, persistent=False))
+    assert _verdicts(box, dirs, step_sh) == _verdicts(per_call, dirs)
 
 
 @pytest.mark.slow

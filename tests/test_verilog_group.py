@@ -167,14 +167,14 @@ def test_a_group_runs_under_its_own_shorter_limit(monkeypatch):
     one (the hang's own reason names its own limit)."""
     from sandboxes.executor import Sandbox
     walls: list[float | None] = []
-    run = Sandbox.run_script
+    run = Sandbox.run_steps
 
     def recording(self, script, workdir, **kw):
         limits = kw.get("limits")
         walls.append(None if limits is None else limits.wall_s)
         return run(self, script, workdir, **kw)
 
-    monkeypatch.setattr(Sandbox, "run_script", recording)
+    monkeypatch.setattr(Sandbox, "run_steps", recording)
     p = _pick("mux2", r"ab", reference_only=True)
     sol = p.meta["solution"]
     problems, completions, names = _batch((p, {"good": sol, "hang": before_end(sol, HANG)}))
@@ -219,7 +219,7 @@ def test_a_candidate_that_would_break_the_compile_runs_alone_at_once(monkeypatch
     group, the group again, the broken one); verdicts as one by one either way."""
     from sandboxes.executor import Sandbox
     runs: list[str] = []
-    run = Sandbox.run_script
+    run = Sandbox.run_steps
 
     def counting(self, script, workdir, **kw):
         runs.append(script)
@@ -230,7 +230,7 @@ def test_a_candidate_that_would_break_the_compile_runs_alone_at_once(monkeypatch
     cands = {"good": sol, "wrong": sol.replace("= ~", "= "), "broken": before_end(sol, "  wire w = nope;\n")}
     problems, completions, _ = _batch((p, cands))
     _score(problems, completions, group_simulation=False, syntax_precheck=predict)
-    monkeypatch.setattr(Sandbox, "run_script", counting)
+    monkeypatch.setattr(Sandbox, "run_steps", counting)
     alone = _score(problems, completions, group_simulation=False, syntax_precheck=predict)
     runs.clear()
     grouped = _score(problems, completions, syntax_precheck=predict)

@@ -41,6 +41,7 @@ from rewards.verilog.extract import (
     rename_modules,
     strip_comments,
 )
+from sandboxes.steps import Step
 
 CANDIDATE_PREFIX = "__earl_g"          # candidate k's modules: __earl_g<k>_<name>
 
@@ -184,9 +185,9 @@ def _code(text: str) -> str:
 
 @dataclass
 class GroupJob:
-    """Files for one work dir and the sh script compiling and simulating every candidate at once."""
+    """Files for one work dir and the steps compiling and simulating every candidate at once."""
     files: dict[str, str]
-    script: str
+    script: tuple[Step, ...]
     tags: list[str]                 # output tag of candidate k
 
 
@@ -204,7 +205,7 @@ def build_group_job(problem, codes: Sequence[str], flags: Sequence[str], vvp_fla
                     tools: Mapping[str, str] | None = None) -> GroupJob:
     """`problem`: a verilogeval-style problem with a group-capable bench and a reference (for a
     reference-only problem, `equivbench.with_equiv_bench` of it)."""
-    from rewards.verilog.harness import compile_and_run_script, new_tag
+    from rewards.verilog.harness import compile_and_run_steps, new_tag
 
     files: dict[str, str] = {}
     duts: list[tuple[str, str]] = []
@@ -214,7 +215,7 @@ def build_group_job(problem, codes: Sequence[str], flags: Sequence[str], vvp_fla
         duts.append((mapping[problem.top_module], new_tag()))
     files["test.sv"] = expand(problem.testbench, problem.top_module, duts)
     files["ref.sv"] = problem.reference or ""
-    return GroupJob(files, compile_and_run_script(problem, files, flags, vvp_flags, tools), [t for _, t in duts])
+    return GroupJob(files, compile_and_run_steps(problem, files, flags, vvp_flags, tools), [t for _, t in duts])
 
 
 def culprits(compile_log: str, n: int, prefix: str) -> set[int] | None:

@@ -25,7 +25,9 @@ from typing import Any
 
 from rewards.verilog.extract import instantiated_modules, root_modules, strip_comments
 from rewards.verilog.problems import Problem
+from sandboxes import steps
 from sandboxes.limits import Backend
+from sandboxes.steps import Step
 
 VERILOGEVAL_FLAGS: tuple[str, ...] = ("-Wall", "-Winfloop", "-Wno-timescale", "-g2012")
 COMPILE_FAILED_EXIT = 97          # the shell's exit code when iverilog failed (its log says why)
@@ -57,9 +59,10 @@ def problem_issue(problem: Problem) -> str | None:
 
 @dataclass
 class Job:
-    """Files to write into a fresh work dir and the one sh script that compiles and simulates."""
+    """Files to write into a fresh work dir and what compiles and simulates them: steps (run without a
+    shell where the sandbox can: sandboxes/steps.py) or, where a step needs the shell, one sh script."""
     files: dict[str, str]
-    script: str
+    script: str | tuple[Step, ...]
     tag: str
 
 
@@ -101,7 +104,7 @@ def build_job(problem: Problem, code: str, flags: tuple[str, ...] = VERILOGEVAL_
     else:   # testbench first so its `timescale also covers the design, as in a VCS run of tb + design
         sources = {"testbench.v": tag_testbench(testbench, tag), "design.v": code}
     files.update(sources)
-    return Job(files=files, script=compile_and_run_script(problem, sources, flags, vvp_flags, tools), tag=tag)
+    return Job(files=files, script=compile_and_run_steps(problem, sources, flags, vvp_flags, tools), tag=tag)
 
 
 def new_tag() -> str:
@@ -117,18 +120,17 @@ def bench_commands(problem: Problem, sources: Iterable[str], flags: Sequence[str
             [tools.get("vvp", "vvp"), *vvp_flags, "sim"])
 
 
-def compile_step(compile_cmd: list[str]) -> str:
-    """Shell lines: compile, log and exit status to compile.log / compile.rc (the reward reads both), stop
-    with COMPILE_FAILED_EXIT when it failed."""
-    return (f"{shlex.join(compile_cmd)} >compile.log 2>&1\nrc=$?\necho $rc >compile.rc\n"
-            f"[ $rc -eq 0 ] || exit {COMPILE_FAILED_EXIT}\n")
+def compile_step(compile_cmd: list[str]) -> Step:
+    """Compile, log and exit status to compile.log / compile.rc (the reward reads both), stop with
+    COMPILE_FAILED_EXIT when it failed."""
+    return Step(tuple(compile_cmd), log="compile.log", status_file="compile.rc", stop_exit=COMPILE_FAILED_EXIT)
 
 
-def compile_and_run_script(problem: Problem, sources: Iterable[str], flags: Sequence[str],
-                           vvp_flags: Sequence[str], tools: Mapping[str, str] | None = None) -> str:
-    """The sandboxed sh script of a bench job: compile (compile_step), then simulate."""
+def compile_and_run_steps(problem: Problem, sources: Iterable[str], flags: Sequence[str],
+                          vvp_flags: Sequence[str], tools: Mapping[str, str] | None = None) -> tuple[Step, ...]:
+    """The sandboxed steps of a bench job: compile (compile_step), then simulate."""
     compile_cmd, sim_cmd = bench_commands(problem, sources, flags, vvp_flags, tools)
-    return f"{compile_step(compile_cmd)}exec {shlex.join(sim_cmd)}\n"
+    return compile_step(compile_cmd), Step(tuple(sim_cmd))
 
 
 # Vector benches: bench output (tagged stdout lines, or the file the bench writes) vs `meta.expected_output`,
@@ -182,7 +184,7 @@ def vectors_job(problem: Problem, code: str, files: dict[str, str], tag: str, fl
     compile_cmd, sim_cmd = bench_commands(problem, sources, flags, vvp_flags, tools)
     compare = [tools.get("awk", "awk"), "-v", f"tag={tag}", "-v", f"tagged={0 if out else 1}", _VECTOR_AWK,
                out or "sim.out", EXPECTED_VECTORS]
-    script = (f"{compile_step(compile_cmd)}"
+    script = (f"{steps.shell(compile_step(compile_cmd))}"
               f"{shlex.join(sim_cmd)} >sim.out\nrc=$?\ncat sim.out\n"
               f"[ $rc -lt 128 ] || exit $rc\n"                  # vvp killed (a limit): no verdict
               f"[ -f {vectors} ] || : >{vectors}\nexec {shlex.join(compare)}\n")

@@ -41,6 +41,7 @@ from rewards.verilog.harness import (
 )
 from rewards.verilog.problems import Problem
 from sandboxes.limits import Backend
+from sandboxes.steps import Step
 from sandboxes.strict import from_dict
 from sandboxes.tools import ToolNotFound, backend_programs, require_programs
 
@@ -384,10 +385,10 @@ class VerilogReward:
         score = self._interpret(problem, res, compile_rc, compile_log, job.tag if self.config.tag_output else None)
         return self._confirm(problem, code, score)
 
-    def _run_in_workdir(self, files: dict[str, str], script: str,
+    def _run_in_workdir(self, files: dict[str, str], script: str | tuple[Step, ...],
                         wall_s: float | None = None) -> tuple[Any, int | None, str]:
-        """Run the sh `script` in the sandbox over a fresh work dir holding `files`: (result, compile rc, compile log).
-        `wall_s`: a shorter wall clock than the sandbox's `time_limit_s`."""
+        """Run the job's steps (or sh `script`) in the sandbox over a fresh work dir holding `files`:
+        (result, compile rc, compile log). `wall_s`: a shorter wall clock than the sandbox's `time_limit_s`."""
         root = self.config.workdir_root
         if root:
             Path(root).mkdir(parents=True, exist_ok=True)
@@ -397,7 +398,8 @@ class VerilogReward:
                 (work / name).write_text(text, encoding="utf-8")
             box = self._get_sandbox()
             limits = None if wall_s is None else replace(box.config.limits, wall_s=wall_s)   # CPU: as per candidate
-            res = box.run_script(script, work, limits=limits, env=None if self.config.waveforms else NO_WAVEFORMS)
+            run = box.run_script if isinstance(script, str) else box.run_steps
+            res = run(script, work, limits=limits, env=None if self.config.waveforms else NO_WAVEFORMS)
             return res, _read_int(work / "compile.rc"), _read_head(work / "compile.log")
         finally:
             if not self.config.keep_workdirs:

@@ -1,0 +1,147 @@
+"""Jobs as steps (sandboxes/steps.py): the native supervisor runs them with no shell at all, everything else
+as their sh script; results, files, limits and process state must be the same on every path.
+
+The per-call bwrap run of `steps.script` is the reference (it is what ran before steps existed).
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+import resource
+import shutil
+import tempfile
+from pathlib import Path
+
+import pytest
+
+from sandboxes import steps
+from sandboxes.executor import Sandbox
+from sandboxes.limits import SandboxConfig, SandboxLimits
+from sandboxes.steps import Step
+
+SH = "/bin/sh"
+LIMITS = SandboxLimits(wall_s=20, cpu_s=10, max_procs=20)
+needs_workers = pytest.mark.skipif(shutil.which("bwrap") is None or os.geteuid() != 0,
+                                   reason="persistent workers need bubblewrap and root (open_tree)")
+
+
+def sh_step(script: str, **kw) -> Step:
+    return Step((SH, "-c", script), **kw)
+
+
+# ------------------------------------------------------------------ the contract (no sandbox)
+
+def test_script_of_a_compile_job_is_the_one_the_reward_always_ran():
+    job = [sh_step("cc", log="compile.log", status_file="compile.rc", stop_exit=113), Step(("/usr/bin/vvp", "sim"))]
+    assert steps.script(job) == ("/bin/sh -c cc >compile.log 2>&1\nrc=$?\necho $rc >compile.rc\n"
+                                 "[ $rc -eq 0 ] || exit 113\nexec /usr/bin/vvp sim\n")
+
+
+@pytest.mark.parametrize(("job", "message"), [
+    ([], "1 to 8 steps"),
+    ([Step(("/bin/true",))] * 9, "1 to 8 steps"),
+    ([Step(())], "step 0: argv"),
+    ([Step(("/bin/true", "a\0b"))], "step 0: argv"),
+    ([Step(("/bin/true",), log="../x")], "step 0: log must be a plain file name"),
+    ([Step(("/bin/true",), status_file=".hidden"), Step(("/bin/true",))], "step 0: status_file"),
+    ([Step(("/bin/true",), stop_exit=256), Step(("/bin/true",))], "step 0: stop_exit"),
+    ([Step(("/bin/true",), status_file="rc")], "the last step"),
+    ([Step(("/bin/true",), stop_exit=3)], "the last step"),
+])
+def test_steps_that_cannot_run_are_refused_by_name(job, message):
+    with pytest.raises(ValueError, match=message):
+        steps.validate(job)
+
+
+def test_request_fields_layout():
+    job = (Step(("/a", "x"), log="l", status_file="s", stop_exit=7), Step(("/b",)))
+    assert steps.fields(job) == ["2", "2", "/a", "x", "l", "s", "7", "1", "/b", "", "", "-1"]
+
+
+# ------------------------------------------------------------------ every path runs them alike
+
+@pytest.fixture(scope="module")
+def boxes():
+    """per-call bwrap (the reference), the native worker (no shell), the Python one (the script)."""
+    made = {"per_call": Sandbox(SandboxConfig(backend="bwrap", limits=LIMITS, persistent=False))}
+    for kind in ("native", "python"):
+        made[kind] = Sandbox(SandboxConfig(backend="bwrap", limits=LIMITS, worker_supervisor=kind))
+    yield made
+    for sb in made.values():
+        sb.close()
+
+
+def _run(sb: Sandbox, job: list[Step], **kw) -> tuple:
+    work = Path(tempfile.mkdtemp(prefix="earl-steps-test-"))
+    try:
+        (work / "in.txt").write_text("from the work dir\n")
+        r = sb.run_steps(job, work, **kw)
+        files = {p.name: p.read_text(errors="replace") for p in sorted(work.iterdir())}
+        return r, (r.verdict, r.returncode, r.signal, r.stdout, r.stderr, files)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+JOBS = {
+    "compile_then_run": [sh_step("echo compiled; echo warn >&2; cat in.txt > sim", log="compile.log",
+                                 status_file="compile.rc", stop_exit=113), sh_step("cat sim; echo done >&2")],
+    "compile_fails": [sh_step("echo broken >&2; exit 4", log="compile.log", status_file="compile.rc",
+                              stop_exit=113), sh_step("echo never")],
+    "failure_without_stop": [sh_step("exit 5", status_file="rc"), sh_step("cat rc; exit 6")],
+    "killed_step": [sh_step("kill -9 $$", status_file="rc", stop_exit=9), sh_step("echo never")],
+    "killed_last_step": [sh_step("echo before"), sh_step("kill -TERM $$")],
+    "stdin_and_env": [sh_step("read line; echo \"$line $EARL_X\""), sh_step("echo $EARL_X >&2")],
+    "last_step_logged": [sh_step("echo a"), sh_step("echo b; echo c >&2", log="run.log")],
+    "umask_and_state": [sh_step("umask; cat /proc/self/oom_score_adj; ulimit -a; : > made; ls -l made | cut -c1-10")],
+    "cpu_limit": [sh_step("while :; do :; done", status_file="rc"), sh_step("cat rc")],
+}
+
+
+@needs_workers
+@pytest.mark.parametrize("kind", ["native", "python"])
+@pytest.mark.parametrize("name", sorted(JOBS))
+def test_steps_run_alike_on_every_path(boxes, kind, name):
+    kw = {"stdin": b"hello\n", "env": {"EARL_X": "x1"}} if name == "stdin_and_env" else {}
+    if name == "cpu_limit":
+        kw["limits"] = dataclasses.replace(LIMITS, cpu_s=1, wall_s=60)
+    res, got = _run(boxes[kind], JOBS[name], **kw)
+    _, want = _run(boxes["per_call"], JOBS[name], **kw)
+    assert res.persistent
+    assert got == want
+
+
+@needs_workers
+@pytest.mark.parametrize("kind", ["native", "python"])
+def test_a_missing_program_fails_its_step_as_sh_would(boxes, kind):
+    """127 and a message on the step's stderr (sh's words differ from the supervisor's; the status not)."""
+    job = [Step(("/no/such/tool",), log="compile.log", status_file="compile.rc", stop_exit=113), Step(("/bin/true",))]
+    res, got = _run(boxes[kind], job)
+    _, want = _run(boxes["per_call"], job)
+    assert res.returncode == want[1] == 113
+    assert got[5]["compile.rc"] == want[5]["compile.rc"] == "127\n"
+    assert "/no/such/tool" in got[5]["compile.log"]
+
+
+@needs_workers
+def test_native_worker_runs_steps_without_a_shell(boxes):
+    """A step's parent is the job process itself on a native worker (no wrapper `sh`), holding no
+    capabilities (as the wrapper, an exec'd program, holds none), and the CPU its steps burn is still
+    reported."""
+    parent = [sh_step("cat /proc/$PPID/comm; grep -E '^Cap(Eff|Prm)' /proc/$PPID/status")]
+    loop = [sh_step("i=0; while [ $i -lt 300000 ]; do i=$((i+1)); done")]
+    caps = "CapPrm:\t0000000000000000\nCapEff:\t0000000000000000\n"
+    assert _run(boxes["native"], parent)[0].stdout == "earl-init\n" + caps
+    assert _run(boxes["per_call"], parent)[0].stdout == "sh\n" + caps
+    r, _ = _run(boxes["native"], loop)
+    assert r.ok and r.cpu_s > 0 and "earl-sandbox-cpu" not in r.stderr, r
+
+
+@needs_workers
+def test_limits_that_cannot_be_set_fail_the_job_as_the_wrapper_does(boxes):
+    hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+    if hard == resource.RLIM_INFINITY:
+        pytest.skip("no hard limit on open files to exceed")
+    lim = dataclasses.replace(LIMITS, max_open_files=hard + 1)
+    for kind in ("native", "per_call"):
+        r, _ = _run(boxes[kind], [Step(("/bin/true",))], limits=lim)
+        assert r.returncode == 125 and "earl-sandbox: cannot set rlimits" in r.stderr, (kind, r)
