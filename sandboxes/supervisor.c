@@ -388,6 +388,8 @@ static int parse_steps(char **fields, size_t n, size_t *at, struct job *j) {
         return -1;
     for (int i = 0; i < j->nsteps; i++) {
         struct step *s = &j->steps[i];
+        if (*at >= n) /* the fields after the last one are stale: never read */
+            return -1;
         int argc = count(fields[(*at)++], n);
         if (argc < 1 || *at + argc + 3 >= n)
             return -1;

@@ -145,3 +145,30 @@ def test_limits_that_cannot_be_set_fail_the_job_as_the_wrapper_does(boxes):
     for kind in ("native", "per_call"):
         r, _ = _run(boxes[kind], [Step(("/bin/true",))], limits=lim)
         assert r.returncode == 125 and "earl-sandbox: cannot set rlimits" in r.stderr, (kind, r)
+
+
+@needs_workers
+def test_malformed_steps_requests_are_refused_and_run_per_call(boxes, monkeypatch):
+    """The native supervisor parses an earl-job-2 request against its own field count: every truncation
+    of a valid one, and out-of-range counts, get an error reply before anything runs; the job then runs
+    per call (same output) and the worker is replaced."""
+    from sandboxes import backends, worker
+    job = (Step(("/bin/echo", "ran"), log="l", status_file="s", stop_exit=3), Step(("/bin/cat", "l")))
+    valid = worker.encode_request([], {"A": "1"}, 5.0, 1 << 20, [], (backends.rlimits(LIMITS, True), job))
+    fields = valid.split(b"\0")[:-1]
+    nsteps_at = 5 + 3 * int(fields[4])             # after tag, wall, tmp, n_under (0), nlim and the limits
+    stop_at = nsteps_at + 6                         # step 0: argc, /bin/echo, ran, log, status_file, stop_exit
+    assert fields[stop_at] == b"3"
+    bad = [b"".join(f + b"\0" for f in fields[:k]) for k in range(1, len(fields))]
+    for at, value in ((4, b"99"), (5, b"-1"), (nsteps_at, b"0"), (nsteps_at, b"9"), (nsteps_at + 1, b"999"),
+                      (stop_at, b"256"), (stop_at, b"x")):
+        changed = list(fields)
+        changed[at] = value
+        bad.append(b"".join(f + b"\0" for f in changed))
+    real = worker.encode_request
+    for request in bad:
+        monkeypatch.setattr(worker, "encode_request", lambda *a, r=request: r)
+        res, _ = _run(boxes["native"], list(job))
+        assert not res.persistent and res.stdout == "ran\n", (request, res)
+    monkeypatch.setattr(worker, "encode_request", real)
+    assert _run(boxes["native"], list(job))[0].persistent
