@@ -10,6 +10,8 @@ Semantics, step by step: run `argv` (argv[0] an absolute path) with the job's st
 the job's, or both appended to a fresh `log` file in the work dir; `status_file` then gets its exit status
 (`N\\n`, 128 + signal for a killed program, as sh's `$?`); a non-zero status ends the job with `stop_exit`
 when that is set, else the next step runs. The last step replaces the job (`exec`): its status is the job's.
+As sh runs a command: 127 when the program is missing, 126 when it cannot run, a file with no `#!` line runs
+as an sh script, a step that cannot be forked ends the job with 2, and programs see `PWD`.
 """
 from __future__ import annotations
 
@@ -36,13 +38,16 @@ def validate(steps: Sequence[Step]) -> tuple[Step, ...]:
     if not 1 <= len(steps) <= MAX_STEPS:
         raise ValueError(f"a job takes 1 to {MAX_STEPS} steps, got {len(steps)}")
     for i, step in enumerate(steps):
-        if not step.argv or not all(isinstance(a, str) and "\0" not in a for a in step.argv):
-            raise ValueError(f"step {i}: argv must be non-empty strings without NUL, got {step.argv!r}")
+        if not isinstance(step, Step):
+            raise ValueError(f"step {i}: must be a Step, got {step!r}")
+        if not isinstance(step.argv, (tuple, list)) or not step.argv or \
+                not all(isinstance(a, str) and "\0" not in a for a in step.argv):
+            raise ValueError(f"step {i}: argv must be a non-empty tuple of strings without NUL, got {step.argv!r}")
         for name in ("log", "status_file"):
             value = getattr(step, name)
             if value is not None and (not _PLAIN_NAME.fullmatch(value) or value.startswith(".")):
                 raise ValueError(f"step {i}: {name} must be a plain file name in the work dir, got {value!r}")
-        if step.stop_exit is not None and not 0 <= step.stop_exit <= 255:
+        if step.stop_exit is not None and (type(step.stop_exit) is not int or not 0 <= step.stop_exit <= 255):
             raise ValueError(f"step {i}: stop_exit must be 0-255, got {step.stop_exit!r}")
     last = steps[-1]
     if last.status_file is not None or last.stop_exit is not None:

@@ -215,12 +215,13 @@ static void process_state(const struct job *j) {
 }
 
 /* One step as sh runs a command: its status as sh's $? (127 not found, 126 not runnable, 2 when the
- * log cannot be created or no process forked, 128 + signal when killed, which the job's stderr is told). */
+ * log cannot be created, 128 + signal when killed, which the job's stderr is told); -1 when no process
+ * could be forked (sh then ends the whole script with 2). A file with no #! line runs as an sh script. */
 static int run_step(const struct step *s, char **envp) {
     pid_t pid = fork();
     if (pid < 0) {
         dprintf(2, "earl-sandbox: cannot fork: %s\n", strerror(errno));
-        return 2;
+        return -1;
     }
     if (pid == 0) {
         if (s->log) {
@@ -234,6 +235,18 @@ static int run_step(const struct step *s, char **envp) {
         }
         execve(s->argv[0], s->argv, envp);
         int err = errno;
+        if (err == ENOEXEC) {
+            int argc = 0;
+            while (s->argv[argc])
+                argc++;
+            char **shell = calloc(argc + 2, sizeof *shell);
+            if (shell) {
+                shell[0] = "/bin/sh";
+                memcpy(shell + 1, s->argv, (argc + 1) * sizeof *shell);
+                execve(shell[0], shell, envp);
+            }
+            err = errno;
+        }
         dprintf(2, "earl-sandbox: %s: %s\n", s->argv[0], strerror(err));
         _exit(err == ENOENT ? 127 : 126);
     }
@@ -261,6 +274,10 @@ static void run_steps(const struct job *j) {
     for (int i = 0; i < j->nsteps; i++) {
         const struct step *s = &j->steps[i];
         rc = run_step(s, j->envp);
+        if (rc < 0) {
+            rc = 2;
+            break;
+        }
         if (i == j->nsteps - 1)
             break;
         if (s->status_file) {
@@ -349,7 +366,7 @@ static double cpu_s(void) {
 /* A count field: 0 <= value <= limit, else -1. */
 static int count(const char *field, size_t limit) {
     char *end;
-    if (!field)
+    if (!field || *field < '0' || *field > '9')
         return -1;
     long value = strtol(field, &end, 10);
     return (*end || end == field || value < 0 || (size_t)value > limit) ? -1 : (int)value;
@@ -358,7 +375,7 @@ static int count(const char *field, size_t limit) {
 /* An unsigned field (an rlimit value); *ok = 0 when it is not one. */
 static rlim_t number(const char *field, int *ok) {
     char *end;
-    if (!field || !*field || *field == '-') {
+    if (!field || *field < '0' || *field > '9') { /* no sign, no blank: strtoull would take both */
         *ok = 0;
         return 0;
     }
@@ -405,6 +422,9 @@ static int parse_steps(char **fields, size_t n, size_t *at, struct job *j) {
         if (s->stop_exit < 0 && !none)
             return -1;
     }
+    const struct step *last = &j->steps[j->nsteps - 1];
+    if (last->status_file || last->stop_exit >= 0) /* the job's own status (steps.validate) */
+        return -1;
     j->argv = j->steps[j->nsteps - 1].argv;
     return 0;
 }

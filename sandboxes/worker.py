@@ -226,7 +226,7 @@ class Worker:
         direct = None
         if job_steps is not None and self.supervisor.kind == "native":
             direct = (backends.rlimits(lim, True), job_steps)
-            argv = []
+            argv, env = [], {**env, "PWD": backends.BOX}    # what the wrapper's sh exports to its programs
         else:
             argv = self.supervisor.job_argv(*backends.wrapped(lim, True, argv, inline))
         request = encode_request(argv, env, lim.wall_s, int(lim.max_file_mb) * 1024 * 1024, self.under_tmp, direct)

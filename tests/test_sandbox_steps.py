@@ -45,6 +45,9 @@ def test_script_of_a_compile_job_is_the_one_the_reward_always_ran():
     ([Step(("/bin/true",), log="../x")], "step 0: log must be a plain file name"),
     ([Step(("/bin/true",), status_file=".hidden"), Step(("/bin/true",))], "step 0: status_file"),
     ([Step(("/bin/true",), stop_exit=256), Step(("/bin/true",))], "step 0: stop_exit"),
+    ([Step(("/bin/true",), stop_exit=True), Step(("/bin/true",))], "step 0: stop_exit"),
+    ([Step("/bin/true")], "step 0: argv"),                        # a string, not a tuple of them
+    (["/bin/true"], "step 0: must be a Step"),
     ([Step(("/bin/true",), status_file="rc")], "the last step"),
     ([Step(("/bin/true",), stop_exit=3)], "the last step"),
 ])
@@ -75,13 +78,20 @@ def _run(sb: Sandbox, job: list[Step], **kw) -> tuple:
     work = Path(tempfile.mkdtemp(prefix="earl-steps-test-"))
     try:
         (work / "in.txt").write_text("from the work dir\n")
+        (work / "noshebang").write_text("echo no-shebang \"$1\" $0\n")
+        (work / "noshebang").chmod(0o755)
+        (work / "adder.v").write_text(ADDER)
         r = sb.run_steps(job, work, **kw)
         files = {p.name: p.read_text(errors="replace") for p in sorted(work.iterdir())}
+        if "sim" in files:                          # vvp code holds the compiler's heap addresses (ASLR)
+            files["sim"] = files["sim"].splitlines()[0]
         return r, (r.verdict, r.returncode, r.signal, r.stdout, r.stderr, files)
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
 
+ADDER = """module tb; reg [3:0] a; initial begin a = 4'd9; $display("sum %0d", a + 4'd3); end endmodule
+"""
 JOBS = {
     "compile_then_run": [sh_step("echo compiled; echo warn >&2; cat in.txt > sim", log="compile.log",
                                  status_file="compile.rc", stop_exit=113), sh_step("cat sim; echo done >&2")],
@@ -94,6 +104,13 @@ JOBS = {
     "last_step_logged": [sh_step("echo a"), sh_step("echo b; echo c >&2", log="run.log")],
     "umask_and_state": [sh_step("umask; cat /proc/self/oom_score_adj; ulimit -a; : > made; ls -l made | cut -c1-10")],
     "cpu_limit": [sh_step("while :; do :; done", status_file="rc"), sh_step("cat rc")],
+    # programs run with no shell on the native path: what they inherit must still be what sh gives them
+    "environment": [Step(("printenv", "PWD", "HOME", "PATH", "LANG", "TMPDIR", "EARL_X"))],
+    "no_shebang": [Step(("./noshebang", "arg"), status_file="rc"), sh_step("cat rc")],
+    "icarus": [Step(("iverilog", "-o", "sim", "adder.v"), log="compile.log", status_file="compile.rc",
+                    stop_exit=113), Step(("vvp", "-n", "sim"))],
+    "icarus_broken": [Step(("iverilog", "-o", "sim", "in.txt"), log="compile.log", status_file="compile.rc",
+                           stop_exit=113), Step(("vvp", "-n", "sim"))],
 }
 
 
@@ -101,7 +118,9 @@ JOBS = {
 @pytest.mark.parametrize("kind", ["native", "python"])
 @pytest.mark.parametrize("name", sorted(JOBS))
 def test_steps_run_alike_on_every_path(boxes, kind, name):
-    kw = {"stdin": b"hello\n", "env": {"EARL_X": "x1"}} if name == "stdin_and_env" else {}
+    if name.startswith("icarus") and shutil.which("iverilog") is None:
+        pytest.skip("iverilog not installed")
+    kw = {"stdin": b"hello\n", "env": {"EARL_X": "x1"}} if name in ("stdin_and_env", "environment") else {}
     if name == "cpu_limit":
         kw["limits"] = dataclasses.replace(LIMITS, cpu_s=1, wall_s=60)
     res, got = _run(boxes[kind], JOBS[name], **kw)
@@ -160,8 +179,9 @@ def test_malformed_steps_requests_are_refused_and_run_per_call(boxes, monkeypatc
     stop_at = nsteps_at + 6                         # step 0: argc, /bin/echo, ran, log, status_file, stop_exit
     assert fields[stop_at] == b"3"
     bad = [b"".join(f + b"\0" for f in fields[:k]) for k in range(1, len(fields))]
-    for at, value in ((4, b"99"), (5, b"-1"), (nsteps_at, b"0"), (nsteps_at, b"9"), (nsteps_at + 1, b"999"),
-                      (stop_at, b"256"), (stop_at, b"x")):
+    last_stop = stop_at + 6                         # step 1: argc, /bin/cat, l, log, status_file, stop_exit
+    for at, value in ((4, b"99"), (5, b"-1"), (6, b" -1"), (6, b"+5"), (nsteps_at, b"0"), (nsteps_at, b"9"),
+                      (nsteps_at + 1, b"999"), (stop_at, b"256"), (stop_at, b"x"), (last_stop, b"0")):
         changed = list(fields)
         changed[at] = value
         bad.append(b"".join(f + b"\0" for f in changed))
