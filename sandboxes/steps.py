@@ -7,9 +7,9 @@ the Python supervisor) the same steps run as the equivalent sh script, `script(s
 `Sandbox.run_script`: same files, exit status, output and limits either way.
 
 Semantics, step by step: run `argv` (argv[0] an absolute path) with the job's stdin, its stdout and stderr
-the job's, or both appended to a fresh `log` file in the work dir; `status_file` then gets its exit status
+the job's, or both written to a fresh `log` file in the work dir; `status_file` then gets its exit status
 (`N\\n`, 128 + signal for a killed program, as sh's `$?`); a non-zero status ends the job with `stop_exit`
-when that is set, else the next step runs. The last step replaces the job (`exec`): its status is the job's.
+when that is set, else the next step runs. The last step's status is the job's (the script `exec`s it).
 As sh runs a command: 127 when the program is missing, 126 when it cannot run, a file with no `#!` line runs
 as an sh script, a step that cannot be forked ends the job with 2, and programs see `PWD`.
 """
@@ -22,6 +22,11 @@ from dataclasses import dataclass
 
 MAX_STEPS = 8                     # the native supervisor's bound (supervisor.c MAX_STEPS)
 _PLAIN_NAME = re.compile(r"[\w.+-]+")
+
+
+def plain_file_name(name: str) -> bool:
+    """A name that can only mean a file right in the work dir: no path, no shell syntax, not hidden."""
+    return bool(_PLAIN_NAME.fullmatch(name)) and not name.startswith(".")
 
 
 @dataclass(frozen=True)
@@ -45,7 +50,7 @@ def validate(steps: Sequence[Step]) -> tuple[Step, ...]:
             raise ValueError(f"step {i}: argv must be a non-empty tuple of strings without NUL, got {step.argv!r}")
         for name in ("log", "status_file"):
             value = getattr(step, name)
-            if value is not None and (not _PLAIN_NAME.fullmatch(value) or value.startswith(".")):
+            if value is not None and not plain_file_name(value):
                 raise ValueError(f"step {i}: {name} must be a plain file name in the work dir, got {value!r}")
         if step.stop_exit is not None and (type(step.stop_exit) is not int or not 0 <= step.stop_exit <= 255):
             raise ValueError(f"step {i}: stop_exit must be 0-255, got {step.stop_exit!r}")

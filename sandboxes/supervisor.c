@@ -425,7 +425,6 @@ static int parse_steps(char **fields, size_t n, size_t *at, struct job *j) {
     const struct step *last = &j->steps[j->nsteps - 1];
     if (last->status_file || last->stop_exit >= 0) /* the job's own status (steps.validate) */
         return -1;
-    j->argv = j->steps[j->nsteps - 1].argv;
     return 0;
 }
 
@@ -443,8 +442,10 @@ static int parse(char *buf, size_t len, struct job *j) {
         fields[n++] = p;
     if (p < buf + len)
         return -1;
-    int steps = n >= 6 && strcmp(fields[0], "earl-job-2") == 0;
-    if (n < 6 || (!steps && strcmp(fields[0], "earl-job-1") != 0))
+    if (n < 6)
+        return -1;
+    int steps = strcmp(fields[0], "earl-job-2") == 0;
+    if (!steps && strcmp(fields[0], "earl-job-1") != 0)
         return -1;
     j->wall_s = strtod(fields[1], &end);
     if (*end || !(j->wall_s > 0))
@@ -600,7 +601,7 @@ static void reset_signals(void) {
 static int self_test(int tree, char *err, size_t errlen) {
     int pipefd[2];
     static char *argv[] = {"/bin/true", NULL}, *envp[] = {NULL};
-    struct job j = {.wall_s = 30.0, .tmp_bytes = 1 << 20, .argv = argv, .envp = envp, .nsteps = 1};
+    struct job j = {.wall_s = 30.0, .tmp_bytes = 1 << 20, .envp = envp, .nsteps = 1};
     j.steps[0] = (struct step){argv, NULL, NULL, -1};
     if (pipe2(pipefd, O_CLOEXEC) != 0) {
         snprintf(err, errlen, "pipe: %s", strerror(errno));

@@ -56,6 +56,29 @@ def test_steps_that_cannot_run_are_refused_by_name(job, message):
         steps.validate(job)
 
 
+@pytest.mark.parametrize("name", ["../x", "a/b", "/abs", ".hidden", "x y", "x;rm", "a>b"])
+def test_file_names_outside_the_work_dir_are_refused_wherever_a_job_names_one(name):
+    """One check (steps.plain_file_name) for a step's log and status file and a problem's extra and
+    vector files."""
+    from rewards.verilog.harness import build_job
+    from rewards.verilog.problems import Problem
+    assert not steps.plain_file_name(name)
+    with pytest.raises(ValueError, match="log must be a plain file name"):
+        steps.validate([Step(("/bin/true",), log=name)])
+    bench, code = "module tb; endmodule\n", "module TopModule; endmodule"
+    with pytest.raises(ValueError, match="extra file name .* must be a plain file name"):
+        build_job(Problem(id="p", spec="", testbench=bench, files={name: "x"}), code)
+    vectors = Problem(id="p", spec="", testbench=bench, harness="vectors",
+                      meta={"expected_output": "1\n", "vector_file": name})
+    with pytest.raises(ValueError, match="vector file .* must be a plain file name"):
+        build_job(vectors, code)
+
+
+def test_plain_file_names_pass():
+    assert all(steps.plain_file_name(n) for n in ("compile.log", "sim.out", "a-b_c+1.v"))
+    assert not steps.plain_file_name("")
+
+
 def test_request_fields_layout():
     job = (Step(("/a", "x"), log="l", status_file="s", stop_exit=7), Step(("/b",)))
     assert steps.fields(job) == ["2", "2", "/a", "x", "l", "s", "7", "1", "/b", "", "", "-1"]

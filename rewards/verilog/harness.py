@@ -92,7 +92,7 @@ def build_job(problem: Problem, code: str, flags: tuple[str, ...] = VERILOGEVAL_
     for name, text in (problem.files or {}).items():
         if text is None:            # HF datasets fill absent struct keys with None
             continue
-        if not re.fullmatch(r"[\w.+-]+", name) or name.startswith("."):
+        if not steps.plain_file_name(name):
             raise ValueError(f"problem {problem.id}: extra file name {name!r} must be a plain file name")
         files[name] = text
     if problem.harness == "vectors":
@@ -175,7 +175,7 @@ def vectors_job(problem: Problem, code: str, files: dict[str, str], tag: str, fl
     if not expected:
         raise ValueError(f"problem {problem.id}: a vectors harness needs meta.expected_output")
     out = (problem.meta or {}).get("vector_file") or vector_output_file(problem.testbench or "")
-    if out is not None and (not re.fullmatch(r"[\w.+-]+", out) or out.startswith(".")):
+    if out is not None and not steps.plain_file_name(out):
         raise ValueError(f"problem {problem.id}: vector file {out!r} must be a plain file name")
     sources = {"testbench.v": tag_testbench(problem.testbench or "", tag), "design.v": code}
     files = {**files, **sources, EXPECTED_VECTORS: expected}
